@@ -1,0 +1,16 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="twisted-cluster",
+    version="0.1.0",
+    description="Node's cluster module for Twisted: one master, N workers, no lost connections.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["twisted_cluster", "twisted_cluster.*"])
+    + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["twisted_cluster_plugin.py"]},
+    install_requires=["twisted>=22.10", "zope.interface", "attrs"],
+    extras_require={"test": ["treq"]},
+    zip_safe=False,
+)

@@ -1,0 +1,208 @@
+"""
+Run a real C{twist cluster} process from a trial test, and talk to it.
+
+Every wait is bounded; every process started (the master and each worker it
+reports) is SIGKILLed by pid in the test's clean-up, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any, Callable
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.trial.unittest import TestCase
+
+#: The repository root: tests run the code in this tree.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def testEnvironment(extraPath: str | None = None) -> dict[str, str]:
+    """
+    The environment for a process under test: this tree first on the path
+    (which also makes C{twist} find the plugin in C{twisted/plugins}).
+    """
+    env = dict(os.environ)
+    paths = [ROOT] + ([extraPath] if extraPath else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
+    env.pop("TWISTED_CLUSTER_TEST_NO_ENV", None)
+    return env
+
+
+def pidAlive(pid: int) -> bool:
+    """
+    Whether C{pid} is a live process (a zombie counts as gone).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    reactor.callLater(seconds, d.callback, None)  # type: ignore[attr-defined]
+    return d
+
+
+async def waitUntil(
+    predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05
+) -> Any:
+    """
+    Poll C{predicate} until it is true; fail the test after C{timeout}.
+    """
+    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if reactor.seconds() > deadline:  # type: ignore[attr-defined]
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await sleep(step)
+
+
+class _Output(ProcessProtocol):
+    def __init__(self, cluster: "ClusterProcess") -> None:
+        self._cluster = cluster
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._cluster._line(line)
+
+    def errReceived(self, data: bytes) -> None:
+        self._cluster.stderr += data
+
+    def processEnded(self, reason: Any) -> None:
+        value = reason.value
+        self._cluster.exitCode = getattr(value, "exitCode", None)
+        self._cluster.exitSignal = getattr(value, "signal", None)
+        self._cluster.ended.callback(self._cluster.exitCode)
+
+
+class ClusterProcess:
+    """
+    A C{twist cluster} master process under test.
+
+    @ivar events: every log event the master wrote (JSON), in order.
+    @ivar workers: worker id -> pid of the workers that said ready, latest.
+    @ivar started: every worker pid the master ever started.
+    @ivar port: the TCP port it listens on, once known.
+    """
+
+    def __init__(self, testCase: TestCase) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.workers: dict[int, int] = {}
+        self.started: set[int] = set()
+        self.stderr = b""
+        self.port: int | None = None
+        self.exitCode: int | None = None
+        self.exitSignal: int | None = None
+        self.ended: Deferred[int | None] = Deferred()
+        self.pid: int | None = None
+        testCase.addCleanup(self.kill)
+
+    @classmethod
+    async def start(
+        cls,
+        testCase: TestCase,
+        *args: str,
+        listen: str = "tcp:0:interface=127.0.0.1",
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        waitReady: int = 1,
+        timeout: float = 30.0,
+    ) -> "ClusterProcess":
+        """
+        Start C{twist cluster ARGS --listen LISTEN}; wait until C{waitReady}
+        workers are ready and the port is known (0 waits for nothing).
+        """
+        self = cls(testCase)
+        argv = [sys.executable, "-m", "twisted.application.twist",
+                "--log-format=json", "cluster", *args]
+        if listen:
+            argv += ["--listen", listen]
+        transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+            _Output(self), sys.executable, argv,
+            env=env if env is not None else testEnvironment(),
+            path=cwd or ROOT,
+        )
+        self.pid = transport.pid
+        if waitReady:
+            await waitUntil(
+                lambda: self.port is not None and len(self.workers) >= waitReady,
+                timeout, f"{waitReady} ready workers",
+            )
+        return self
+
+    def _line(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        self.events.append(event)
+        fmt = event.get("log_format", "")
+        if fmt == "listening on {address}" and self.port is None:
+            address = event["address"]
+            if not address.startswith("unix:"):
+                self.port = int(address.rsplit(":", 1)[1])
+        elif fmt == "worker {worker_id} pid {pid} started":
+            self.started.add(event["pid"])
+        elif fmt == "worker {worker_id} pid {pid} ready":
+            self.workers[event["worker_id"]] = event["pid"]
+
+    def texts(self) -> list[str]:
+        """
+        The master's log as formatted lines.
+        """
+        from twisted.logger import formatEvent
+
+        out = []
+        for event in self.events:
+            try:
+                out.append(formatEvent(event))
+            except Exception:
+                out.append(str(event.get("log_format")))
+        return out
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def signal(self, name: str) -> None:
+        """
+        Send the master a signal (C{"TERM"}, C{"HUP"}, ...).
+        """
+        assert self.pid is not None
+        os.kill(self.pid, getattr(signal, f"SIG{name}"))
+
+    async def waitExit(self, timeout: float = 30.0) -> int | None:
+        """
+        Wait for the master to exit; return its exit code.
+        """
+        await waitUntil(lambda: self.ended.called, timeout, "the master to exit")
+        return self.exitCode
+
+    async def kill(self) -> None:
+        """
+        SIGKILL the master and every worker it started, by pid.
+        """
+        for pid in [self.pid, *self.started]:
+            if pid is not None and pidAlive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if not self.ended.called:
+            await waitUntil(lambda: self.ended.called, 10, "the killed master")
+        await waitUntil(
+            lambda: not any(pidAlive(p) for p in self.started), 10, "killed workers"
+        )

@@ -1,0 +1,145 @@
+"""
+The master's accept loop: a bare listening socket, accepted in batches.
+
+The master never builds a Protocol or a transport for a client connection:
+it accepts the raw descriptor and passes it on, so its cost per connection
+is one C{accept} and a share of one C{sendmsg}.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Callable
+
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime, IReadDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+#: Errors that mean the process or the system is out of descriptors or
+#: memory: accepting again at once would spin, so the acceptor pauses.
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+#: Errors about one connection that the client gave up on: skip it.
+_ONE_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
+
+#: An accepted connection before dispatch: (file descriptor, peer address).
+Accepted = tuple[int, object]
+
+
+@implementer(IReadDescriptor)
+class Acceptor:
+    """
+    Accepts connections on one listening socket and gives them, a batch at a
+    time, to C{sink}.
+
+    @ivar paused: whether the acceptor is off the reactor (no worker ready,
+        descriptors exhausted, or stopped).  Connections that arrive while
+        it is paused wait in the kernel's backlog: none is refused.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorFDSet,
+        clock: IReactorTime,
+        sock: socket.socket,
+        sink: Callable[[list[Accepted]], None],
+        batch: int = 128,
+        exhaustedPause: float = 0.1,
+    ) -> None:
+        """
+        @param sock: a listening, non-blocking socket.
+        @param sink: receives each non-empty batch of accepted connections.
+        @param batch: most connections accepted per turn of the reactor, so
+            that one busy listener cannot starve the rest of the master.
+        """
+        self._reactor = reactor
+        self._clock = clock
+        self._sock = sock
+        # socket._accept returns the raw (fd, address) pair without building
+        # a socket object per connection: the master only passes fds on.
+        self._accept = sock._accept  # type: ignore[attr-defined]
+        self._sink = sink
+        self._batch = batch
+        self._exhaustedPause = exhaustedPause
+        self._resumeCall = None
+        self.paused = True
+        self.exhaustedCount = 0
+        self.accepted = 0
+
+    def resume(self) -> None:
+        """
+        Start (or go on) accepting.
+        """
+        if self.paused and self._resumeCall is None:
+            self.paused = False
+            self._reactor.addReader(self)
+
+    def pause(self) -> None:
+        """
+        Stop accepting; new connections wait in the kernel's backlog.
+        """
+        if self._resumeCall is not None:
+            self._resumeCall.cancel()
+            self._resumeCall = None
+        if not self.paused:
+            self.paused = True
+            self._reactor.removeReader(self)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "Acceptor"
+
+    def doRead(self) -> None:
+        """
+        Accept up to C{batch} connections and hand them to the sink.
+        """
+        accepted: list[Accepted] = []
+        accept = self._accept
+        for _ in range(self._batch):
+            try:
+                accepted.append(accept())
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno in _ONE_CONNECTION:
+                    continue
+                if e.errno in _EXHAUSTED:
+                    self._exhausted(e)
+                    break
+                raise
+        if accepted:
+            self.accepted += len(accepted)
+            self._sink(accepted)
+
+    def acceptAll(self, limit: int = 65536) -> None:
+        """
+        Accept everything waiting in the backlog now (up to C{limit}), for
+        a listener that is about to close.
+        """
+        for _ in range(0, limit, self._batch):
+            before = self.accepted
+            self.doRead()
+            if self.accepted - before < self._batch:
+                return
+
+    def _exhausted(self, error: OSError) -> None:
+        self.exhaustedCount += 1
+        self.log.warn(
+            "cannot accept connections ({error}); pausing {pause}s",
+            error=error.strerror,
+            pause=self._exhaustedPause,
+        )
+        self.pause()
+        self._resumeCall = self._clock.callLater(self._exhaustedPause, self._resumed)
+
+    def _resumed(self) -> None:
+        self._resumeCall = None
+        self.resume()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.pause()

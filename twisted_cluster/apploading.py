@@ -1,0 +1,188 @@
+"""
+Turn the C{--app} dotted name into the protocol factory a worker serves.
+
+C{--app} names an object the way gunicorn and twistd users expect:
+C{package.module.attribute} or C{package.module:attribute}.  The object may
+be an L{IResource} (served with L{twisted.web.server.Site}), an
+L{IProtocolFactory}, or a callable that returns either (a class, a factory
+function).  Modules in the current directory are importable, because the
+worker puts its working directory first on C{sys.path}.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import traceback
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+
+class AppLoadError(Exception):
+    """
+    The app named by C{--app} cannot be served.  C{str(error)} is one line
+    that says why, fit to show a user; C{details} holds the traceback of the
+    user's code, when there was one.
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def _importLongestModule(name: str) -> tuple[Any, list[str]]:
+    """
+    Import the longest importable module prefix of C{name}.
+
+    @return: the module and the attribute path that remains after it.
+    @raise AppLoadError: when no prefix is a module, or when importing the
+        module raised (the user's error is kept in C{details}).
+    """
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        moduleName = ".".join(parts[:cut])
+        try:
+            return importlib.import_module(moduleName), parts[cut:]
+        except ModuleNotFoundError as e:
+            # Only "this very module does not exist" means: try a shorter
+            # prefix.  A missing import *inside* the module is the user's bug.
+            if e.name is None or not _isPrefix(e.name, moduleName):
+                raise _fromUserCode(name, e) from e
+        except Exception as e:
+            raise _fromUserCode(name, e) from e
+    raise AppLoadError(f"cannot load app {name!r}: no module named {parts[0]!r}")
+
+
+def _isPrefix(missing: str, moduleName: str) -> bool:
+    return moduleName == missing or moduleName.startswith(missing + ".")
+
+
+def _fromUserCode(name: str, e: BaseException) -> AppLoadError:
+    return AppLoadError(
+        f"cannot load app {name!r}: {type(e).__name__}: {e}",
+        "".join(traceback.format_exception(e)),
+    )
+
+
+def resolveName(name: str) -> Any:
+    """
+    Find the object called C{name}.
+
+    @param name: C{module.attr} or C{module:attr} (C{attr} may be dotted).
+    @raise AppLoadError: when the module or the attribute is missing.
+    """
+    if not name or name.startswith((".", ":")) or name.endswith((".", ":")):
+        raise AppLoadError(f"cannot load app {name!r}: not a dotted name")
+    if ":" in name:
+        moduleName, _, attrPath = name.partition(":")
+        try:
+            obj = importlib.import_module(moduleName)
+        except ModuleNotFoundError as e:
+            if e.name is not None and _isPrefix(e.name, moduleName):
+                raise AppLoadError(
+                    f"cannot load app {name!r}: no module named {e.name!r}"
+                ) from e
+            raise _fromUserCode(name, e) from e
+        except Exception as e:
+            raise _fromUserCode(name, e) from e
+        attrs = attrPath.split(".")
+    else:
+        obj, attrs = _importLongestModule(name)
+        if not attrs:
+            raise AppLoadError(
+                f"cannot load app {name!r}: that is a module; name the resource "
+                f"or factory in it, e.g. {name}.resource"
+            )
+    for attr in attrs:
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise AppLoadError(
+                f"cannot load app {name!r}: {getattr(obj, '__name__', obj)!r} "
+                f"has no attribute {attr!r}"
+            ) from None
+    return obj
+
+
+def quietSite(resource: IResource) -> Site:
+    """
+    A L{Site} for C{resource} without an access log line per request: at
+    thousands of requests a second, every worker's lines would flow through
+    the master's log (gunicorn, too, leaves the access log off by default).
+    """
+    site = Site(resource)
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site
+
+
+def _notAnApp(obj: Any, name: str) -> AppLoadError:
+    return AppLoadError(
+        f"cannot load app {name!r}: {type(obj).__name__} object is not an "
+        "IResource, an IProtocolFactory, or a callable returning one"
+    )
+
+
+def _wantsContext(call: Callable[..., Any]) -> bool:
+    """
+    Whether C{call} takes one required positional argument (the worker's
+    context) rather than none.
+    """
+    try:
+        parameters = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.default is p.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in parameters
+    )
+
+
+def asFactory(obj: Any, name: str = "app", context: Any = None) -> IProtocolFactory:
+    """
+    Adapt what C{--app} names to the factory a worker serves.
+
+    @param obj: an L{IResource}, an L{IProtocolFactory}, or a callable that
+        returns one of them.  A callable that takes one argument is given
+        C{context} (in a worker, its L{twisted_cluster.WorkerContext}).
+    @raise AppLoadError: when C{obj} is none of those.
+    """
+    for attempt in range(2):
+        if IResource.providedBy(obj):
+            return quietSite(obj)
+        if IProtocolFactory.providedBy(obj):
+            return obj
+        if attempt == 0 and callable(obj):
+            call: Callable[..., Any] = obj
+            try:
+                obj = call(context) if _wantsContext(call) else call()
+            except Exception as e:
+                raise _fromUserCode(name, e) from e
+            continue
+        break
+    raise _notAnApp(obj, name)
+
+
+def checkApp(obj: Any, name: str) -> None:
+    """
+    Check, without calling anything, that C{obj} can be what C{--app}
+    names.  The master runs this so that a wrong name fails at once, before
+    any worker starts.
+
+    @raise AppLoadError: when C{obj} is not an app.
+    """
+    if IResource.providedBy(obj) or IProtocolFactory.providedBy(obj) or callable(obj):
+        return
+    raise _notAnApp(obj, name)
+
+
+def loadApp(name: str, context: Any = None) -> IProtocolFactory:
+    """
+    Resolve C{name} and adapt it to a protocol factory.
+
+    @raise AppLoadError: with one line that says what is wrong.
+    """
+    return asFactory(resolveName(name), name, context)

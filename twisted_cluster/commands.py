@@ -1,0 +1,84 @@
+"""
+The control protocol between the master and its workers, as AMP commands.
+
+Every worker holds one AMP connection to the master, over an C{AF_UNIX}
+socketpair that the master maps into the worker as file descriptor 3.  This
+module is the whole specification of the built-in part of that protocol;
+applications add their own commands on the same connection (see
+L{twisted_cluster.api}).
+
+Accepted client connections do not travel here: they go over a dedicated
+C{SOCK_SEQPACKET} channel (L{twisted_cluster.handoff}) so that a large user
+message can never hold up the hand-off of connections.
+
+Worker to master
+================
+  - L{Ready}: the app is loaded and the worker can serve connections.
+  - L{StartupFailed}: the app could not be loaded; the worker exits next.
+  - L{ListWorkers}: the cluster as the master sees it (the default page
+    shows it).
+
+Master to worker
+================
+  - L{Ping}: proves that the worker's reactor is not blocked, and carries the
+    worker's figures.
+  - L{Drain}: stop taking connections, finish what is in flight, exit.
+"""
+
+from twisted.protocols import amp
+
+
+class Ready(amp.Command):
+    """
+    Worker to master: the application is loaded, the worker serves what it
+    is handed from now on.
+    """
+
+    arguments = [(b"pid", amp.Integer())]
+    response: list = []
+
+
+class StartupFailed(amp.Command):
+    """
+    Worker to master: loading the application failed.  C{error} is the one
+    line that explains why, C{details} the full traceback.  The worker exits
+    right after the answer.
+    """
+
+    arguments = [(b"error", amp.Unicode()), (b"details", amp.Unicode())]
+    response: list = []
+
+
+class ListWorkers(amp.Command):
+    """
+    Worker to master: the workers of the cluster, as a JSON document (a list
+    of objects with C{id}, C{pid}, C{state}).
+    """
+
+    arguments: list = []
+    response = [(b"workers", amp.Unicode())]
+
+
+class Ping(amp.Command):
+    """
+    Master to worker: a health check.  An answer within the health timeout
+    proves the worker's reactor turns; it carries the worker's figures.
+    """
+
+    arguments: list = []
+    response = [
+        (b"open", amp.Integer()),
+        (b"served", amp.Integer()),
+        (b"rss", amp.Integer()),
+    ]
+
+
+class Drain(amp.Command):
+    """
+    Master to worker: take no more connections, close idle ones, finish the
+    requests in flight, then exit.  Answered at once; the worker's exit is
+    the end of the drain.
+    """
+
+    arguments: list = []
+    response: list = []

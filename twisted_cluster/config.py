@@ -1,0 +1,56 @@
+"""
+The cluster's settings, as one frozen value that every part reads.
+"""
+
+from __future__ import annotations
+
+import os
+
+import attr
+
+from twisted_cluster.backoff import Backoff, StartupPolicy
+
+
+def defaultWorkers() -> int:
+    """
+    The default worker count: the CPUs this process may run on.
+    """
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ClusterConfig:
+    """
+    Everything the master needs to run a cluster.
+
+    @ivar workers: how many workers to keep running.
+    @ivar app: the C{--app} dotted name, or C{None} for the built-in page.
+    @ivar listen: endpoint strings to listen on.
+    @ivar gracePeriod: seconds a draining worker may take before SIGKILL.
+    @ivar startTimeout: seconds a new worker may take to become ready.
+    @ivar killTimeout: seconds between SIGTERM and SIGKILL for a hung worker.
+    @ivar healthInterval: seconds between two health pings of a worker.
+    @ivar healthTimeout: seconds a ping may go unanswered before the worker
+        is declared hung.
+    @ivar queueLimit: connections the master holds while no worker is ready;
+        past it, new ones are closed (and counted).
+    @ivar backoff: the restart delays.
+    @ivar startup: when failing start-ups stop the master.
+    @ivar python: the interpreter that runs the workers.
+    """
+
+    workers: int = attr.ib(factory=defaultWorkers)
+    app: str | None = None
+    listen: tuple[str, ...] = ("tcp:8080",)
+    gracePeriod: float = 30.0
+    startTimeout: float = 60.0
+    killTimeout: float = 5.0
+    healthInterval: float = 5.0
+    healthTimeout: float = 10.0
+    queueLimit: int = 1024
+    backoff: Backoff = Backoff()
+    startup: StartupPolicy = StartupPolicy()
+    python: str = attr.ib(factory=lambda: __import__("sys").executable)

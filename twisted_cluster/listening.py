@@ -1,0 +1,114 @@
+"""
+Open the master's listening sockets from Twisted endpoint strings.
+
+Users write the endpoint strings they know (C{tcp:8080},
+C{tcp6:8080:interface=\\:\\:1}, C{unix:/run/app.sock}, C{systemd:...}).  The
+master lets Twisted's own endpoint parse and bind them, then takes the
+listening socket away from Twisted's port object so that the L{Acceptor}
+accepts on it without building a Protocol per connection.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import attr
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol
+
+
+class ListenError(Exception):
+    """
+    An endpoint could not be parsed or bound.  C{str(error)} is one line.
+    """
+
+
+@attr.s(auto_attribs=True)
+class Listener:
+    """
+    One bound, listening socket of the master.
+
+    @ivar description: the endpoint string the user gave.
+    @ivar port: Twisted's port object, kept to close the socket cleanly.
+    @ivar socket: the listening socket itself, non-blocking.
+    """
+
+    description: str
+    port: IListeningPort
+    socket: socket.socket
+
+    @property
+    def family(self) -> int:
+        return int(self.socket.family)
+
+    def address(self) -> str:
+        """
+        The bound address, readable (the real port when the user asked
+        for port 0).
+        """
+        name = self.socket.getsockname()
+        if self.family == socket.AF_UNIX:
+            return f"unix:{name if isinstance(name, str) else name.decode()}"
+        host, port = name[:2]
+        return f"{host}:{port}" if self.family == socket.AF_INET else f"[{host}]:{port}"
+
+    @property
+    def portNumber(self) -> int | None:
+        """
+        The bound TCP port, or C{None} for a UNIX socket.
+        """
+        if self.family == socket.AF_UNIX:
+            return None
+        return int(self.socket.getsockname()[1])
+
+    def close(self) -> None:
+        """
+        Stop listening (for a UNIX socket, this removes the socket file).
+        """
+        self.port.stopListening()
+
+
+def parseEndpoint(reactor: Any, description: str) -> Any:
+    """
+    Parse an endpoint string, so that mistakes surface before anything
+    starts.
+
+    @raise ListenError: with the parser's complaint, in one line.
+    """
+    try:
+        return serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ListenError(f"bad --listen endpoint {description!r}: {e}") from e
+
+
+def listen(reactor: Any, description: str) -> Listener:
+    """
+    Bind and listen on C{description}; return the listening socket with
+    Twisted no longer accepting on it.
+
+    @raise ListenError: when the endpoint is malformed or cannot be bound
+        (address in use, permission denied).
+    """
+    endpoint = parseEndpoint(reactor, description)
+    result: list[Any] = []
+    placeholder = Factory.forProtocol(Protocol)
+    placeholder.noisy = False
+    endpoint.listen(placeholder).addBoth(result.append)
+    if not result:
+        raise ListenError(f"cannot listen on {description!r}: endpoint is not immediate")
+    outcome = result[0]
+    if not IListeningPort.providedBy(outcome):
+        error = outcome.value
+        reason = getattr(error, "socketError", None) or error
+        text = getattr(reason, "strerror", None) or str(reason)
+        raise ListenError(f"cannot listen on {description!r}: {text}")
+    port = outcome
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        port.stopListening()
+        raise ListenError(f"cannot listen on {description!r}: not a stream socket")
+    port.stopReading()
+    sock.setblocking(False)
+    return Listener(description, port, sock)

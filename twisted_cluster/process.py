@@ -1,0 +1,281 @@
+"""
+One worker process as the master sees it: spawning it with its channels,
+reading its output, signalling it.
+
+L{WorkerProcess} knows how to start and talk to one process; the decisions
+(when to restart, when to kill) belong to L{twisted_cluster.supervisor}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+import twisted_cluster
+from twisted_cluster import commands
+from twisted_cluster._amp import ControlAMP
+from twisted_cluster.handoff import Connection, HandoffSender, socketpair
+from twisted_cluster.worker import (
+    CONTROL_FD,
+    HANDOFF_FD,
+    LOG_FD,
+    WorkerConfig,
+)
+
+#: The states a worker goes through, in order.
+STARTING, READY, DRAINING, STOPPED = "starting", "ready", "draining", "stopped"
+
+log = Logger()
+
+
+def workerEnvironment() -> dict[str, str]:
+    """
+    The master's environment for a worker (C{spawnProcess} passes an empty
+    one otherwise), with this very copy of C{twisted_cluster} first on
+    C{PYTHONPATH}: a worker runs the same code as its master.
+    """
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(twisted_cluster.__file__)))
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in paths if p != here])
+    return env
+
+
+class _WorkerOutput(ProcessProtocol):
+    """
+    Turns a worker's stdout and stderr lines, and its JSON log events, into
+    events of the master's log, marked with the worker's id and pid.
+    """
+
+    def __init__(self, worker: "WorkerProcess") -> None:
+        self._worker = worker
+        self._partial: dict[int, bytes] = {}
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        lines = (self._partial.pop(childFD, b"") + data).split(b"\n")
+        self._partial[childFD] = lines.pop()
+        for line in lines:
+            self._line(childFD, line)
+
+    def childConnectionLost(self, childFD: int) -> None:
+        rest = self._partial.pop(childFD, b"")
+        if rest:
+            self._line(childFD, rest)
+
+    def _line(self, childFD: int, line: bytes) -> None:
+        worker = self._worker
+        if childFD == LOG_FD:
+            try:
+                event = eventFromJSON(line.decode("utf-8"))
+            except ValueError:
+                return
+            event["log_namespace"] = f"{worker.name} {event.get('log_namespace', '')}"
+            event["worker_id"] = worker.workerId
+            event["worker_pid"] = worker.pid
+            globalLogPublisher(event)
+            return
+        stream = "stdout" if childFD == 1 else "stderr"
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        emit = log.info if childFD == 1 else log.warn
+        emit(
+            "{line}",
+            line=text,
+            log_namespace=f"{worker.name} {stream}",
+            worker_id=worker.workerId,
+            worker_pid=worker.pid,
+        )
+
+    def processEnded(self, reason: Failure) -> None:
+        self._worker._ended(reason)
+
+
+class MasterControl(ControlAMP):
+    """
+    The master's end of one worker's control channel.
+    """
+
+    def __init__(self, worker: "WorkerProcess", appLocator: Any = None) -> None:
+        super().__init__(appLocator)
+        self._worker = worker
+
+    @commands.Ready.responder
+    def ready(self, pid: int) -> dict[str, Any]:
+        self._worker._readyReceived()
+        return {}
+
+    @commands.StartupFailed.responder
+    def startupFailed(self, error: str, details: str) -> dict[str, Any]:
+        self._worker._startupFailed(error, details)
+        return {}
+
+    @commands.ListWorkers.responder
+    def listWorkers(self) -> dict[str, Any]:
+        return {"workers": json.dumps(self._worker._listWorkers())}
+
+
+class WorkerProcess:
+    """
+    One running worker process and its two channels.
+
+    @ivar workerId: the slot this process fills.
+    @ivar state: one of L{STARTING}, L{READY}, L{DRAINING}, L{STOPPED}.
+    @ivar appError: the worker's one-line app load error, if it sent one.
+    @ivar ended: fires with the exit reason (a L{Failure}) when the process
+        is gone.
+    @ivar figures: the worker's last reported figures (open, served, rss).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        workerId: int,
+        config: WorkerConfig,
+        python: str,
+        onReady: Callable[["WorkerProcess"], None],
+        onAck: Callable[["WorkerProcess", int, int], None],
+        onLost: Callable[["WorkerProcess", list[Connection]], None],
+        listWorkers: Callable[[], list[dict[str, Any]]],
+        appLocator: Any = None,
+    ) -> None:
+        self._reactor = reactor
+        self.workerId = workerId
+        self._config = config
+        self._python = python
+        self._onReady = onReady
+        self._onAck = onAck
+        self._onLost = onLost
+        self._listWorkers = listWorkers
+        self._appLocator = appLocator
+        self.state = STARTING
+        self.pid: int | None = None
+        self.appError: str | None = None
+        self.appErrorDetails = ""
+        self.startedAt = reactor.seconds()
+        self.readyAt: float | None = None
+        self.ended: Deferred[Failure] = Deferred()
+        self.control: MasterControl | None = None
+        self.handoff: HandoffSender | None = None
+        self.transport: Any = None
+        self.figures = {"open": 0, "served": 0, "rss": 0}
+        self.dispatched = 0
+        self.lastPing: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"worker-{self.workerId}[{self.pid}]"
+
+    def spawn(self) -> None:
+        """
+        Start the process with its control, hand-off and log channels.
+        """
+        controlOurs, controlTheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        handoffOurs, handoffTheirs = socketpair()
+        try:
+            self.transport = self._reactor.spawnProcess(
+                _WorkerOutput(self),
+                self._python,
+                [self._python, "-m", "twisted_cluster.workermain", self._config.toJSON()],
+                env=workerEnvironment(),
+                path=os.getcwd(),
+                childFDs={
+                    0: "w",
+                    1: "r",
+                    2: "r",
+                    CONTROL_FD: controlTheirs.fileno(),
+                    HANDOFF_FD: handoffTheirs.fileno(),
+                    LOG_FD: "r",
+                },
+            )
+        finally:
+            controlTheirs.close()
+            handoffTheirs.close()
+        self.pid = self.transport.pid
+        self.control = MasterControl(self, self._appLocator)
+        controlOurs.setblocking(False)
+        self._reactor.adoptStreamConnection(
+            controlOurs.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: self.control)
+        )
+        controlOurs.close()
+        self.handoff = HandoffSender(
+            self._reactor,
+            handoffOurs,
+            lambda adopted, closed: self._onAck(self, adopted, closed),
+            lambda connections: self._onLost(self, connections),
+        )
+
+    def _readyReceived(self) -> None:
+        if self.state == STARTING:
+            self.state = READY
+            self.readyAt = self._reactor.seconds()
+            self._onReady(self)
+
+    def _startupFailed(self, error: str, details: str) -> None:
+        self.appError = error
+        self.appErrorDetails = details
+
+    def send(self, connections: list[Connection]) -> None:
+        """
+        Hand C{connections} to this worker.
+        """
+        assert self.handoff is not None
+        self.dispatched += len(connections)
+        self.handoff.send(connections)
+
+    def callRemote(self, command: type[amp.Command], **arguments: Any) -> Deferred:
+        """
+        Call C{command} on the worker.
+        """
+        assert self.control is not None
+        return self.control.callRemote(command, **arguments)
+
+    def drain(self) -> None:
+        """
+        Ask the worker to finish its connections and exit.
+        """
+        if self.state in (STOPPED, DRAINING):
+            return
+        self.state = DRAINING
+        if self.control is not None and self.control.transport is not None:
+            self.callRemote(commands.Drain).addErrback(lambda _: None)
+
+    def signal(self, name: str) -> None:
+        """
+        Send the process a signal (C{"TERM"}, C{"KILL"}) unless it is gone.
+        """
+        if self.state == STOPPED or self.transport is None:
+            return
+        try:
+            self.transport.signalProcess(name)
+        except ProcessExitedAlready:
+            pass
+
+    def _ended(self, reason: Failure) -> None:
+        self.state = STOPPED
+        if self.handoff is not None:
+            self.handoff.close()
+        if self.control is not None and self.control.transport is not None:
+            self.control.transport.loseConnection()
+        self.ended.callback(reason)
+
+    def exitDescription(self, reason: Failure) -> str:
+        """
+        How the process ended, in words: C{"exit 3"}, C{"signal KILL"}.
+        """
+        value = reason.value
+        sig = getattr(value, "signal", None)
+        if sig is not None:
+            try:
+                return f"signal {signal.Signals(sig).name[3:]}"
+            except ValueError:
+                return f"signal {sig}"
+        return f"exit {getattr(value, 'exitCode', '?')}"

@@ -1,0 +1,100 @@
+"""
+Count a worker's connections and close them gracefully when it drains.
+
+The tracker wraps the app's factory without putting a wrapper protocol in the
+data path: it hooks each protocol's C{connectionLost} once, so the cost is
+paid per connection, never per byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IAddress, IProtocolFactory
+from twisted.internet.protocol import Protocol
+from zope.interface import implementer
+
+
+def isIdle(protocol: Any) -> bool:
+    """
+    Whether closing C{protocol}'s connection now loses no work.
+
+    An HTTP channel between requests (a keep-alive connection) is idle; any
+    other protocol is idle only if it says so with a true C{isIdle()}.
+    """
+    handling = getattr(protocol, "_handlingRequest", None)
+    if handling is not None:
+        return not handling and not getattr(protocol, "requests", None)
+    method = getattr(protocol, "isIdle", None)
+    return bool(method()) if callable(method) else False
+
+
+@implementer(IProtocolFactory)
+class ConnectionTracker:
+    """
+    A factory that builds the app's protocols and keeps count of them.
+
+    @ivar open: connections open now.
+    @ivar served: connections ever built.
+    """
+
+    def __init__(
+        self, factory: IProtocolFactory, onClose: Callable[[], None] = lambda: None
+    ) -> None:
+        """
+        @param factory: the app's factory.
+        @param onClose: called after each connection closes.
+        """
+        self.factory = factory
+        self._onClose = onClose
+        self._protocols: set[Protocol] = set()
+        self.served = 0
+
+    @property
+    def open(self) -> int:
+        return len(self._protocols)
+
+    def doStart(self) -> None:
+        self.factory.doStart()
+
+    def doStop(self) -> None:
+        self.factory.doStop()
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        protocol = self.factory.buildProtocol(addr)
+        if protocol is None:
+            return None
+        self.served += 1
+        self._protocols.add(protocol)
+        appLost = protocol.connectionLost
+        protocols = self._protocols
+
+        def connectionLost(reason: Any) -> None:
+            protocols.discard(protocol)
+            try:
+                appLost(reason)
+            finally:
+                self._onClose()
+
+        protocol.connectionLost = connectionLost  # type: ignore[method-assign]
+        return protocol
+
+    def closeIdle(self) -> int:
+        """
+        Close every idle connection; ask HTTP channels with a request in
+        flight to close once it is answered.
+
+        @return: how many connections are still open with work in flight.
+        """
+        busy = 0
+        for protocol in list(self._protocols):
+            transport = getattr(protocol, "transport", None)
+            if transport is None:
+                continue
+            if isIdle(protocol):
+                transport.loseConnection()
+            else:
+                if hasattr(protocol, "persistent"):
+                    protocol.persistent = False
+                busy += 1
+        return busy

@@ -1,0 +1,309 @@
+"""
+The worker process: C{python -m twisted_cluster.workermain CONFIG}.
+
+The master spawns each worker with:
+  - fd 3: the AMP control channel (L{twisted_cluster.commands});
+  - fd 4: the hand-off channel (L{twisted_cluster.handoff});
+  - fd 5: a pipe for the worker's log events, one JSON event per line;
+  - fd 1 and 2: pipes whose lines the master logs under the worker's name;
+  - C{CONFIG}: a JSON object (L{WorkerConfig}).
+
+The worker loads the app, says L{Ready}, adopts the connections it is handed
+and serves them.  It exits when the master asks it to drain, when it gets
+SIGTERM (after draining) and when the control channel closes (the master is
+gone: no orphan outlives it).  SIGINT is ignored: a Ctrl-C in a terminal
+reaches the whole process group, and the master decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any, Callable
+
+import attr
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import (
+    Logger,
+    globalLogBeginner,
+    jsonFileLogObserver,
+)
+from twisted.protocols import amp
+
+from twisted_cluster import commands
+from twisted_cluster._amp import ControlAMP
+from twisted_cluster.apploading import AppLoadError, loadApp
+from twisted_cluster.handoff import HandoffReceiver
+from twisted_cluster.tracking import ConnectionTracker
+
+CONTROL_FD = 3
+HANDOFF_FD = 4
+LOG_FD = 5
+
+#: Exit status of a worker that could not load its app.
+EXIT_APP_ERROR = 3
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class WorkerConfig:
+    """
+    What the master tells a worker on its command line.
+
+    @ivar workerId: the worker's id in the cluster (stable across restarts
+        of the same slot).
+    @ivar app: the C{--app} name, or C{None} for the built-in page.
+    @ivar families: the address family of each listener, by index.
+    @ivar listeners: the endpoint string of each listener, by index.
+    @ivar drainTimeout: how long a drain may take before the worker gives up
+        on the connections left (the master's grace period).
+    """
+
+    workerId: int
+    app: str | None
+    families: tuple[int, ...]
+    listeners: tuple[str, ...]
+    drainTimeout: float = 30.0
+
+    def toJSON(self) -> str:
+        return json.dumps(attr.asdict(self))
+
+    @classmethod
+    def fromJSON(cls, text: str) -> "WorkerConfig":
+        data = json.loads(text)
+        data["families"] = tuple(data["families"])
+        data["listeners"] = tuple(data["listeners"])
+        return cls(**data)
+
+
+def currentRSS() -> int:
+    """
+    This process's resident memory in bytes (0 where it cannot be read).
+    """
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class WorkerControl(ControlAMP):
+    """
+    The worker's end of the control channel.
+    """
+
+    def __init__(self, worker: "Worker", appLocator: Any = None) -> None:
+        super().__init__(appLocator)
+        self._worker = worker
+
+    @commands.Ping.responder
+    def ping(self) -> dict[str, int]:
+        tracker = self._worker.tracker
+        return {
+            "open": tracker.open if tracker else 0,
+            "served": tracker.served if tracker else 0,
+            "rss": currentRSS(),
+        }
+
+    @commands.Drain.responder
+    def drain(self) -> dict[str, Any]:
+        self._worker.drain()
+        return {}
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self._worker.controlLost()
+
+
+class Worker:
+    """
+    One worker: loads the app, serves handed-off connections, drains.
+
+    @ivar tracker: counts the app's connections once the app is loaded.
+    @ivar exitCode: the status the process exits with.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: WorkerConfig,
+        stop: Callable[[], None],
+        controlFD: int = CONTROL_FD,
+        handoffFD: int = HANDOFF_FD,
+    ) -> None:
+        """
+        @param stop: called once the worker is done (stops the reactor).
+        """
+        self._reactor = reactor
+        self.config = config
+        self._stop = stop
+        self._controlFD = controlFD
+        self._handoffFD = handoffFD
+        self.control: WorkerControl | None = None
+        self.tracker: ConnectionTracker | None = None
+        self._receiver: HandoffReceiver | None = None
+        self._factories: list[IProtocolFactory] = []
+        self._draining = False
+        self._drainLoop: LoopingCall | None = None
+        self._giveUp: Any = None
+        self._done = False
+        self.exitCode = 0
+
+    @property
+    def workerId(self) -> int:
+        return self.config.workerId
+
+    def start(self) -> None:
+        """
+        Connect to the master, load the app, say Ready.
+        """
+        self.control = WorkerControl(self)
+        self._reactor.adoptStreamConnection(
+            self._controlFD, socket.AF_UNIX, Factory.forProtocol(lambda: self.control)
+        )
+        os.close(self._controlFD)
+        try:
+            factory = self._loadApp()
+        except AppLoadError as e:
+            self._startupFailed(str(e), e.details)
+            return
+        self.tracker = ConnectionTracker(factory, self._connectionClosed)
+        self.tracker.doStart()
+        self._factories = [self.tracker for _ in self.config.listeners]
+        sock = socket.socket(fileno=self._handoffFD)
+        sock.setblocking(False)
+        self._receiver = HandoffReceiver(
+            self._reactor, sock, self._adopt, self.controlLost
+        )
+        self.control.callRemote(commands.Ready, pid=os.getpid()).addErrback(
+            self._controlFailed
+        )
+
+    def _loadApp(self) -> IProtocolFactory:
+        if self.config.app is None:
+            from twisted_cluster.defaultapp import clusterPage
+
+            return loadApp(f"{clusterPage.__module__}.clusterPage", self)
+        return loadApp(self.config.app, self)
+
+    def _startupFailed(self, error: str, details: str) -> None:
+        assert self.control is not None
+        self.exitCode = EXIT_APP_ERROR
+        d = self.control.callRemote(commands.StartupFailed, error=error, details=details)
+        d.addBoth(lambda _: self._finish())
+
+    def _controlFailed(self, failure: Any) -> None:
+        self.log.failure("control channel call failed", failure)
+        self.controlLost()
+
+    def callMaster(self, command: type[amp.Command], **arguments: Any) -> Deferred:
+        """
+        Call C{command} on the master and return the Deferred of its answer.
+        """
+        assert self.control is not None
+        return self.control.callRemote(command, **arguments)
+
+    def _adopt(self, fd: int, index: int) -> None:
+        os.set_blocking(fd, False)
+        self._reactor.adoptStreamConnection(
+            fd, self.config.families[index], self._factories[index]
+        )
+
+    def _connectionClosed(self) -> None:
+        if self._receiver is not None:
+            self._receiver.connectionClosed()
+        if self._draining and self.tracker is not None and self.tracker.open == 0:
+            self._finish()
+
+    def drain(self) -> None:
+        """
+        Take no more connections, close idle ones, finish those in flight,
+        then exit.  The master kills a worker whose drain outlasts the grace
+        period; the worker also gives up by itself after C{drainTimeout}.
+        """
+        if self._draining or self._done:
+            return
+        self._draining = True
+        if self._receiver is not None:
+            # Adopt what the master already sent: it counts on us for it.
+            self._receiver.doRead()
+        if self.tracker is None or self.tracker.open == 0:
+            self._finish()
+            return
+        self._drainLoop = LoopingCall(self._closeIdle)
+        self._drainLoop.clock = self._reactor
+        self._drainLoop.start(0.05)
+        self._giveUp = self._reactor.callLater(self.config.drainTimeout, self._finish)
+
+    def _closeIdle(self) -> None:
+        assert self.tracker is not None
+        if self.tracker.closeIdle() == 0 and self.tracker.open == 0:
+            self._finish()
+
+    def controlLost(self) -> None:
+        """
+        The master is gone (or the channel broke): drain and exit, so that no
+        worker outlives its master.
+        """
+        if self.tracker is None:
+            self._finish()
+        else:
+            self.drain()
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._drainLoop is not None and self._drainLoop.running:
+            self._drainLoop.stop()
+        if self._giveUp is not None and self._giveUp.active():
+            self._giveUp.cancel()
+        self._stop()
+
+
+def _startLogging() -> None:
+    """
+    Send this worker's log events to the master, one JSON event per line.
+    """
+    stream = os.fdopen(LOG_FD, "w", buffering=1, encoding="utf-8")
+    globalLogBeginner.beginLoggingTo(
+        [jsonFileLogObserver(stream, recordSeparator="")],
+        discardBuffer=False,
+        redirectStandardIO=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    Run one worker with the configuration the master passed in C{argv[1]}.
+    """
+    argv = sys.argv if argv is None else argv
+    config = WorkerConfig.fromJSON(argv[1])
+    # `cd myproject && twist cluster --app mymod.resource` must find mymod.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    _startLogging()
+    from twisted.internet import reactor
+
+    worker = Worker(reactor, config, reactor.stop)
+
+    def installSignals() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(
+            signal.SIGTERM,
+            lambda *_: reactor.callFromThread(worker.drain),  # type: ignore[attr-defined]
+        )
+
+    reactor.callWhenRunning(installSignals)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(worker.start)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    sys.exit(worker.exitCode)
+

@@ -1,0 +1,10 @@
+"""
+Entry point of a worker process: C{python -m twisted_cluster.workermain}.
+
+A module of its own so that running it does not import the package's
+modules twice (the package imports L{twisted_cluster.worker}).
+"""
+
+from twisted_cluster.worker import main
+
+main()

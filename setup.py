@@ -9,8 +9,15 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["twisted_cluster", "twisted_cluster.*"])
     + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["twisted_cluster_plugin.py"]},
-    install_requires=["twisted>=22.10", "zope.interface", "attrs"],
-    extras_require={"test": ["treq"]},
+    package_data={
+        "twisted.plugins": ["twisted_cluster_plugin.py"],
+        "twisted_cluster": ["static/*"],
+    },
+    install_requires=["twisted>=22.10", "zope.interface", "attrs", "prometheus_client"],
+    extras_require={
+        # ssl: listeners (the workers do the TLS handshake).
+        "tls": ["twisted[tls]"],
+        "test": ["treq", "twisted[tls]", "cryptography"],
+    },
     zip_safe=False,
 )

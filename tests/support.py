@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -120,20 +120,29 @@ class ClusterProcess:
         env: dict[str, str] | None = None,
         waitReady: int = 1,
         timeout: float = 30.0,
+        prefix: Sequence[str] = (),
+        childFDs: dict[int, Any] | None = None,
     ) -> "ClusterProcess":
         """
         Start C{twist cluster ARGS --listen LISTEN}; wait until C{waitReady}
         workers are ready and the port is known (0 waits for nothing).
+
+        @param prefix: a command that runs (execs) the master's command line,
+            given as its arguments; the master's pid is then the prefix's.
+        @param childFDs: the master's file descriptors, as C{spawnProcess}
+            takes them (default: stdin, stdout, stderr).
         """
         self = cls(testCase)
-        argv = [sys.executable, "-m", "twisted.application.twist",
+        argv = [sys.executable, "-m", "twisted",
                 "--log-format=json", "cluster", *args]
         if listen:
             argv += ["--listen", listen]
+        argv = [*prefix, *argv]
         transport = reactor.spawnProcess(  # type: ignore[attr-defined]
-            _Output(self), sys.executable, argv,
+            _Output(self), argv[0], argv,
             env=env if env is not None else testEnvironment(),
             path=cwd or ROOT,
+            childFDs=childFDs,
         )
         self.pid = transport.pid
         if waitReady:
@@ -145,7 +154,7 @@ class ClusterProcess:
 
     def _line(self, line: bytes) -> None:
         try:
-            event = json.loads(line)
+            event = json.loads(line.lstrip(b"\x1e"))
         except ValueError:
             return
         self.events.append(event)

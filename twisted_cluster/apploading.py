@@ -20,6 +20,8 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from twisted_cluster.clusterapp import ClusterApp, makeLocator
+
 
 class AppLoadError(Exception):
     """
@@ -141,19 +143,20 @@ def _wantsContext(call: Callable[..., Any]) -> bool:
     )
 
 
-def asFactory(obj: Any, name: str = "app", context: Any = None) -> IProtocolFactory:
+def buildApp(obj: Any, name: str = "app", context: Any = None) -> Any:
     """
-    Adapt what C{--app} names to the factory a worker serves.
+    The resource or protocol factory that C{obj} is or makes.
 
-    @param obj: an L{IResource}, an L{IProtocolFactory}, or a callable that
-        returns one of them.  A callable that takes one argument is given
-        C{context} (in a worker, its L{twisted_cluster.WorkerContext}).
+    @param obj: an L{IResource}, an L{IProtocolFactory}, a callable that
+        returns one of them (a callable that takes one argument is given
+        C{context}: in a worker, its L{twisted_cluster.IWorkerContext}), or a
+        L{ClusterApp} whose C{app} is one of those.
     @raise AppLoadError: when C{obj} is none of those.
     """
+    if isinstance(obj, ClusterApp):
+        obj = obj.app
     for attempt in range(2):
-        if IResource.providedBy(obj):
-            return quietSite(obj)
-        if IProtocolFactory.providedBy(obj):
+        if IResource.providedBy(obj) or IProtocolFactory.providedBy(obj):
             return obj
         if attempt == 0 and callable(obj):
             call: Callable[..., Any] = obj
@@ -161,9 +164,54 @@ def asFactory(obj: Any, name: str = "app", context: Any = None) -> IProtocolFact
                 obj = call(context) if _wantsContext(call) else call()
             except Exception as e:
                 raise _fromUserCode(name, e) from e
+            if isinstance(obj, ClusterApp):
+                raise AppLoadError(
+                    f"cannot load app {name!r}: it returned a ClusterApp; name "
+                    "the ClusterApp itself (the master needs its responders)"
+                )
             continue
         break
     raise _notAnApp(obj, name)
+
+
+def asFactory(obj: Any, name: str = "app", context: Any = None) -> IProtocolFactory:
+    """
+    Adapt what C{--app} names to the factory a worker serves.
+
+    @param obj: what L{buildApp} accepts.
+    @raise AppLoadError: when C{obj} is not an app.
+    """
+    built = buildApp(obj, name, context)
+    return quietSite(built) if IResource.providedBy(built) else built
+
+
+def buildWorkerApp(obj: Any, name: str, context: Any) -> tuple[IProtocolFactory, Any]:
+    """
+    Everything a worker serves for C{obj}: the protocol factory of its app
+    and, for a L{ClusterApp}, the locator of its worker-side responders
+    (built after the app, which they find as C{context.app}).
+
+    @return: the factory, and the responder locator or C{None}.
+    @raise AppLoadError: when C{obj} is not an app or its code raised.
+    """
+    built = buildApp(obj, name, context)
+    context.app = built
+    factory = quietSite(built) if IResource.providedBy(built) else built
+    if not isinstance(obj, ClusterApp):
+        return factory, None
+    try:
+        return factory, makeLocator(obj.workerResponders, context)
+    except Exception as e:
+        raise _fromUserCode(name, e) from e
+
+
+def loadWorkerApp(name: str, context: Any) -> tuple[IProtocolFactory, Any]:
+    """
+    Resolve C{name} and build what a worker serves (L{buildWorkerApp}).
+
+    @raise AppLoadError: with one line that says what is wrong.
+    """
+    return buildWorkerApp(resolveName(name), name, context)
 
 
 def checkApp(obj: Any, name: str) -> None:
@@ -174,6 +222,9 @@ def checkApp(obj: Any, name: str) -> None:
 
     @raise AppLoadError: when C{obj} is not an app.
     """
+    if isinstance(obj, ClusterApp):
+        checkApp(obj.app, name)
+        return
     if IResource.providedBy(obj) or IProtocolFactory.providedBy(obj) or callable(obj):
         return
     raise _notAnApp(obj, name)

@@ -5,7 +5,7 @@ Every worker holds one AMP connection to the master, over an C{AF_UNIX}
 socketpair that the master maps into the worker as file descriptor 3.  This
 module is the whole specification of the built-in part of that protocol;
 applications add their own commands on the same connection (see
-L{twisted_cluster.api}).
+L{twisted_cluster.ClusterApp} and docs/api.md).
 
 Accepted client connections do not travel here: they go over a dedicated
 C{SOCK_SEQPACKET} channel (L{twisted_cluster.handoff}) so that a large user
@@ -17,6 +17,8 @@ Worker to master
   - L{StartupFailed}: the app could not be loaded; the worker exits next.
   - L{ListWorkers}: the cluster as the master sees it (the default page
     shows it).
+  - L{Relay}: deliver an application command to another worker and bring
+    back its answer (C{WorkerContext.callWorker}).
 
 Master to worker
 ================
@@ -25,7 +27,11 @@ Master to worker
   - L{Drain}: stop taking connections, finish what is in flight, exit.
 """
 
+from twisted.internet.defer import TimeoutError
 from twisted.protocols import amp
+
+from twisted_cluster.arguments import BigBytes
+from twisted_cluster.errors import ERROR_CODES, NoSuchWorker, WorkerGone
 
 
 class Ready(amp.Command):
@@ -82,3 +88,28 @@ class Drain(amp.Command):
 
     arguments: list = []
     response: list = []
+
+
+class Relay(amp.Command):
+    """
+    Worker to master: call an application command on worker C{worker} and
+    answer with its answer.
+
+    C{command} is the inner command's name and C{box} its arguments, encoded
+    by the calling worker (the master needs none of the application's
+    command classes); the answer's C{box} is the target's answer box.  An
+    error of the inner command comes back with its own code, so the caller
+    gets the inner command's typed exception.  C{timeout} (seconds) bounds
+    the master's wait for the target.
+    """
+
+    arguments = [
+        (b"worker", amp.Integer()),
+        (b"command", amp.String()),
+        (b"box", BigBytes()),
+        (b"timeout", amp.Float(optional=True)),
+    ]
+    response = [(b"box", BigBytes())]
+    errors = {
+        kind: ERROR_CODES[kind] for kind in (NoSuchWorker, WorkerGone, TimeoutError)
+    }

@@ -9,6 +9,7 @@ import os
 import attr
 
 from twisted_cluster.backoff import Backoff, StartupPolicy
+from twisted_cluster.privileges import Credentials
 
 
 def defaultWorkers() -> int:
@@ -35,11 +36,25 @@ class ClusterConfig:
     @ivar healthInterval: seconds between two health pings of a worker.
     @ivar healthTimeout: seconds a ping may go unanswered before the worker
         is declared hung.
+    @ivar dispatch: the name of the dispatch policy (C{--dispatch}, see
+        L{twisted_cluster.dispatch.POLICIES}).
     @ivar queueLimit: connections the master holds while no worker is ready;
         past it, new ones are closed (and counted).
+    @ivar maxConnections: connections a worker may serve before it is
+        recycled, plus up to 10% jitter (0: never).
+    @ivar maxMemory: resident memory in MB past which a worker is recycled
+        (0: never).
     @ivar backoff: the restart delays.
     @ivar startup: when failing start-ups stop the master.
     @ivar python: the interpreter that runs the workers.
+    @ivar pythonPath: directories put first on the workers' C{PYTHONPATH},
+        so that they import the app (L{twisted_cluster.testing} sets it).
+    @ivar control: where the master serves its control site (status page,
+        metrics, operations): a Twisted server endpoint string, C{"auto"}
+        for a private UNIX socket, or C{None} for none (see
+        L{twisted_cluster.control}).
+    @ivar credentials: whom the workers run as (C{--user}/C{--group}), or
+        C{None} for the master's own user.
     """
 
     workers: int = attr.ib(factory=defaultWorkers)
@@ -51,6 +66,12 @@ class ClusterConfig:
     healthInterval: float = 5.0
     healthTimeout: float = 10.0
     queueLimit: int = 1024
+    dispatch: str = "round-robin"
+    maxConnections: int = 0
+    maxMemory: float = 0
     backoff: Backoff = Backoff()
     startup: StartupPolicy = StartupPolicy()
     python: str = attr.ib(factory=lambda: __import__("sys").executable)
+    pythonPath: tuple[str, ...] = ()
+    control: str | None = None
+    credentials: Credentials | None = None

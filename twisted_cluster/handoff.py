@@ -11,9 +11,14 @@ Wire format
   - master to worker, one message per batch: the payload holds one byte per
     descriptor, the index of the listener it was accepted on; the
     descriptors travel as C{SCM_RIGHTS} ancillary data, in the same order.
+    A listener index with the L{LISTENING} bit set marks a listening socket
+    that the worker accepts on itself (C{--dispatch shared}), not a client
+    connection.
   - worker to master: 8 bytes, two unsigned 32-bit integers in network
     order: how many descriptors the worker adopted since its last message,
-    and how many of its connections closed since then.
+    and how many of its connections closed since then.  The worker
+    coalesces them: one message per C{ackDelay} at most under load, not
+    one per connection (see L{HandoffReceiver}).
 
 No connection is lost in the hand-off: the master keeps its own copy of
 every descriptor it sent until the worker acknowledges it.  When the worker
@@ -42,6 +47,8 @@ from zope.interface import implementer
 
 #: Most descriptors in one message (the kernel's SCM_MAX_FD is 253).
 MAX_BATCH = 250
+#: The bit of a listener index that marks a listening socket.
+LISTENING = 0x80
 _ACK = struct.Struct("!II")
 _FD_SIZE = array.array("i").itemsize
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_BATCH * _FD_SIZE)
@@ -144,6 +151,21 @@ class HandoffSender:
         self._backlog.extend(connections)
         self._flush()
 
+    def shareListeners(self, listeners: Iterable[Connection]) -> None:
+        """
+        Send the worker listening sockets, (fd, listener index) pairs, to
+        accept on by itself.  The sender closes C{fd} once the worker
+        acknowledges it (pass a duplicate); a listening socket is never given
+        back as an unacknowledged connection.
+        """
+        marked = [(fd, index | LISTENING) for fd, index in listeners]
+        if self._lost:
+            for fd, _ in marked:
+                os.close(fd)
+            return
+        self._backlog.extend(marked)
+        self._flush()
+
     def _flush(self) -> None:
         backlog = self._backlog
         while backlog:
@@ -202,8 +224,13 @@ class HandoffSender:
 
     def close(self) -> None:
         """
-        The worker is gone: give back what it never acknowledged.
+        The worker is gone: give back what it never acknowledged.  The
+        acknowledgements it sent before it died are read first: a connection
+        it adopted may have had its request read, and handing it to another
+        worker would leave the client waiting for an answer that never comes.
         """
+        if not self._lost:
+            self.doRead()
         self._lose()
 
     def _lose(self) -> None:
@@ -212,7 +239,12 @@ class HandoffSender:
         self._lost = True
         self._reactor.removeReader(self)
         self._sock.close()
-        unacknowledged = list(self.inFlight) + list(self._backlog)
+        unacknowledged = []
+        for fd, index in list(self.inFlight) + list(self._backlog):
+            if index & LISTENING:
+                os.close(fd)
+            else:
+                unacknowledged.append((fd, index))
         self.inFlight.clear()
         self._backlog.clear()
         self._onLost(unacknowledged)
@@ -223,6 +255,15 @@ class HandoffReceiver:
     """
     The worker's end of the hand-off channel: adopts every descriptor it
     receives and acknowledges it to the master.
+
+    Acknowledgements are coalesced: the counts of adopted and of closed
+    connections accumulate and go out in one message C{ackDelay} seconds
+    after the first of them (or at once when C{ackBatch} adoptions are
+    waiting).  Under load, that replaces a message (and a wake-up of the
+    master) per connection with one per C{ackDelay}.  The master holds its
+    copy of a descriptor a little longer in exchange; should the worker
+    crash within that delay, the master hands the connections it adopted
+    meanwhile to another worker rather than losing them.
     """
 
     def __init__(
@@ -231,20 +272,33 @@ class HandoffReceiver:
         sock: socket.socket,
         adopt: Callable[[int, int], None],
         onLost: Callable[[], None],
+        adoptListener: Callable[[int, int], None] | None = None,
+        ackDelay: float = 0.0,
+        ackBatch: int = 64,
     ) -> None:
         """
         @param sock: the worker's end, non-blocking.
         @param adopt: called with (fd, listener index); it must dup what it
             keeps, the receiver closes C{fd} afterwards.
         @param onLost: called when the master's end closes.
+        @param adoptListener: called like C{adopt} with a listening socket
+            to accept on; without it, listening sockets are closed.
+        @param ackDelay: seconds an acknowledgement may wait to be coalesced
+            with the next ones; 0 acknowledges the adoptions of each read at
+            once and closes at the next turn of the reactor.
+        @param ackBatch: adoptions waiting that make the acknowledgement go
+            out at once.
         """
         self._reactor = reactor
         self._sock = sock
         self._adopt = adopt
+        self._adoptListener = adoptListener
         self._onLost = onLost
+        self._ackDelay = ackDelay
+        self._ackBatch = ackBatch
         self._closed = 0
         self._unacknowledged = 0
-        self._retry: IDelayedCall | None = None
+        self._timer: IDelayedCall | None = None
         self._lost = False
         reactor.addReader(self)
 
@@ -256,10 +310,11 @@ class HandoffReceiver:
 
     def doRead(self) -> None:
         """
-        Adopt every connection waiting on the channel, then acknowledge them
-        all in one message.
+        Adopt every connection waiting on the channel; acknowledge them
+        together (see L{HandoffReceiver}).
         """
         adopted = 0
+        adopt = self._adopt
         while True:
             try:
                 payload, ancillary, flags, _ = self._sock.recvmsg(
@@ -275,46 +330,59 @@ class HandoffReceiver:
                 return
             for fd, index in decodeBatch(payload, ancillary):
                 try:
-                    self._adopt(fd, index)
+                    if index & LISTENING:
+                        if self._adoptListener is not None:
+                            self._adoptListener(fd, index & ~LISTENING)
+                    else:
+                        adopt(fd, index)
                 finally:
                     os.close(fd)
                 adopted += 1
         if adopted:
-            self._acknowledge(adopted)
+            self._unacknowledged += adopted
+            if self._ackDelay <= 0 or self._unacknowledged >= self._ackBatch:
+                self.flush()
+            else:
+                self._schedule(self._ackDelay)
 
     def connectionClosed(self) -> None:
         """
         Count one closed connection; the master learns it with the next
-        acknowledgement or at the next L{flushClosed}.
+        acknowledgement, at most C{ackDelay} later.
         """
         self._closed += 1
+        self._schedule(self._ackDelay)
 
-    def flushClosed(self) -> None:
+    def flush(self) -> None:
         """
-        Tell the master about closed connections now.
+        Send the counts waiting now (a worker that exits calls it last, so
+        that the master never hands out again what this worker served).
         """
-        if self._closed:
-            self._acknowledge(0)
-
-    def _acknowledge(self, adopted: int) -> None:
-        self._unacknowledged += adopted
-        if self._lost or self._retry is not None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        if self._lost or not (self._unacknowledged or self._closed):
             return
         try:
             self._sock.send(encodeAck(self._unacknowledged, self._closed))
         except BlockingIOError:
             # The master is behind on reading: the counts wait, nothing is
             # lost, and they go out together a moment later.
-            self._retry = self._reactor.callLater(0.01, self._retryAcknowledge)
+            self._schedule(max(self._ackDelay, 0.01))
             return
         except OSError:
             self._lose()
             return
         self._unacknowledged = self._closed = 0
 
-    def _retryAcknowledge(self) -> None:
-        self._retry = None
-        self._acknowledge(0)
+    def _schedule(self, delay: float) -> None:
+        if self._timer is None and not self._lost:
+            self._timer = self._reactor.callLater(delay, self._timerFired)
+
+    def _timerFired(self) -> None:
+        self._timer = None
+        self.flush()
 
     def connectionLost(self, reason: Failure) -> None:
         self._lose()
@@ -323,9 +391,10 @@ class HandoffReceiver:
         if self._lost:
             return
         self._lost = True
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
         self._reactor.removeReader(self)
         self._sock.close()
         self._onLost()

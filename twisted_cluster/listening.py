@@ -79,7 +79,17 @@ def parseEndpoint(reactor: Any, description: str) -> Any:
     """
     try:
         return serverFromString(reactor, description)
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except (IndexError, KeyError) as e:
+        if "systemd:" in description:
+            raise ListenError(
+                f"bad --listen endpoint {description!r}: no such socket passed "
+                "by systemd (LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES name "
+                "the inherited sockets)"
+            ) from e
+        raise ListenError(f"bad --listen endpoint {description!r}: {e}") from e
+    except Exception as e:
+        # ValueError, TypeError, OSError, and the TLS library's own errors
+        # for a certificate or key that does not load.
         raise ListenError(f"bad --listen endpoint {description!r}: {e}") from e
 
 

@@ -16,11 +16,21 @@ import os
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.protocols import amp
+from zope.interface import implementer
 
 from twisted_cluster.acceptor import Acceptor, Accepted
+from twisted_cluster.calling import DEFAULT_TIMEOUT, AppResponders
+from twisted_cluster.clusterapp import Responders, makeLocator
+from twisted_cluster.contexts import IMasterContext
+from twisted_cluster.routing import RelayLocator, WorkerCalls
 from twisted_cluster.config import ClusterConfig
-from twisted_cluster.dispatch import IDispatchPolicy, RoundRobin
+from twisted_cluster.control import ControlServer, checkEndpoint, resolveEndpoint
+from twisted_cluster.dispatch import IDispatchPolicy, policyNamed
 from twisted_cluster.handoff import Connection
+from twisted_cluster.health import HealthMonitor, HealthPolicy
+from twisted_cluster.recycle import RecyclePolicy, Recycler
+from twisted_cluster.rollout import RollingRestart
 from twisted_cluster.listening import Listener, listen, parseEndpoint
 from twisted_cluster.process import READY, WorkerProcess
 from twisted_cluster.supervisor import Supervisor
@@ -29,6 +39,14 @@ from twisted_cluster.worker import WorkerConfig
 log = Logger()
 
 
+def _credentialFields(config: ClusterConfig) -> dict[str, Any]:
+    credentials = config.credentials
+    if credentials is None:
+        return {}
+    return {"uid": credentials.uid, "gid": credentials.gid, "groups": credentials.groups}
+
+
+@implementer(IMasterContext)
 class ClusterService(Service):
     """
     A Twisted service that runs a whole cluster: listeners, workers, hand-off.
@@ -53,29 +71,40 @@ class ClusterService(Service):
         config: ClusterConfig,
         policy: IDispatchPolicy | None = None,
         onFatal: Callable[[str], None] = lambda reason: None,
-        appLocator: Any = None,
+        appLocator: Responders = None,
     ) -> None:
         """
         @param reactor: provides process, socket, FD-set and time interfaces.
         @param onFatal: called once with one line when the cluster cannot
             run (the plugin prints it and stops the reactor).
-        @param appLocator: the app's master-side AMP responders.
+        @param appLocator: the app's master-side AMP responders
+            (C{ClusterApp.masterResponders}): a locator, or a callable that
+            takes this service (its L{IMasterContext}) and returns one.
         """
         self._reactor = reactor
         self.config = config
-        self._policy = policy if policy is not None else RoundRobin()
+        self._policy = policy if policy is not None else policyNamed(config.dispatch)
         self._onFatal = onFatal
-        self._appLocator = appLocator
+        self.calls = WorkerCalls(reactor, self._readyConnections)
+        #: The app's master-side responders, built with this service.
+        self.masterResponders = makeLocator(appLocator, self)
+        self._appLocator = AppResponders(RelayLocator(self.calls), self.masterResponders)
         self.listeners: list[Listener] = []
         self._acceptors: list[Acceptor] = []
         self.supervisor: Supervisor | None = None
+        self._health: HealthMonitor | None = None
+        self._rollout: RollingRestart | None = None
         self._workers: dict[int, WorkerProcess] = {}
-        self._waiting: deque[Connection] = deque()
+        #: Connections (and their peers) held while no worker is ready.
+        self._waiting: deque[tuple[Connection, Any]] = deque()
+        self._ready: list[WorkerProcess] = []
+        self._droppedWaiting = 0
         self._readyWaiters: list[Deferred[ClusterService]] = []
         self.fatalError: str | None = None
         self.dropped = 0
         self.redispatched = 0
         self._stopped: Deferred[None] | None = None
+        self.control: ControlServer | None = None
 
     # Start-up
 
@@ -87,6 +116,7 @@ class ClusterService(Service):
         """
         for description in self.config.listen:
             parseEndpoint(self._reactor, description)
+        checkEndpoint(self._reactor, self.config.control)
 
     def privilegedStartService(self) -> None:
         """
@@ -102,10 +132,26 @@ class ClusterService(Service):
         try:
             for description in self.config.listen:
                 self.listeners.append(listen(self._reactor, description))
+            self._listenControl()
         except Exception:
             self._closeListeners()
             raise
         super().privilegedStartService()
+
+    def _listenControl(self) -> None:
+        """
+        Serve the control site (L{twisted_cluster.control}) if configured.
+        """
+        description = resolveEndpoint(self.config.control, os.getpid())
+        if description is not None:
+            self.control = ControlServer(self._reactor, self, description)
+            self.control.listen()
+
+    def accepted(self) -> int:
+        """
+        Connections accepted so far, over every listener.
+        """
+        return sum(acceptor.accepted for acceptor in self._acceptors)
 
     def startService(self) -> None:
         """
@@ -123,6 +169,18 @@ class ClusterService(Service):
             self._reactor, self.config, self._makeProcess, self._fatal
         )
         self.supervisor.start()
+        self._rollout = RollingRestart(self.supervisor)
+        recycler = Recycler(
+            self.supervisor,
+            RecyclePolicy(self.config.maxConnections, self.config.maxMemory),
+        )
+        self._health = HealthMonitor(
+            self._reactor,
+            self.supervisor,
+            HealthPolicy(self.config.healthInterval, self.config.healthTimeout),
+            onFigures=recycler.check,
+        )
+        self._health.start()
 
     def _makeProcess(self, workerId: int) -> WorkerProcess:
         workerConfig = WorkerConfig(
@@ -131,6 +189,8 @@ class ClusterService(Service):
             families=tuple(listener.family for listener in self.listeners),
             listeners=tuple(listener.description for listener in self.listeners),
             drainTimeout=self.config.gracePeriod,
+            pythonPath=self.config.pythonPath,
+            **_credentialFields(self.config),
         )
         return WorkerProcess(
             self._reactor,
@@ -164,47 +224,108 @@ class ClusterService(Service):
         return sink
 
     def _dispatch(self, connections: list[Connection], peers: list[Any]) -> None:
-        assert self.supervisor is not None
-        ready = self.supervisor.ready()
+        # The hot path: one policy choice per connection, one hand-off
+        # message per worker per batch, nothing logged.
+        ready = self._readyWorkers()
         if not ready:
-            self._hold(connections)
+            self._hold(connections, peers)
             return
-        byId = {p.workerId: p for p in ready}
-        ids = list(byId)
         choose = self._policy.choose
-        batches: dict[int, list[Connection]] = defaultdict(list)
+        if len(connections) == 1:
+            choose(ready, peers[0]).send(connections)
+            return
+        batches: dict[WorkerProcess, list[Connection]] = {}
         for connection, peer in zip(connections, peers):
-            batches[choose(ids, peer)].append(connection)
-        for workerId, batch in batches.items():
-            byId[workerId].send(batch)
+            worker = choose(ready, peer)
+            batch = batches.get(worker)
+            if batch is None:
+                batches[worker] = [connection]
+            else:
+                batch.append(connection)
+        for worker, batch in batches.items():
+            worker.send(batch)
 
-    def _hold(self, connections: list[Connection]) -> None:
-        room = self.config.queueLimit - len(self._waiting)
-        for fd, index in connections[max(room, 0) :]:
+    def _readyWorkers(self) -> list[WorkerProcess]:
+        """
+        The workers that may take connections, without asking the supervisor
+        for every batch: the list is kept until one of its workers leaves
+        the ready state or a worker becomes ready (L{_workerReady}).
+        """
+        ready = self._ready
+        for process in ready:
+            if process.state != READY:
+                break
+        else:
+            if ready:
+                return ready
+        assert self.supervisor is not None
+        ready = self._ready = self.supervisor.ready()
+        return ready
+
+    def _hold(self, connections: list[Connection], peers: list[Any]) -> None:
+        """
+        No worker is ready: keep accepting, and keep the connections until
+        one is (L{_workerReady}), up to C{queueLimit}; close those past the
+        limit and count them in L{dropped}.
+        """
+        room = max(self.config.queueLimit - len(self._waiting), 0)
+        for fd, _ in connections[room:]:
             os.close(fd)
-            self.dropped += 1
-        self._waiting.extend(connections[: max(room, 0)])
-        for acceptor in self._acceptors:
-            acceptor.pause()
+        dropped = max(len(connections) - room, 0)
+        if dropped and not self._droppedWaiting:
+            log.warn(
+                "no worker ready and {limit} connections waiting (--queue-limit): "
+                "closing new ones until a worker is ready",
+                limit=self.config.queueLimit,
+            )
+        self.dropped += dropped
+        self._droppedWaiting += dropped
+        self._waiting.extend(zip(connections[:room], peers[:room]))
 
     def _workerReady(self, process: WorkerProcess) -> None:
         assert self.supervisor is not None
         self.supervisor.noteReady(process)
-        if self.running and self._stopped is None:
+        self._ready = []
+        if self._policy.sharesListeners:
+            self._shareListeners(process)
+        elif self.running and self._stopped is None:
             for acceptor in self._acceptors:
                 acceptor.resume()
-        if self._waiting:
+        if self._waiting or self._droppedWaiting:
             waiting = list(self._waiting)
+            log.info(
+                "worker {worker_id} pid {pid} ready: handing out {count} connections "
+                "that waited for a worker ({dropped} closed while the queue was full)",
+                worker_id=process.workerId,
+                pid=process.pid,
+                count=len(waiting),
+                dropped=self._droppedWaiting,
+            )
             self._waiting.clear()
-            self._dispatch(waiting, [None] * len(waiting))
+            self._droppedWaiting = 0
+            self._dispatch([c for c, _ in waiting], [peer for _, peer in waiting])
         waiters, self._readyWaiters = self._readyWaiters, []
         for d in waiters:
             d.callback(self)
 
+    def _shareListeners(self, process: WorkerProcess) -> None:
+        """
+        Give C{process} its own copy of every listening socket, for a policy
+        whose workers accept for themselves (C{--dispatch shared}).
+        """
+        if self._stopped is not None or process.handoff is None:
+            return
+        process.handoff.shareListeners(
+            [(os.dup(listener.socket.fileno()), index)
+             for index, listener in enumerate(self.listeners)]
+        )
+
     def _workerAck(self, process: WorkerProcess, adopted: int, closed: int) -> None:
-        pass
+        if closed:
+            self._policy.closed(process, closed)
 
     def _workerLost(self, process: WorkerProcess, connections: list[Connection]) -> None:
+        self._policy.forget(process)
         if not connections:
             return
         self.redispatched += len(connections)
@@ -216,6 +337,50 @@ class ClusterService(Service):
             count=len(connections),
         )
         self._reactor.callLater(0, self._dispatch, connections, [None] * len(connections))
+
+    # Application calls (IMasterContext)
+
+    def _readyConnections(self) -> dict[int, amp.AMP]:
+        connections: dict[int, amp.AMP] = {}
+        if self.supervisor is not None:
+            for process in self.supervisor.ready():
+                if process.control is not None:
+                    # The slot holder comes first: it wins over a retiring one.
+                    connections.setdefault(process.workerId, process.control)
+        return connections
+
+    def workerIds(self) -> list[int]:
+        """
+        The ids of the ready workers.
+        """
+        return self.calls.workerIds()
+
+    def callWorker(
+        self,
+        workerId: int,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[Any]:
+        """
+        Call the app's C{command} on worker C{workerId}
+        (L{twisted_cluster.routing.WorkerCalls.callWorker}).
+        """
+        return self.calls.callWorker(workerId, command, timeout, **arguments)
+
+    def broadcast(
+        self,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[dict[int, Any]]:
+        """
+        Call the app's C{command} on every ready worker; fire with each
+        one's answer or failure (L{twisted_cluster.routing.WorkerCalls.broadcast}).
+        """
+        return self.calls.broadcast(command, timeout, **arguments)
 
     def workerTable(self) -> list[dict[str, Any]]:
         """
@@ -234,13 +399,55 @@ class ClusterService(Service):
             for p in self.supervisor.processes()
         ]
 
+    # Operations (SIGHUP, SIGTTIN, SIGTTOU and the control API)
+
+    def rollingRestart(self) -> Deferred[bool]:
+        """
+        Replace every worker, one at a time: each new worker (the app
+        imported afresh) is ready before the old one drains.  A request
+        during a roll-out rolls the workers running at that moment again.
+
+        @return: fires with C{True} when every worker was replaced, C{False}
+            when the roll-out was aborted (a new worker failed to start: the
+            old ones keep serving) or the cluster is stopping.
+        """
+        if self._rollout is None or self.stopping:
+            return succeed(False)
+        return self._rollout.request()
+
+    def addWorker(self) -> int | None:
+        """
+        Start one more worker.
+
+        @return: its worker id, or C{None} while the cluster is stopping.
+        """
+        if self.supervisor is None or self.stopping:
+            return None
+        return self.supervisor.addWorker()
+
+    def removeWorker(self) -> int | None:
+        """
+        Take one worker (the highest id) out: it drains, then exits.
+
+        @return: its worker id, or C{None} when refused (the last worker
+            stays; the cluster is stopping).
+        """
+        if self.supervisor is None or self.stopping:
+            return None
+        return self.supervisor.removeWorker()
+
     # Stopping
+
+    def _stopHealth(self) -> None:
+        if self._health is not None:
+            self._health.stop()
 
     def _fatal(self, reason: str) -> None:
         if self.fatalError is not None:
             return
         self.fatalError = reason
         log.critical("cluster stopping: {reason}", reason=reason)
+        self._stopHealth()
         self._pauseAndClose()
         assert self.supervisor is not None
         self.supervisor.stopNow().addBoth(lambda _: self._onFatal(reason))
@@ -262,6 +469,16 @@ class ClusterService(Service):
             listener.close()
         self.listeners = []
 
+    @property
+    def stopping(self) -> bool:
+        """
+        Whether the cluster is on its way out: a graceful stop began (SIGTERM,
+        SIGINT) or it gave up.  From that moment on it takes no new work, even
+        while workers still finish theirs during the grace period; readiness
+        probes say so at once (L{twisted_cluster.probes}).
+        """
+        return self._stopped is not None or self.fatalError is not None
+
     def stopService(self) -> Deferred[None]:
         """
         Stop accepting, drain every worker (grace period, then SIGKILL), and
@@ -270,8 +487,9 @@ class ClusterService(Service):
         if self._stopped is not None:
             return self._stopped
         super().stopService()
+        self._stopHealth()
         self._pauseAndClose(acceptBacklog=True)
-        for fd, _ in self._waiting:
+        for (fd, _), _ in self._waiting:
             os.close(fd)
         self._waiting.clear()
         if self.supervisor is None:
@@ -280,4 +498,7 @@ class ClusterService(Service):
             log.info("stopping: draining workers (grace period {grace}s)",
                      grace=self.config.gracePeriod)
             self._stopped = self.supervisor.stop().addCallback(lambda _: None)
+        if self.control is not None:
+            # Serve the status page while the workers drain; close it last.
+            self._stopped.addCallback(lambda _, control=self.control: control.stop())
         return self._stopped

@@ -38,7 +38,7 @@ STARTING, READY, DRAINING, STOPPED = "starting", "ready", "draining", "stopped"
 log = Logger()
 
 
-def workerEnvironment() -> dict[str, str]:
+def workerEnvironment(pythonPath: tuple[str, ...] = ()) -> dict[str, str]:
     """
     The master's environment for a worker (C{spawnProcess} passes an empty
     one otherwise), with this very copy of C{twisted_cluster} first on
@@ -47,7 +47,8 @@ def workerEnvironment() -> dict[str, str]:
     env = dict(os.environ)
     here = os.path.dirname(os.path.dirname(os.path.abspath(twisted_cluster.__file__)))
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in paths if p != here])
+    first = [here] + [p for p in pythonPath if p != here]
+    env["PYTHONPATH"] = os.pathsep.join(first + [p for p in paths if p not in first])
     return env
 
 
@@ -132,7 +133,9 @@ class WorkerProcess:
     @ivar appError: the worker's one-line app load error, if it sent one.
     @ivar ended: fires with the exit reason (a L{Failure}) when the process
         is gone.
-    @ivar figures: the worker's last reported figures (open, served, rss).
+    @ivar figures: the worker's last reported figures (open, served, rss),
+        from its last health ping.
+    @ivar lastPing: the round trip of its last answered ping, in seconds.
     """
 
     def __init__(
@@ -169,6 +172,8 @@ class WorkerProcess:
         self.figures = {"open": 0, "served": 0, "rss": 0}
         self.dispatched = 0
         self.lastPing: float | None = None
+        #: Why the master ended it, when it did ("hang"); a crash otherwise.
+        self.exitCause: str | None = None
 
     @property
     def name(self) -> str:
@@ -185,7 +190,7 @@ class WorkerProcess:
                 _WorkerOutput(self),
                 self._python,
                 [self._python, "-m", "twisted_cluster.workermain", self._config.toJSON()],
-                env=workerEnvironment(),
+                env=workerEnvironment(self._config.pythonPath),
                 path=os.getcwd(),
                 childFDs={
                     0: "w",
@@ -210,7 +215,7 @@ class WorkerProcess:
             self._reactor,
             handoffOurs,
             lambda adopted, closed: self._onAck(self, adopted, closed),
-            lambda connections: self._onLost(self, connections),
+            self._handoffLost,
         )
 
     def _readyReceived(self) -> None:
@@ -218,6 +223,13 @@ class WorkerProcess:
             self.state = READY
             self.readyAt = self._reactor.seconds()
             self._onReady(self)
+
+    def _handoffLost(self, connections: list[Connection]) -> None:
+        # The hand-off channel broke: this worker can take no connection
+        # any more, so those it gives back must go to another one.
+        if self.state in (STARTING, READY):
+            self.state = DRAINING
+        self._onLost(self, connections)
 
     def _startupFailed(self, error: str, details: str) -> None:
         self.appError = error

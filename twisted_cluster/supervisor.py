@@ -41,6 +41,12 @@ class _Slot:
     failures: int = 0
     restart: Any = None
     restarts: int = 0
+    #: The process starting to replace C{process} (rolling restart, recycling).
+    pending: WorkerProcess | None = None
+    #: Why C{pending} was started: L{ROLLOUT} or L{RECYCLE}.
+    cause: str = ""
+    #: Fired with whether C{pending} took over the slot.
+    waiters: list = attr.ib(factory=list)
 
 
 class Supervisor:
@@ -79,10 +85,41 @@ class Supervisor:
 
     def processes(self) -> list[WorkerProcess]:
         """
-        Every live worker process, slot holders first, by worker id.
+        Every live worker process, slot holders first, by worker id, then
+        replacements still starting, then processes being retired.
         """
         live = [s.process for _, s in sorted(self._slots.items()) if s.process]
+        live += [s.pending for _, s in sorted(self._slots.items()) if s.pending]
         return live + sorted(self._retired - set(live), key=lambda p: p.workerId)
+
+    @property
+    def stopping(self) -> bool:
+        """
+        Whether the supervisor is stopping (or gave up): no more replacing.
+        """
+        return self._stopping or self._fatal
+
+    def slotPids(self) -> dict[int, int | None]:
+        """
+        Worker id -> pid of the process holding that slot (C{None} while the
+        slot waits for a restart).
+        """
+        return {
+            workerId: slot.process.pid if slot.process else None
+            for workerId, slot in sorted(self._slots.items())
+        }
+
+    def canReplace(self, process: WorkerProcess) -> bool:
+        """
+        Whether C{process} holds its slot and no replacement is starting.
+        """
+        slot = self._slots.get(process.workerId)
+        return (
+            not self.stopping
+            and slot is not None
+            and slot.process is process
+            and slot.pending is None
+        )
 
     def ready(self) -> list[WorkerProcess]:
         """
@@ -108,16 +145,20 @@ class Supervisor:
         slot.restart = None
         process = self._makeProcess(slot.workerId)
         slot.process = process
+        return self._launch(process)
+
+    def _launch(self, process: WorkerProcess) -> WorkerProcess:
         process.spawn()
         log.info(
             "worker {worker_id} pid {pid} started",
-            worker_id=slot.workerId,
+            worker_id=process.workerId,
             pid=process.pid,
         )
         timeout = self._reactor.callLater(
             self._config.startTimeout, self._startTimedOut, process
         )
-        process.ended.addCallback(self._exited, process, timeout)
+        # addBoth: "ended" fires with a Failure (the exit reason).
+        process.ended.addBoth(self._exited, process, timeout)
         return process
 
     def _startTimedOut(self, process: WorkerProcess) -> None:
@@ -144,6 +185,9 @@ class Supervisor:
             timeout.cancel()
         how = process.exitDescription(reason)
         slot = self._slots.get(process.workerId)
+        if slot is not None and slot.pending is process:
+            self._replacementFailed(slot, process, how)
+            return
         current = slot is not None and slot.process is process
         if current:
             assert slot is not None
@@ -165,12 +209,23 @@ class Supervisor:
             cause = STARTUP
         else:
             self._startupFailures = 0
-            cause = getattr(process, "exitCause", None) or CRASH
+            cause = process.exitCause or CRASH
         uptime = self._reactor.seconds() - process.startedAt
         slot.failures = self._config.backoff.failuresAfterExit(slot.failures, uptime)
         delay = self._config.backoff.delay(slot.failures)
         self.restarts[cause] += 1
         slot.restarts += 1
+        if slot.pending is not None:
+            log.warn(
+                "worker {worker_id} pid {pid} exited ({how}, {cause}): its "
+                "replacement pid {new_pid} takes the slot",
+                worker_id=process.workerId,
+                pid=process.pid,
+                how=how,
+                cause=cause,
+                new_pid=slot.pending.pid,
+            )
+            return
         log.warn(
             "worker {worker_id} pid {pid} exited ({how}, {cause}): restarting in {delay:.2f}s",
             worker_id=process.workerId,
@@ -210,6 +265,168 @@ class Supervisor:
             worker_id=process.workerId,
             pid=process.pid,
         )
+        slot = self._slots.get(process.workerId)
+        if slot is not None and slot.pending is process:
+            self._takeOver(slot, process)
+        elif process in self._retired:
+            # Removed (or stopped) while it was starting: it takes no work.
+            process.drain()
+
+    # Replacing, resizing
+
+    def replace(self, workerId: int, cause: str) -> Deferred[bool]:
+        """
+        Replace the process of slot C{workerId} gracefully: start a new one
+        (same worker id, the app imported afresh) and, once it is ready,
+        drain the old one.  The slot keeps its id: metrics and the dispatch
+        policy see the same ids before and after.
+
+        @param cause: L{ROLLOUT} or L{RECYCLE}, counted in L{restarts} once
+            the new process took over.
+        @return: fires with C{True} once the new process took over, C{False}
+            when it failed to start (the old one keeps serving) or the
+            cluster is stopping.  A replacement already starting for the
+            slot is shared.
+        """
+        slot = self._slots.get(workerId)
+        if slot is None or self.stopping:
+            return succeed(False)
+        if slot.process is None:
+            # Waiting for a restart, which will load the app afresh anyway.
+            return succeed(True)
+        d: Deferred[bool] = Deferred()
+        slot.waiters.append(d)
+        if slot.pending is None:
+            slot.cause = cause
+            slot.pending = self._makeProcess(workerId)
+            self._launch(slot.pending)
+        return d
+
+    def _takeOver(self, slot: _Slot, process: WorkerProcess) -> None:
+        old = slot.process
+        slot.process = process
+        slot.pending = None
+        if old is not None:
+            self.restarts[slot.cause] += 1
+            slot.restarts += 1
+            self._retired.add(old)
+            log.info(
+                "worker {worker_id} pid {pid} replaced by pid {new_pid} "
+                "({cause}): draining it",
+                worker_id=slot.workerId,
+                pid=old.pid,
+                new_pid=process.pid,
+                cause=slot.cause,
+            )
+            self._retire(old)
+        waiters, slot.waiters = slot.waiters, []
+        for d in waiters:
+            d.callback(True)
+
+    def _replacementFailed(self, slot: _Slot, process: WorkerProcess, how: str) -> None:
+        slot.pending = None
+        old = slot.process
+        log.error(
+            "worker {worker_id} pid {pid} exited before it was ready ({how}{error}): "
+            "{outcome}",
+            worker_id=process.workerId,
+            pid=process.pid,
+            how=how,
+            error=f": {process.appError}" if process.appError else "",
+            outcome=f"pid {old.pid} keeps serving" if old else "no replacement",
+        )
+        if old is None and not self.stopping:
+            slot.failures += 1
+            slot.restart = self._reactor.callLater(
+                self._config.backoff.delay(slot.failures), self._spawn, slot
+            )
+        waiters, slot.waiters = slot.waiters, []
+        for d in waiters:
+            d.callback(False)
+
+    def _retire(self, process: WorkerProcess) -> None:
+        """
+        Take C{process} out of service: a starting one is terminated, a
+        ready one drains and is SIGKILLed if it outlasts the grace period.
+        """
+        if process.state == STARTING:
+            self.terminate(process)
+            return
+        process.drain()
+        killer = self._reactor.callLater(
+            self._config.gracePeriod, self._killAll, [process]
+        )
+
+        def cancelKiller(result: Any) -> Any:
+            if killer.active():
+                killer.cancel()
+            return result
+
+        process.ended.addBoth(cancelKiller)
+
+    def killHung(self, process: WorkerProcess) -> None:
+        """
+        Replace C{process}, whose reactor is blocked: no more work for it,
+        SIGTERM, then SIGKILL; its restart is counted as L{HANG}.
+        """
+        process.exitCause = HANG
+        process.drain()
+        self.terminate(process)
+
+    def addWorker(self) -> int | None:
+        """
+        Add one worker, in the lowest free slot id.
+
+        @return: the new worker id (the worker is starting), or C{None} while
+            the cluster is stopping.
+        """
+        if self.stopping:
+            return None
+        workerId = 1
+        while workerId in self._slots:
+            workerId += 1
+        slot = self._slots[workerId] = _Slot(workerId)
+        process = self._spawn(slot)
+        log.info(
+            "worker {worker_id} pid {pid} added: {count} workers",
+            worker_id=workerId,
+            pid=process.pid,
+            count=len(self._slots),
+        )
+        return workerId
+
+    def removeWorker(self) -> int | None:
+        """
+        Remove the worker with the highest id: it drains (finishes its
+        requests) and exits; it is not killed before the grace period.
+
+        @return: the removed worker id, or C{None} when refused (one worker
+            left, or the cluster is stopping).
+        """
+        if self.stopping or len(self._slots) <= 1:
+            log.warn(
+                "not removing a worker: {why}",
+                why="stopping" if self.stopping else "the last worker stays",
+            )
+            return None
+        workerId = max(self._slots)
+        slot = self._slots.pop(workerId)
+        if slot.restart is not None and slot.restart.active():
+            slot.restart.cancel()
+        for process in (slot.process, slot.pending):
+            if process is not None:
+                self._retired.add(process)
+                self._retire(process)
+        log.info(
+            "worker {worker_id} pid {pid} removed: draining it, {count} workers left",
+            worker_id=workerId,
+            pid=slot.process.pid if slot.process else None,
+            count=len(self._slots),
+        )
+        waiters, slot.waiters = slot.waiters, []
+        for d in waiters:
+            d.callback(False)
+        return workerId
 
     def stop(self) -> Deferred[Any]:
         """

@@ -17,9 +17,13 @@ from typing import Any, Callable, NoReturn
 from twisted.python import usage
 
 from twisted_cluster.apploading import AppLoadError, checkApp, resolveName
+from twisted_cluster.clusterapp import ClusterApp
 from twisted_cluster.config import ClusterConfig, defaultWorkers
+from twisted_cluster.dispatch import POLICIES
 from twisted_cluster.listening import ListenError
 from twisted_cluster.master import ClusterService
+from twisted_cluster.pidfile import PIDFile, PIDFileError
+from twisted_cluster.privileges import PrivilegeError, checkCanSwitch, resolveCredentials
 
 #: Exit status when the cluster could not start or had to give up.
 EXIT_FAILURE = 1
@@ -48,6 +52,15 @@ def _number(kind: Callable[[str], Any], name: str, minimum: float) -> Callable[[
     return coerce
 
 
+def _policyName(value: str) -> str:
+    if value not in POLICIES:
+        die(f"--dispatch must be one of {', '.join(POLICIES)}, not {value!r}")
+    return value
+
+
+_policyName.coerceDoc = ""  # type: ignore[attr-defined]
+
+
 class Options(usage.Options):
     """
     The options of C{twist cluster}.
@@ -58,7 +71,9 @@ class Options(usage.Options):
         "Run a cluster: one master process owns the listening sockets and "
         "hands each accepted connection, round-robin, to one of N worker "
         "processes that serve --app.  Without --app, workers serve a page "
-        "that shows the cluster.  Signals: TERM/INT stop gracefully."
+        "that shows the cluster.  Signals: TERM/INT stop gracefully, HUP "
+        "restarts the workers one at a time, TTIN adds a worker, TTOU "
+        "removes one (see docs/operations.md)."
     )
 
     optParameters = [
@@ -75,8 +90,45 @@ class Options(usage.Options):
          "Seconds a new worker may take to load the app and become ready.",
          _number(float, "start-timeout", 0.1)],
         ["queue-limit", None, 1024,
-         "Connections held by the master while no worker is ready.",
+         "Connections held by the master while no worker is ready; past it, "
+         "new ones are closed and counted.",
          _number(int, "queue-limit", 0)],
+        ["dispatch", None, "round-robin",
+         "Which worker gets each connection: round-robin (each in turn), "
+         "least-connections (the fewest open connections; for long-lived "
+         "ones), shared (every worker accepts and the kernel balances), or "
+         "sticky (a client IP stays on one worker while it lives).",
+         _policyName],
+        ["health-interval", None, 5.0,
+         "Seconds between two health pings of each worker.",
+         _number(float, "health-interval", 0.01)],
+        ["health-timeout", None, 10.0,
+         "Seconds a worker may leave a ping unanswered before it is killed "
+         "(TERM, then KILL) and replaced as hung.",
+         _number(float, "health-timeout", 0.01)],
+        ["max-connections", None, 0,
+         "Recycle a worker (replace it gracefully) after it served this many "
+         "connections, plus up to 10% random jitter; 0: never.",
+         _number(int, "max-connections", 0)],
+        ["max-memory", None, 0.0,
+         "Recycle a worker whose resident memory exceeds this many MB; 0: never.",
+         _number(float, "max-memory", 0)],
+        ["control", None, "auto",
+         "Where the master serves its control site (status page, /status.json, "
+         "/metrics, operations): a Twisted server endpoint string such as "
+         "tcp:9100:interface=127.0.0.1, 'auto' for a private UNIX socket "
+         "(mode 0600) in $XDG_RUNTIME_DIR/twisted-cluster or "
+         "/tmp/twisted-cluster-UID, named MASTERPID.sock, or 'none'."],
+        ["user", None, None,
+         "Run the workers as this user (name or uid); the master stays the "
+         "user it was started as (root, to bind ports below 1024 and read TLS "
+         "keys) and never runs the app."],
+        ["group", None, None,
+         "Run the workers with this group (name or gid; default: the --user's "
+         "primary group)."],
+        ["pidfile", None, None,
+         "Write the master's pid to this file while it runs; refuse to start "
+         "while another live master holds it."],
     ]
 
     def __init__(self) -> None:
@@ -86,7 +138,10 @@ class Options(usage.Options):
     def opt_listen(self, description: str) -> None:
         """
         Where to listen: a Twisted server endpoint string (tcp:8080,
-        tcp6:8080, unix:/path/app.sock, ...).  Repeatable.  Default: tcp:8080.
+        tcp6:8080, unix:/path/app.sock, ssl:443:privateKey=key.pem:certKey=cert.pem
+        (TLS, done by the workers), haproxy:tcp:8080 (behind a proxy that sends
+        the PROXY protocol), systemd:domain=INET:index=0 (socket activation),
+        ...).  Repeatable.  Default: tcp:8080.
         """
         self["listen"].append(description)
 
@@ -97,6 +152,11 @@ class Options(usage.Options):
             self["workers"] = defaultWorkers()
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
+        try:
+            self["credentials"] = resolveCredentials(self["user"], self["group"])
+            checkCanSwitch(self["credentials"])
+        except PrivilegeError as e:
+            die(str(e))
 
     def config(self) -> ClusterConfig:
         """
@@ -109,6 +169,13 @@ class Options(usage.Options):
             gracePeriod=self["grace-period"],
             startTimeout=self["start-timeout"],
             queueLimit=self["queue-limit"],
+            dispatch=self["dispatch"],
+            healthInterval=self["health-interval"],
+            healthTimeout=self["health-timeout"],
+            maxConnections=self["max-connections"],
+            maxMemory=self["max-memory"],
+            credentials=self["credentials"],
+            control=None if self["control"] == "none" else self["control"],
         )
 
 
@@ -116,13 +183,31 @@ class CommandLineService(ClusterService):
     """
     The cluster as run by C{twist}: a port that cannot be bound ends the
     process with one line instead of a traceback.
+
+    @ivar pidfile: the C{--pidfile}, written before binding (after
+        C{twistd} daemonized) and removed once every worker is gone.
     """
+
+    pidfile: PIDFile | None = None
 
     def privilegedStartService(self) -> None:
         try:
+            if self.pidfile is not None:
+                self.pidfile.acquire()
             super().privilegedStartService()
-        except ListenError as e:
+        except (ListenError, PIDFileError) as e:
             die(str(e))
+
+    def stopService(self) -> Any:
+        stopped = super().stopService()
+        if self.pidfile is not None:
+            stopped.addBoth(_releasing, self.pidfile)
+        return stopped
+
+
+def _releasing(result: Any, pidfile: PIDFile) -> Any:
+    pidfile.release()
+    return result
 
 
 class _Exit:
@@ -145,8 +230,9 @@ class _Exit:
 def installSignals(reactor: Any, service: ClusterService) -> None:
     """
     TERM and INT stop the cluster gracefully; a second one kills the
-    workers at once.  Installed once the reactor runs, over its own
-    handlers, so that a graceful stop exits 0.
+    workers at once.  HUP rolls the workers (L{ClusterService.rollingRestart}),
+    TTIN adds one, TTOU removes one.  Installed once the reactor runs, over
+    its own handlers, so that a graceful stop exits 0.
     """
     stopping = []
 
@@ -162,6 +248,17 @@ def installSignals(reactor: Any, service: ClusterService) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    operations = {
+        signal.SIGHUP: service.rollingRestart,
+        signal.SIGTTIN: service.addWorker,
+        signal.SIGTTOU: service.removeWorker,
+    }
+
+    def operate(signum: int, frame: Any) -> None:
+        reactor.callFromThread(operations[signum])
+
+    for signum in operations:
+        signal.signal(signum, operate)
 
 
 def makeService(options: Options) -> ClusterService:
@@ -190,11 +287,24 @@ def makeService(options: Options) -> ClusterService:
 
     def fatal(reason: str) -> None:
         exit.status = EXIT_FAILURE
-        sys.stderr.write(f"twist cluster: error: {reason}\n")
+        # twist sends sys.stderr to the log by now: write to the real one.
+        os.write(2, f"twist cluster: error: {reason}\n".encode())
         if reactor.running:
             reactor.stop()
 
-    service = CommandLineService(reactor, config, onFatal=fatal, appLocator=appLocator)
+    if config.app is not None and isinstance(obj, ClusterApp):
+        appLocator = obj.masterResponders
+    try:
+        service = CommandLineService(
+            reactor, config, onFatal=fatal, appLocator=appLocator
+        )
+    except Exception as e:
+        die(f"cannot load app {config.app!r}: its masterResponders raised "
+            f"{type(e).__name__}: {e}")
+    if options["pidfile"]:
+        service.pidfile = PIDFile(os.path.abspath(options["pidfile"]))
+        # Registered after _Exit's hook, so it runs before that one exits.
+        atexit.register(service.pidfile.release)
     try:
         service.checkConfig()
     except ListenError as e:

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.interfaces import IAddress, IProtocolFactory
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocolFactory,
+    IProtocolNegotiationFactory,
+)
 from twisted.internet.protocol import Protocol
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 
 def isIdle(protocol: Any) -> bool:
@@ -46,8 +50,14 @@ class ConnectionTracker:
         @param onClose: called after each connection closes.
         """
         self.factory = factory
+        if IProtocolNegotiationFactory.providedBy(factory):
+            # A TLS listener negotiates ALPN with what the app speaks (a web
+            # Site says http/1.1); hiding it makes the handshake fail.
+            alsoProvides(self, IProtocolNegotiationFactory)
+            self.acceptableProtocols = factory.acceptableProtocols
         self._onClose = onClose
         self._protocols: set[Protocol] = set()
+        self._fresh: set[Protocol] = set()
         self.served = 0
 
     @property
@@ -68,9 +78,21 @@ class ConnectionTracker:
         self._protocols.add(protocol)
         appLost = protocol.connectionLost
         protocols = self._protocols
+        fresh = self._fresh
+        fresh.add(protocol)
+        appReceived = protocol.dataReceived
+
+        def firstDataReceived(data: bytes) -> None:
+            # Paid once per connection: then the app's own method again.
+            fresh.discard(protocol)
+            protocol.dataReceived = appReceived  # type: ignore[method-assign]
+            appReceived(data)
+
+        protocol.dataReceived = firstDataReceived  # type: ignore[method-assign]
 
         def connectionLost(reason: Any) -> None:
             protocols.discard(protocol)
+            fresh.discard(protocol)
             try:
                 appLost(reason)
             finally:
@@ -79,11 +101,14 @@ class ConnectionTracker:
         protocol.connectionLost = connectionLost  # type: ignore[method-assign]
         return protocol
 
-    def closeIdle(self) -> int:
+    def closeIdle(self, closeFresh: bool = True) -> int:
         """
         Close every idle connection; ask HTTP channels with a request in
         flight to close once it is answered.
 
+        @param closeFresh: whether connections that never received a byte
+            count as idle.  A connection adopted a moment ago has its first
+            request on the way: closing it would fail that request.
         @return: how many connections are still open with work in flight.
         """
         busy = 0
@@ -91,7 +116,7 @@ class ConnectionTracker:
             transport = getattr(protocol, "transport", None)
             if transport is None:
                 continue
-            if isIdle(protocol):
+            if isIdle(protocol) and (closeFresh or protocol not in self._fresh):
                 transport.loseConnection()
             else:
                 if hasattr(protocol, "persistent"):

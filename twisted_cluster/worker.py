@@ -38,13 +38,25 @@ from twisted.protocols import amp
 
 from twisted_cluster import commands
 from twisted_cluster._amp import ControlAMP
-from twisted_cluster.apploading import AppLoadError, loadApp
+from twisted_cluster.apploading import AppLoadError, loadWorkerApp
+from twisted_cluster.calling import AppResponders
+from twisted_cluster.contexts import WorkerContext
 from twisted_cluster.handoff import HandoffReceiver
+from twisted_cluster.privileges import Credentials, PrivilegeError, dropPrivileges
 from twisted_cluster.tracking import ConnectionTracker
+from twisted_cluster.wrapping import WrappingError, wrapperFor
 
 CONTROL_FD = 3
 HANDOFF_FD = 4
 LOG_FD = 5
+
+#: Seconds a worker may wait to coalesce its hand-off acknowledgements
+#: (L{HandoffReceiver}): the master learns of closes this late at most.
+ACK_DELAY = 0.005
+
+#: Seconds a draining worker waits for the first request of a connection
+#: it adopted before closing it as idle.
+FRESH_GRACE = 2.0
 
 #: Exit status of a worker that could not load its app.
 EXIT_APP_ERROR = 3
@@ -62,6 +74,12 @@ class WorkerConfig:
     @ivar listeners: the endpoint string of each listener, by index.
     @ivar drainTimeout: how long a drain may take before the worker gives up
         on the connections left (the master's grace period).
+    @ivar uid: the user the worker switches to once its listeners' TLS keys
+        are loaded and before it loads the app (C{--user}), or C{None}.
+    @ivar gid: that user's group.
+    @ivar groups: that user's supplementary groups.
+    @ivar pythonPath: directories put first on the worker's C{PYTHONPATH}
+        (after C{twisted_cluster}'s own), so that it imports the app.
     """
 
     workerId: int
@@ -69,6 +87,10 @@ class WorkerConfig:
     families: tuple[int, ...]
     listeners: tuple[str, ...]
     drainTimeout: float = 30.0
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] = attr.ib(default=(), converter=tuple)
+    pythonPath: tuple[str, ...] = attr.ib(default=(), converter=tuple)
 
     def toJSON(self) -> str:
         return json.dumps(attr.asdict(self))
@@ -147,11 +169,15 @@ class Worker:
         self._controlFD = controlFD
         self._handoffFD = handoffFD
         self.control: WorkerControl | None = None
+        #: What the app sees of this worker, once it is loaded.
+        self.context: WorkerContext | None = None
         self.tracker: ConnectionTracker | None = None
         self._receiver: HandoffReceiver | None = None
         self._factories: list[IProtocolFactory] = []
+        self._ports: list[Any] = []
         self._draining = False
         self._drainLoop: LoopingCall | None = None
+        self._drainStarted = 0.0
         self._giveUp: Any = None
         self._done = False
         self.exitCode = 0
@@ -170,28 +196,49 @@ class Worker:
         )
         os.close(self._controlFD)
         try:
+            # TLS keys are read first, while the worker may still be root.
+            wrappers = [wrapperFor(self._reactor, d) for d in self.config.listeners]
+            self._dropPrivileges()
             factory = self._loadApp()
+        except (WrappingError, PrivilegeError) as e:
+            self._startupFailed(str(e), "")
+            return
         except AppLoadError as e:
             self._startupFailed(str(e), e.details)
             return
         self.tracker = ConnectionTracker(factory, self._connectionClosed)
         self.tracker.doStart()
-        self._factories = [self.tracker for _ in self.config.listeners]
+        self._factories = [wrap(self.tracker) for wrap in wrappers]
         sock = socket.socket(fileno=self._handoffFD)
         sock.setblocking(False)
         self._receiver = HandoffReceiver(
-            self._reactor, sock, self._adopt, self.controlLost
+            self._reactor, sock, self._adopt, self.controlLost,
+            adoptListener=self._adoptListener, ackDelay=ACK_DELAY,
         )
         self.control.callRemote(commands.Ready, pid=os.getpid()).addErrback(
             self._controlFailed
         )
 
+    def _dropPrivileges(self) -> None:
+        config = self.config
+        if config.uid is not None and config.gid is not None:
+            dropPrivileges(Credentials(config.uid, config.gid, config.groups))
+
     def _loadApp(self) -> IProtocolFactory:
-        if self.config.app is None:
+        """
+        Load the app and install its worker-side responders (a
+        L{twisted_cluster.ClusterApp}'s) on the control channel.
+        """
+        assert self.control is not None
+        name = self.config.app
+        if name is None:
             from twisted_cluster.defaultapp import clusterPage
 
-            return loadApp(f"{clusterPage.__module__}.clusterPage", self)
-        return loadApp(self.config.app, self)
+            name = f"{clusterPage.__module__}.clusterPage"
+        self.context = WorkerContext(self.workerId, self.control, self._reactor)
+        factory, locator = loadWorkerApp(name, self.context)
+        self.control.appLocator = AppResponders(locator)
+        return factory
 
     def _startupFailed(self, error: str, details: str) -> None:
         assert self.control is not None
@@ -211,9 +258,32 @@ class Worker:
         return self.control.callRemote(command, **arguments)
 
     def _adopt(self, fd: int, index: int) -> None:
-        os.set_blocking(fd, False)
-        self._reactor.adoptStreamConnection(
-            fd, self.config.families[index], self._factories[index]
+        # The hot path of a worker.  No set_blocking here: the transport
+        # makes its own copy non-blocking, and that flag is shared with fd.
+        try:
+            self._reactor.adoptStreamConnection(
+                fd, self.config.families[index], self._factories[index]
+            )
+        except OSError as e:
+            # The client is gone already (reset while the connection waited,
+            # e.g. handed over again after a worker died): one connection
+            # lost, not the hand-off channel.
+            self.log.info("dropped a connection reset before adoption: {error}",
+                          error=e)
+            if self._receiver is not None:
+                self._receiver.connectionClosed()
+
+    def _adoptListener(self, fd: int, index: int) -> None:
+        """
+        Accept on a copy of listener C{index} (C{--dispatch shared}) until
+        the worker drains.
+        """
+        if self._draining or self._done:
+            return
+        self._ports.append(
+            self._reactor.adoptStreamPort(
+                fd, self.config.families[index], self._factories[index]
+            )
         )
 
     def _connectionClosed(self) -> None:
@@ -231,12 +301,16 @@ class Worker:
         if self._draining or self._done:
             return
         self._draining = True
+        ports, self._ports = self._ports, []
+        for port in ports:
+            port.stopListening()
         if self._receiver is not None:
             # Adopt what the master already sent: it counts on us for it.
             self._receiver.doRead()
         if self.tracker is None or self.tracker.open == 0:
             self._finish()
             return
+        self._drainStarted = self._reactor.seconds()
         self._drainLoop = LoopingCall(self._closeIdle)
         self._drainLoop.clock = self._reactor
         self._drainLoop.start(0.05)
@@ -244,7 +318,10 @@ class Worker:
 
     def _closeIdle(self) -> None:
         assert self.tracker is not None
-        if self.tracker.closeIdle() == 0 and self.tracker.open == 0:
+        # New connections get FRESH_GRACE seconds to send their first
+        # request before a drain closes them as idle.
+        closeFresh = self._reactor.seconds() - self._drainStarted >= FRESH_GRACE
+        if self.tracker.closeIdle(closeFresh) == 0 and self.tracker.open == 0:
             self._finish()
 
     def controlLost(self) -> None:
@@ -265,6 +342,10 @@ class Worker:
             self._drainLoop.stop()
         if self._giveUp is not None and self._giveUp.active():
             self._giveUp.cancel()
+        if self._receiver is not None:
+            # Acknowledge every adoption before exiting: the master would
+            # otherwise hand those connections out again.
+            self._receiver.flush()
         self._stop()
 
 

@@ -1,0 +1,3 @@
+"""
+Load benchmarks, run by hand: C{python -m benchmarks.bench --help}.
+"""

@@ -1,0 +1,1 @@
+"""Example applications for twisted-cluster (run them from the repository root)."""

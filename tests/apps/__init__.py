@@ -1,0 +1,3 @@
+"""
+Small apps that the tests serve with a real cluster.
+"""

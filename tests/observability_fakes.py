@@ -1,0 +1,111 @@
+"""
+Stand-ins for the master's objects, as read by L{twisted_cluster.metrics}
+and L{twisted_cluster.control}: plain data, no processes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import attr
+from twisted.internet.defer import Deferred
+
+
+@attr.s(auto_attribs=True, eq=False)
+class FakeProcess:
+    workerId: int
+    pid: int
+    state: str = "ready"
+    startedAt: float = 0.0
+    figures: dict[str, int] = attr.ib(factory=lambda: {"open": 0, "served": 0, "rss": 0})
+    dispatched: int = 0
+    lastPing: float | None = None
+
+
+@attr.s(auto_attribs=True)
+class FakeSupervisor:
+    slots: dict[int, FakeProcess | None] = attr.ib(factory=dict)
+    extra: list[FakeProcess] = attr.ib(factory=list)
+    restarts: Counter[str] = attr.ib(factory=Counter)
+    slotRestartCounts: dict[int, int] = attr.ib(factory=dict)
+
+    def processes(self) -> list[FakeProcess]:
+        return [p for _, p in sorted(self.slots.items()) if p] + self.extra
+
+    def slotPids(self) -> dict[int, int | None]:
+        return {i: p.pid if p else None for i, p in sorted(self.slots.items())}
+
+    def slotRestarts(self, workerId: int) -> int:
+        return self.slotRestartCounts.get(workerId, 0)
+
+
+@attr.s(auto_attribs=True)
+class FakeListener:
+    text: str
+
+    def address(self) -> str:
+        return self.text
+
+
+@attr.s(auto_attribs=True)
+class FakeConfig:
+    workers: int = 2
+
+
+class FakeService:
+    """
+    A cluster service with the operations of the real one: add and remove
+    change the slots, remove refuses the last worker, a roll-out is a
+    Deferred the test fires.
+    """
+
+    def __init__(self, supervisor: FakeSupervisor | None = None) -> None:
+        self.supervisor = supervisor
+        self.config = FakeConfig()
+        self.listeners = [FakeListener("127.0.0.1:8080")]
+        self.acceptedCount = 0
+        self.redispatched = 0
+        self.dropped = 0
+        self.rollouts: list[Deferred[bool]] = []
+        self.nextPid = 1000
+
+    def accepted(self) -> int:
+        return self.acceptedCount
+
+    def addWorker(self) -> int | None:
+        assert self.supervisor is not None
+        workerId = max(self.supervisor.slots, default=0) + 1
+        self.nextPid += 1
+        self.supervisor.slots[workerId] = FakeProcess(workerId, self.nextPid, "starting")
+        return workerId
+
+    def removeWorker(self) -> int | None:
+        assert self.supervisor is not None
+        if len(self.supervisor.slots) <= 1:
+            return None
+        workerId = max(self.supervisor.slots)
+        del self.supervisor.slots[workerId]
+        return workerId
+
+    def rollingRestart(self) -> Deferred[bool]:
+        d: Deferred[bool] = Deferred()
+        self.rollouts.append(d)
+        return d
+
+
+def twoWorkers() -> FakeService:
+    """
+    A service with workers 1 and 2 ready, with figures.
+    """
+    supervisor = FakeSupervisor(
+        slots={
+            1: FakeProcess(1, 101, "ready", startedAt=10.0,
+                           figures={"open": 3, "served": 40, "rss": 50_000_000},
+                           dispatched=43, lastPing=0.002),
+            2: FakeProcess(2, 102, "ready", startedAt=20.0,
+                           figures={"open": 1, "served": 41, "rss": 60_000_000},
+                           dispatched=42, lastPing=0.004),
+        },
+    )
+    return FakeService(supervisor)

@@ -1,0 +1,73 @@
+"""
+Tests for L{twisted_cluster.acceptor}: a real listening socket on
+127.0.0.1, a L{MemoryReactorClock}, and C{doRead} called by the test.
+"""
+
+import errno
+import os
+import socket
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_cluster.acceptor import Acceptor
+
+
+class AcceptorTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.listening = socket.socket()
+        self.listening.bind(("127.0.0.1", 0))
+        self.listening.listen(64)
+        self.listening.setblocking(False)
+        self.addCleanup(self.listening.close)
+        self.reactor = MemoryReactorClock()
+        self.batches: list[list] = []
+        self.acceptor = Acceptor(
+            self.reactor, self.reactor, self.listening, self.batches.append, batch=4
+        )
+
+    def connect(self, n: int) -> None:
+        for _ in range(n):
+            client = socket.create_connection(self.listening.getsockname())
+            self.addCleanup(client.close)
+
+    def closeAccepted(self) -> None:
+        for batch in self.batches:
+            for fd, _ in batch:
+                os.close(fd)
+
+    def test_acceptsInBatchesWithoutSocketObjects(self) -> None:
+        self.connect(6)
+        self.acceptor.doRead()
+        self.acceptor.doRead()
+        self.acceptor.doRead()
+        self.addCleanup(self.closeAccepted)
+        self.assertEqual([len(b) for b in self.batches], [4, 2])
+        fd, peer = self.batches[0][0]
+        self.assertIsInstance(fd, int)
+        self.assertEqual(peer[0], "127.0.0.1")
+
+    def test_resumeAndPauseWatchTheSocket(self) -> None:
+        self.assertTrue(self.acceptor.paused)
+        self.acceptor.resume()
+        self.assertIn(self.acceptor, self.reactor.getReaders())
+        self.acceptor.pause()
+        self.assertNotIn(self.acceptor, self.reactor.getReaders())
+
+    def test_acceptAllEmptiesTheBacklog(self) -> None:
+        self.connect(10)
+        self.acceptor.acceptAll()
+        self.addCleanup(self.closeAccepted)
+        self.assertEqual(sum(len(b) for b in self.batches), 10)
+
+    def test_outOfDescriptorsPausesThenResumes(self) -> None:
+        def exhausted():
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        self.acceptor._accept = exhausted
+        self.acceptor.resume()
+        self.acceptor.doRead()
+        self.assertTrue(self.acceptor.paused)
+        self.assertEqual(self.acceptor.exhaustedCount, 1)
+        self.reactor.advance(0.1)
+        self.assertFalse(self.acceptor.paused)

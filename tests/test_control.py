@@ -1,0 +1,209 @@
+"""
+Unit tests of L{twisted_cluster.control}: the control site's resources on
+fakes, and the choice of the default endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import getChildForRequest
+from twisted.web.test.requesthelper import DummyRequest
+
+from tests.observability_fakes import FakeService, twoWorkers
+from twisted_cluster.control import (
+    ControlError,
+    checkEndpoint,
+    controlResource,
+    controlSockets,
+    defaultEndpoint,
+    resolveEndpoint,
+    runtimeDirectory,
+)
+from twisted_cluster.metrics import clusterStatus
+
+
+def call(
+    service: FakeService, method: bytes, path: str, header: bool = True
+) -> tuple[int, bytes]:
+    """
+    Send one request to the control site of C{service}; the status code
+    and the body.
+    """
+    path, _, query = path.partition("?")
+    request = DummyRequest(path.encode().split(b"/")[1:])
+    request.method = method
+    request.uri = path.encode()
+    for pair in filter(None, query.split("&")):
+        key, _, value = pair.partition("=")
+        request.addArg(key.encode(), value.encode())
+    if header:
+        request.requestHeaders.addRawHeader(b"X-Cluster-Control", b"1")
+    root = controlResource(service, lambda: clusterStatus(service, Clock()))
+    body = getChildForRequest(root, request).render(request)
+    return request.responseCode or 200, body
+
+
+class StatusResourceTests(SynchronousTestCase):
+    def test_statusJsonIsTheStatusDocument(self) -> None:
+        """
+        C{GET /status.json} answers the cluster's status document.
+        """
+        service = twoWorkers()
+        code, body = call(service, b"GET", "/status.json")
+        self.assertEqual(code, 200)
+        self.assertEqual(json.loads(body), clusterStatus(service, Clock()))
+
+    def test_metricsAreInThePrometheusTextFormat(self) -> None:
+        """
+        C{GET /metrics} answers the Prometheus exposition.
+        """
+        code, body = call(twoWorkers(), b"GET", "/metrics")
+        self.assertEqual(code, 200)
+        self.assertIn(b'twisted_cluster_workers{state="ready"} 2.0', body)
+
+
+class OperationTests(SynchronousTestCase):
+    def test_addStartsAWorker(self) -> None:
+        """
+        C{POST /add} adds a worker and answers 202 with the new status.
+        """
+        service = twoWorkers()
+        code, body = call(service, b"POST", "/add")
+        self.assertEqual(code, 202)
+        self.assertEqual(json.loads(body)["status"]["cluster"]["target"], 3)
+
+    def test_removingTheLastWorkerIsRefused(self) -> None:
+        """
+        When the cluster refuses an operation, the answer is 409 with the
+        reason.
+        """
+        service = twoWorkers()
+        self.assertEqual(call(service, b"POST", "/remove")[0], 202)
+        code, body = call(service, b"POST", "/remove")
+        self.assertEqual(code, 409)
+        self.assertIn("refused", json.loads(body)["error"])
+        assert service.supervisor is not None
+        self.assertEqual(list(service.supervisor.slots), [1])
+
+    def test_restartIsAnsweredWhileTheRollOutRuns(self) -> None:
+        """
+        A roll-out takes long: C{POST /restart} starts it and answers 202 at
+        once.
+        """
+        service = twoWorkers()
+        code, _ = call(service, b"POST", "/restart")
+        self.assertEqual((code, len(service.rollouts)), (202, 1))
+        self.assertFalse(service.rollouts[0].called)
+
+    def test_scaleAddsOrRemovesUntilTheTarget(self) -> None:
+        """
+        C{POST /scale?workers=N} adds or removes workers until N are wanted.
+        """
+        service = twoWorkers()
+        assert service.supervisor is not None
+        self.assertEqual(call(service, b"POST", "/scale?workers=4")[0], 202)
+        self.assertEqual(sorted(service.supervisor.slots), [1, 2, 3, 4])
+        self.assertEqual(call(service, b"POST", "/scale?workers=1")[0], 202)
+        self.assertEqual(sorted(service.supervisor.slots), [1])
+
+    def test_scaleNeedsAPositiveNumber(self) -> None:
+        """
+        C{scale} with no number, or 0, is refused and changes nothing.
+        """
+        service = twoWorkers()
+        for path in ("/scale", "/scale?workers=0", "/scale?workers=x"):
+            self.assertEqual(call(service, b"POST", path)[0], 409, path)
+        assert service.supervisor is not None
+        self.assertEqual(sorted(service.supervisor.slots), [1, 2])
+
+    def test_operationsNeedTheControlHeader(self) -> None:
+        """
+        Without the C{X-Cluster-Control} header (which a cross-site form
+        cannot send), an operation is forbidden and not run.
+        """
+        service = twoWorkers()
+        code, _ = call(service, b"POST", "/add", header=False)
+        self.assertEqual(code, 403)
+        self.assertEqual(clusterStatus(service, Clock())["cluster"]["target"], 2)
+
+    def test_operationsNeedPost(self) -> None:
+        """
+        C{GET} on an operation does nothing and answers 405.
+        """
+        service = twoWorkers()
+        self.assertEqual(call(service, b"GET", "/add")[0], 405)
+        self.assertEqual(clusterStatus(service, Clock())["cluster"]["target"], 2)
+
+    def test_missingOperationIsNotImplemented(self) -> None:
+        """
+        A master without an operation answers 501.
+        """
+        service = twoWorkers()
+        service.rollingRestart = None  # type: ignore[assignment]
+        self.assertEqual(call(service, b"POST", "/restart")[0], 501)
+
+
+class EndpointTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.runtime = self.mktemp()
+        os.mkdir(self.runtime, 0o700)
+        self.patch(os, "environ", dict(os.environ, XDG_RUNTIME_DIR=self.runtime))
+
+    def test_defaultIsAPrivateUnixSocketNamedAfterThePid(self) -> None:
+        """
+        C{auto} is a UNIX socket of mode 0600, named after the master's pid,
+        in a directory of mode 0700 under C{$XDG_RUNTIME_DIR}.
+        """
+        description = resolveEndpoint("auto", 4242)
+        directory = os.path.join(self.runtime, "twisted-cluster")
+        self.assertEqual(
+            description, f"unix:{directory}/4242.sock:mode=600:lockfile=1"
+        )
+        self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o700)
+        self.assertEqual(runtimeDirectory(), directory)
+
+    def test_noneDisablesTheControlSite(self) -> None:
+        """
+        C{none} (or no value) means no control site.
+        """
+        self.assertIsNone(resolveEndpoint("none", 1))
+        self.assertIsNone(resolveEndpoint(None, 1))
+        self.assertEqual(resolveEndpoint("tcp:0", 1), "tcp:0")
+
+    def test_socketsOfDeadMastersAreRemoved(self) -> None:
+        """
+        Choosing the default endpoint removes the sockets that killed
+        masters left, and keeps those of live ones.
+        """
+        directory = os.path.join(self.runtime, "twisted-cluster")
+        os.mkdir(directory, 0o700)
+        dead = 2**22 + 1  # above the kernel's pid_max default
+        for name in (f"{dead}.sock", f"{dead}.sock.lock", f"{os.getpid()}.sock"):
+            open(os.path.join(directory, name), "w").close()
+        defaultEndpoint(os.getpid() + 1)
+        self.assertEqual(
+            controlSockets(directory),
+            [(os.getpid(), os.path.join(directory, f"{os.getpid()}.sock"), True)],
+        )
+        self.assertFalse(os.path.exists(os.path.join(directory, f"{dead}.sock.lock")))
+
+    def test_sharedDirectoryOpenToOthersIsRefused(self) -> None:
+        """
+        A control directory that others may enter is not used.
+        """
+        directory = os.path.join(self.runtime, "twisted-cluster")
+        os.mkdir(directory)
+        os.chmod(directory, 0o755)
+        self.assertRaises(ControlError, defaultEndpoint, 1)
+
+    def test_malformedEndpointIsRejectedEarly(self) -> None:
+        """
+        A typo in C{--control} is an error before anything starts.
+        """
+        error = self.assertRaises(ControlError, checkEndpoint, None, "tpc:80")
+        self.assertIn("--control", str(error))

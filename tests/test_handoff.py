@@ -1,0 +1,222 @@
+"""
+Tests for L{twisted_cluster.handoff}: descriptors cross a real socketpair;
+the reactor is a L{MemoryReactorClock} and the tests call C{doRead}.
+"""
+
+import os
+import socket
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_cluster.handoff import (
+    HandoffReceiver,
+    HandoffSender,
+    decodeAck,
+    encodeAck,
+    socketpair,
+)
+
+
+def fdIsOpen(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+class HandoffTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        masterEnd, workerEnd = socketpair()
+        workerEnd.setblocking(False)
+        self.acks: list[tuple[int, int]] = []
+        self.lost: list[list[tuple[int, int]]] = []
+        self.sender = HandoffSender(
+            self.reactor, masterEnd, lambda a, c: self.acks.append((a, c)), self.lost.append
+        )
+        self.adopted: list[tuple[bytes, int]] = []
+        self.receiverLost: list[bool] = []
+        self.workerEnd = workerEnd
+
+    def receiver(self) -> HandoffReceiver:
+        return HandoffReceiver(
+            self.reactor, self.workerEnd, self.adopt, lambda: self.receiverLost.append(True)
+        )
+
+    def adopt(self, fd: int, index: int) -> None:
+        # Read what the "client" wrote through the descriptor we were given.
+        self.adopted.append((os.read(fd, 100), index))
+
+    def clientConnection(self, greeting: bytes) -> int:
+        """
+        A connected pair standing in for an accepted connection; returns the
+        server side's fd (the master's copy) after the client wrote.
+        """
+        client, server = socket.socketpair()
+        self.addCleanup(client.close)
+        client.send(greeting)
+        return server.detach()
+
+    def test_descriptorsReachTheWorkerInOrderWithTheirListener(self) -> None:
+        fds = [self.clientConnection(b"a"), self.clientConnection(b"b")]
+        self.sender.send([(fds[0], 0), (fds[1], 1)])
+        self.receiver().doRead()
+        self.assertEqual(self.adopted, [(b"a", 0), (b"b", 1)])
+
+    def test_masterKeepsItsCopyUntilTheWorkerAcknowledges(self) -> None:
+        fd = self.clientConnection(b"x")
+        self.sender.send([(fd, 0)])
+        self.assertTrue(fdIsOpen(fd))
+        self.assertEqual(self.sender.pending, 1)
+        self.receiver().doRead()
+        self.sender.doRead()
+        self.assertEqual(self.acks, [(1, 0)])
+        self.assertEqual(self.sender.pending, 0)
+        self.assertFalse(fdIsOpen(fd))
+
+    def test_unacknowledgedConnectionsComeBackWhenTheWorkerDies(self) -> None:
+        fd = self.clientConnection(b"x")
+        self.sender.send([(fd, 2)])
+        self.workerEnd.close()  # the worker died without reading
+        self.sender.doRead()
+        self.assertEqual(self.lost, [[(fd, 2)]])
+        self.assertTrue(fdIsOpen(fd))
+        os.close(fd)
+
+    def test_sendAfterTheWorkerIsGoneGivesTheConnectionsBack(self) -> None:
+        self.sender.close()
+        self.assertEqual(self.lost, [[]])
+        fd = self.clientConnection(b"x")
+        self.sender.send([(fd, 0)])
+        self.assertEqual(self.lost[-1], [(fd, 0)])
+        os.close(fd)
+
+    def test_closedConnectionsTravelWithTheNextAcknowledgement(self) -> None:
+        receiver = self.receiver()
+        receiver.connectionClosed()
+        receiver.connectionClosed()
+        receiver.flush()
+        self.sender.doRead()
+        self.assertEqual(self.acks, [(0, 2)])
+
+    def test_workerNoticesTheMasterGone(self) -> None:
+        receiver = self.receiver()
+        self.sender.close()
+        receiver.doRead()
+        self.assertEqual(self.receiverLost, [True])
+
+    def test_manyConnectionsInOneBatch(self) -> None:
+        fds = [self.clientConnection(b"%d" % i) for i in range(300)]
+        self.sender.send([(fd, 0) for fd in fds])
+        self.receiver().doRead()
+        self.assertEqual([data for data, _ in self.adopted], [b"%d" % i for i in range(300)])
+        self.sender.doRead()
+        self.assertEqual(sum(a for a, _ in self.acks), 300)
+
+    def test_ackEncoding(self) -> None:
+        self.assertEqual(decodeAck(encodeAck(7, 3)), (7, 3))
+
+
+class CoalescedAcknowledgementTests(SynchronousTestCase):
+    """
+    With an C{ackDelay}, the worker acknowledges many adoptions and closes
+    in one message.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        masterEnd, workerEnd = socketpair()
+        workerEnd.setblocking(False)
+        self.acks: list[tuple[int, int]] = []
+        self.lost: list[list[tuple[int, int]]] = []
+        self.sender = HandoffSender(
+            self.reactor, masterEnd, lambda a, c: self.acks.append((a, c)), self.lost.append
+        )
+        self.adopted: list[int] = []
+        self.listeners: list[tuple[int, int]] = []
+        self.receiver = HandoffReceiver(
+            self.reactor, workerEnd, lambda fd, index: self.adopted.append(index),
+            lambda: None, adoptListener=self.adoptListener, ackDelay=0.005, ackBatch=10,
+        )
+        self.addCleanup(workerEnd.close)
+
+    def adoptListener(self, fd: int, index: int) -> None:
+        self.listeners.append((os.fstat(fd).st_ino, index))
+
+    def connection(self) -> int:
+        client, server = socket.socketpair()
+        self.addCleanup(client.close)
+        return server.detach()
+
+    def test_adoptionsOfSeveralReadsGoInOneAcknowledgement(self) -> None:
+        for _ in range(3):
+            self.sender.send([(self.connection(), 0)])
+            self.receiver.doRead()
+        self.sender.doRead()
+        self.assertEqual(self.acks, [])
+        self.assertEqual(self.sender.pending, 3)
+        self.reactor.advance(0.005)
+        self.sender.doRead()
+        self.assertEqual(self.acks, [(3, 0)])
+        self.assertEqual(self.sender.pending, 0)
+
+    def test_closesTravelWithTheAdoptions(self) -> None:
+        self.sender.send([(self.connection(), 0)])
+        self.receiver.doRead()
+        self.receiver.connectionClosed()
+        self.receiver.connectionClosed()
+        self.reactor.advance(0.005)
+        self.sender.doRead()
+        self.assertEqual(self.acks, [(1, 2)])
+
+    def test_closesAloneReachTheMasterWithinTheDelay(self) -> None:
+        self.receiver.connectionClosed()
+        self.reactor.advance(0.004)
+        self.sender.doRead()
+        self.assertEqual(self.acks, [])
+        self.reactor.advance(0.001)
+        self.sender.doRead()
+        self.assertEqual(self.acks, [(0, 1)])
+
+    def test_aFullBatchIsAcknowledgedAtOnce(self) -> None:
+        self.sender.send([(self.connection(), 0) for _ in range(10)])
+        self.receiver.doRead()
+        self.sender.doRead()
+        self.assertEqual(self.acks, [(10, 0)])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_flushSendsWhatWaitsAndCancelsTheTimer(self) -> None:
+        """
+        A worker that exits flushes: the master must not hand out again the
+        connections it adopted.
+        """
+        self.sender.send([(self.connection(), 0)])
+        self.receiver.doRead()
+        self.receiver.flush()
+        self.sender.doRead()
+        self.assertEqual(self.acks, [(1, 0)])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_listeningSocketsAreAdoptedAsListeners(self) -> None:
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        self.sender.shareListeners([(os.dup(listener.fileno()), 1)])
+        self.receiver.doRead()
+        self.assertEqual(self.listeners, [(os.fstat(listener.fileno()).st_ino, 1)])
+        self.assertEqual(self.adopted, [])
+
+    def test_listeningSocketsAreNeverGivenBackAsConnections(self) -> None:
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        copy = os.dup(listener.fileno())
+        connection = self.connection()
+        self.sender.shareListeners([(copy, 0)])
+        self.sender.send([(connection, 0)])
+        self.sender.close()
+        self.assertEqual(self.lost, [[(connection, 0)]])
+        self.assertFalse(fdIsOpen(copy))
+        os.close(connection)

@@ -1,0 +1,370 @@
+"""
+Unit tests of supervision without loss: health verdicts and the health
+monitor, recycling thresholds, roll-out order, and the supervisor's
+replacing and resizing, with a L{Clock} and fake worker processes.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_cluster.config import ClusterConfig
+from twisted_cluster.health import HUNG, OK, WAITING, HealthMonitor, HealthPolicy
+from twisted_cluster.process import DRAINING, READY, STARTING, STOPPED
+from twisted_cluster.recycle import MB, RecyclePolicy, Recycler
+from twisted_cluster.rollout import RollingRestart, RolloutPlan
+from twisted_cluster.supervisor import Supervisor
+
+
+class FakeProcess:
+    """
+    A worker process that records what the supervisor does to it; the test
+    makes it ready, answer pings, or exit.
+    """
+
+    nextPid = 1000
+
+    def __init__(self, clock: Clock, workerId: int) -> None:
+        self._clock = clock
+        self.workerId = workerId
+        self.pid: int | None = None
+        self.state = STARTING
+        self.startedAt = clock.seconds()
+        self.readyAt: float | None = None
+        self.appError: str | None = None
+        self.appErrorDetails = ""
+        self.ended: Deferred[Failure] = Deferred()
+        self.signals: list[str] = []
+        self.drained = False
+        self.exitCause: str | None = None
+        self.figures = {"open": 0, "served": 0, "rss": 0}
+        self.lastPing: float | None = None
+        self.pings: list[Deferred[dict[str, int]]] = []
+
+    def spawn(self) -> None:
+        FakeProcess.nextPid += 1
+        self.pid = FakeProcess.nextPid
+
+    def drain(self) -> None:
+        self.drained = True
+        if self.state != STOPPED:
+            self.state = DRAINING
+
+    def signal(self, name: str) -> None:
+        self.signals.append(name)
+
+    def callRemote(self, command: Any, **arguments: Any) -> Deferred[dict[str, int]]:
+        d: Deferred[dict[str, int]] = Deferred()
+        self.pings.append(d)
+        return d
+
+    def exit(self, code: int = 0) -> None:
+        self.state = STOPPED
+        reason = ProcessDone(0) if code == 0 else ProcessTerminated(code)
+        self.ended.callback(Failure(reason))
+
+    def exitDescription(self, reason: Failure) -> str:
+        return f"exit {reason.value.exitCode}"
+
+
+class Harness:
+    """
+    A supervisor over fake processes, with the master's ready hook.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase, workers: int = 2, **config: Any):
+        self.clock = Clock()
+        self.spawned: list[FakeProcess] = []
+        self.fatal: list[str] = []
+        self.supervisor = Supervisor(
+            self.clock,
+            ClusterConfig(workers=workers, **config),
+            self._make,
+            self.fatal.append,
+        )
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        testCase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def _make(self, workerId: int) -> FakeProcess:
+        process = FakeProcess(self.clock, workerId)
+        self.spawned.append(process)
+        return process
+
+    def ready(self, process: FakeProcess) -> None:
+        process.state = READY
+        process.readyAt = self.clock.seconds()
+        self.supervisor.noteReady(process)
+
+    def startAll(self) -> list[FakeProcess]:
+        self.supervisor.start()
+        for process in list(self.spawned):
+            self.ready(process)
+        return list(self.spawned)
+
+    def logged(self, fragment: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if fragment in e.get("log_format", "")]
+
+
+class HealthPolicyTests(SynchronousTestCase):
+    policy = HealthPolicy(interval=5, timeout=10)
+
+    def test_neverPingedIsOk(self) -> None:
+        self.assertEqual(self.policy.verdict(100, None, None), OK)
+
+    def test_answeredPingIsOk(self) -> None:
+        self.assertEqual(self.policy.verdict(100, 50, 51), OK)
+
+    def test_unansweredPingWithinTimeoutIsWaiting(self) -> None:
+        self.assertEqual(self.policy.verdict(59.9, 50, 40), WAITING)
+
+    def test_unansweredPingPastTimeoutIsHung(self) -> None:
+        self.assertEqual(self.policy.verdict(60, 50, 40), HUNG)
+        self.assertEqual(self.policy.verdict(60, 50, None), HUNG)
+
+
+class HealthMonitorTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness(self)
+        self.workers = self.h.startAll()
+        self.monitor = HealthMonitor(
+            self.h.clock, self.h.supervisor, HealthPolicy(interval=5, timeout=10)
+        )
+        self.monitor.start()
+        self.addCleanup(self.monitor.stop)
+
+    def test_readyWorkersArePingedEveryInterval(self) -> None:
+        self.assertEqual([len(w.pings) for w in self.workers], [1, 1])
+        for w in self.workers:
+            w.pings[0].callback({"open": 1, "served": 2, "rss": 3})
+        self.h.clock.advance(5)
+        self.assertEqual([len(w.pings) for w in self.workers], [2, 2])
+
+    def test_answerStoresFiguresAndRoundTrip(self) -> None:
+        self.h.clock.advance(0.25)
+        self.workers[0].pings[0].callback({"open": 4, "served": 40, "rss": 7 * MB})
+        self.assertEqual(self.workers[0].figures, {"open": 4, "served": 40, "rss": 7 * MB})
+        self.assertEqual(self.workers[0].lastPing, 0.25)
+
+    def test_slowWorkerIsNotPingedTwice(self) -> None:
+        self.h.clock.advance(5)
+        self.assertEqual(len(self.workers[0].pings), 1)
+
+    def test_hungWorkerIsTerminatedAfterTimeoutAndRestartedAsHang(self) -> None:
+        w1, w2 = self.workers
+        w2.pings[0].callback({"open": 0, "served": 0, "rss": 0})
+        self.h.clock.advance(9.9)
+        self.assertEqual(w1.signals, [])
+        self.h.clock.advance(0.1)
+        self.assertEqual(w1.signals, ["TERM"])
+        self.assertEqual(w1.state, DRAINING)
+        self.h.clock.advance(ClusterConfig().killTimeout)
+        self.assertEqual(w1.signals, ["TERM", "KILL"])
+        [line] = self.h.logged("did not answer a ping")
+        self.assertEqual((line["worker_id"], line["pid"]), (1, w1.pid))
+        w1.exit(-9)
+        self.assertEqual(self.h.supervisor.restarts["hang"], 1)
+        self.h.clock.advance(1)
+        self.assertEqual(self.h.supervisor.slotPids()[1], self.h.spawned[-1].pid)
+
+    def test_answeringWorkerIsNotKilled(self) -> None:
+        for _ in range(5):
+            for w in self.workers:
+                w.pings[-1].callback({"open": 0, "served": 0, "rss": 0})
+            self.h.clock.advance(5)
+        self.h.clock.advance(9)
+        self.assertEqual([w.signals for w in self.workers], [[], []])
+
+
+class RecyclePolicyTests(SynchronousTestCase):
+    def test_connectionLimitIsJitteredUpToTenPercent(self) -> None:
+        policy = RecyclePolicy(maxConnections=1000)
+        rng = random.Random(1)
+        limits = {policy.connectionLimit(rng) for _ in range(200)}
+        self.assertTrue(all(1000 <= limit <= 1100 for limit in limits))
+        self.assertGreater(len(limits), 20)
+
+    def test_noLimitsNeverRecycle(self) -> None:
+        policy = RecyclePolicy()
+        self.assertFalse(policy.enabled)
+        self.assertEqual(policy.connectionLimit(random.Random()), 0)
+        self.assertIsNone(policy.reason(10**9, 10**12, 0))
+
+    def test_connectionLimitReached(self) -> None:
+        policy = RecyclePolicy(maxConnections=100)
+        self.assertIsNone(policy.reason(104, 0, 105))
+        self.assertEqual(policy.reason(105, 0, 105), "served 105 connections (limit 105)")
+
+    def test_memoryLimitReached(self) -> None:
+        policy = RecyclePolicy(maxMemory=64)
+        self.assertIsNone(policy.reason(0, 63 * MB, 0))
+        self.assertEqual(policy.reason(0, 64 * MB, 0), "uses 64 MB (limit 64 MB)")
+
+
+class RecyclerTests(SynchronousTestCase):
+    def test_workerPastTheLimitIsReplacedGracefully(self) -> None:
+        h = Harness(self)
+        w1, w2 = h.startAll()
+        recycler = Recycler(h.supervisor, RecyclePolicy(maxMemory=10))
+        w1.figures = {"open": 0, "served": 0, "rss": 11 * MB}
+        recycler.check(w1)
+        new = h.spawned[-1]
+        self.assertEqual((new.workerId, w1.drained), (1, False))
+        recycler.check(w1)  # a replacement is already starting
+        self.assertEqual(len(h.spawned), 3)
+        h.ready(new)
+        self.assertTrue(w1.drained)
+        self.assertEqual(h.supervisor.restarts["recycle"], 1)
+        self.assertEqual(len(h.logged("recycling it")), 1)
+
+    def test_workerWithinTheLimitStays(self) -> None:
+        h = Harness(self)
+        w1, w2 = h.startAll()
+        recycler = Recycler(h.supervisor, RecyclePolicy(maxConnections=100, jitter=0))
+        w1.figures = {"open": 0, "served": 99, "rss": 0}
+        recycler.check(w1)
+        self.assertEqual(len(h.spawned), 2)
+        w1.figures = {"open": 0, "served": 100, "rss": 0}
+        recycler.check(w1)
+        self.assertEqual(len(h.spawned), 3)
+
+
+class RolloutPlanTests(SynchronousTestCase):
+    def test_replacesLowestIdFirstThenNext(self) -> None:
+        plan = RolloutPlan()
+        plan.request({1: 11, 2: 12, 3: 13})
+        self.assertEqual(plan.next({1: 11, 2: 12, 3: 13}), 1)
+        plan.done(11)
+        self.assertEqual(plan.next({1: 21, 2: 12, 3: 13}), 2)
+        plan.done(12)
+        plan.done(13)
+        self.assertIsNone(plan.next({1: 21, 2: 22, 3: 23}))
+        self.assertFalse(plan.active)
+
+    def test_processRestartedSinceTheRequestIsSkipped(self) -> None:
+        plan = RolloutPlan()
+        plan.request({1: 11, 2: 12})
+        self.assertEqual(plan.next({1: 31, 2: 12}), 2)
+
+    def test_slotWaitingForRestartIsSkipped(self) -> None:
+        plan = RolloutPlan()
+        plan.request({1: None, 2: 12})
+        self.assertEqual(plan.next({1: None, 2: 12}), 2)
+
+    def test_secondRequestRollsNewProcessesAgain(self) -> None:
+        plan = RolloutPlan()
+        plan.request({1: 11, 2: 12})
+        plan.done(11)
+        plan.request({1: 21, 2: 12})
+        self.assertEqual(plan.next({1: 21, 2: 12}), 1)
+
+    def test_abortForgetsEverything(self) -> None:
+        plan = RolloutPlan()
+        plan.request({1: 11, 2: 12})
+        plan.abort()
+        self.assertIsNone(plan.next({1: 11, 2: 12}))
+
+
+class RollingRestartTests(SynchronousTestCase):
+    def test_eachNewWorkerIsReadyBeforeTheOldOneDrains(self) -> None:
+        h = Harness(self, workers=3)
+        old = h.startAll()
+        done = RollingRestart(h.supervisor).request()
+        for step in range(3):
+            new = h.spawned[-1]
+            self.assertEqual(len(h.spawned), 4 + step)
+            self.assertEqual(new.workerId, step + 1)
+            self.assertFalse(old[step].drained)
+            h.ready(new)
+            self.assertTrue(old[step].drained)
+            self.assertEqual([o.drained for o in old[step + 1 :]], [False] * (2 - step))
+        self.assertTrue(self.successResultOf(done))
+        self.assertEqual(h.supervisor.restarts["rollout"], 3)
+        self.assertEqual(
+            set(h.supervisor.slotPids().values()), {p.pid for p in h.spawned[3:]}
+        )
+        self.assertEqual(len(h.logged("rolling restart done")), 1)
+
+    def test_failingNewWorkerAbortsAndKeepsTheOldOnes(self) -> None:
+        h = Harness(self, workers=2)
+        w1, w2 = h.startAll()
+        done = RollingRestart(h.supervisor).request()
+        new = h.spawned[-1]
+        new.appError = "SyntaxError: invalid syntax (app.py, line 1)"
+        new.exit(3)
+        self.assertFalse(self.successResultOf(done))
+        self.assertEqual(h.supervisor.slotPids(), {1: w1.pid, 2: w2.pid})
+        self.assertEqual((w1.drained, w2.drained), (False, False))
+        self.assertEqual(len(h.spawned), 3)
+        self.assertEqual(h.fatal, [])
+        self.assertEqual(len(h.logged("rolling restart aborted")), 1)
+        [line] = h.logged("exited before it was ready")
+        self.assertEqual(line["log_level"], LogLevel.error)
+        self.assertIn("SyntaxError", line["error"])
+
+    def test_oldWorkerCrashingDuringItsReplacementLeavesTheSlotToTheNewOne(self) -> None:
+        h = Harness(self, workers=1)
+        [w1] = h.startAll()
+        done = RollingRestart(h.supervisor).request()
+        new = h.spawned[-1]
+        w1.exit(1)
+        h.clock.advance(60)
+        self.assertEqual(len(h.spawned), 2)
+        h.ready(new)
+        self.assertTrue(self.successResultOf(done))
+        self.assertEqual(h.supervisor.slotPids(), {1: new.pid})
+        self.assertEqual(h.supervisor.restarts["crash"], 1)
+
+    def test_stoppingAbortsTheRollout(self) -> None:
+        h = Harness(self, workers=2)
+        h.startAll()
+        done = RollingRestart(h.supervisor).request()
+        new = h.spawned[-1]
+        h.supervisor.stop()
+        self.assertEqual(new.signals, ["TERM"])
+        new.exit(-15)
+        self.assertFalse(self.successResultOf(done))
+
+
+class ResizeTests(SynchronousTestCase):
+    def test_addWorkerStartsOneInTheNextSlot(self) -> None:
+        h = Harness(self, workers=2)
+        h.startAll()
+        self.assertEqual(h.supervisor.addWorker(), 3)
+        self.assertEqual(list(h.supervisor.slotPids()), [1, 2, 3])
+        [line] = h.logged("added")
+        self.assertEqual((line["worker_id"], line["pid"]), (3, h.spawned[-1].pid))
+
+    def test_removeWorkerDrainsTheHighestIdWithoutKilling(self) -> None:
+        h = Harness(self, workers=3, gracePeriod=30)
+        w1, w2, w3 = h.startAll()
+        self.assertEqual(h.supervisor.removeWorker(), 3)
+        self.assertTrue(w3.drained)
+        self.assertEqual(w3.signals, [])
+        self.assertEqual(list(h.supervisor.slotPids()), [1, 2])
+        self.assertEqual(h.supervisor.ready(), [w1, w2])
+        w3.exit(0)
+        h.clock.advance(60)
+        self.assertEqual(len(h.spawned), 3)
+        self.assertEqual(w3.signals, [])
+
+    def test_removedWorkerOutlastingTheGracePeriodIsKilled(self) -> None:
+        h = Harness(self, workers=2, gracePeriod=30)
+        w1, w2 = h.startAll()
+        h.supervisor.removeWorker()
+        h.clock.advance(30)
+        self.assertEqual(w2.signals, ["KILL"])
+
+    def test_theLastWorkerIsNotRemoved(self) -> None:
+        h = Harness(self, workers=1)
+        [w1] = h.startAll()
+        self.assertIsNone(h.supervisor.removeWorker())
+        self.assertFalse(w1.drained)

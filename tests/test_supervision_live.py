@@ -1,0 +1,207 @@
+"""
+Integration tests of supervision without loss: real master and workers on
+127.0.0.1, every wait bounded, every process killed by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from tests.support import ClusterProcess, pidAlive, sleep, testEnvironment, waitUntil
+from twisted_cluster.config import ClusterConfig
+
+APP = ("--app", "tests.apps.sleepy.resource")
+
+
+async def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    """
+    One GET on a new connection: (status, body).
+    """
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    response = await treq.get(url, pool=pool, timeout=timeout)
+    return response.code, await response.content()
+
+
+def events(cluster: ClusterProcess, fragment: str) -> list[dict]:
+    return [e for e in cluster.events if fragment in e.get("log_format", "")]
+
+
+class LoadLoop:
+    """
+    C{clients} loops of sequential GETs, each on a new connection, until
+    stopped; counts answers by pid and failures.
+    """
+
+    def __init__(self, url: str, clients: int) -> None:
+        self.url = url
+        self.sent = 0
+        self.failed: list[str] = []
+        self.pids: list[int] = []
+        self._running = True
+        self.done = gatherResults(
+            [Deferred.fromCoroutine(self._client()) for _ in range(clients)]
+        )
+
+    async def _client(self) -> None:
+        while self._running:
+            self.sent += 1
+            try:
+                code, body = await get(self.url)
+            except Exception as e:
+                self.failed.append(repr(e))
+                continue
+            if code != 200:
+                self.failed.append(f"status {code}")
+            else:
+                self.pids.append(int(body))
+
+    async def stop(self) -> None:
+        self._running = False
+        await self.done
+
+
+class HealthCheckTests(TestCase):
+    timeout = 40
+
+    async def test_workerBlockedInSleepIsReplacedWithinIntervalPlusTimeout(self) -> None:
+        """
+        A worker whose reactor is blocked in C{time.sleep} stops answering
+        pings; within interval + timeout + the TERM-to-KILL wait + a few
+        seconds it is killed and a new worker is ready in its slot.
+        """
+        interval, timeout = 0.5, 1.0
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", *APP,
+            "--health-interval", str(interval), "--health-timeout", str(timeout),
+            waitReady=2,
+        )
+        before = dict(cluster.workers)
+        blocker = socket.create_connection(("127.0.0.1", cluster.port))
+        self.addCleanup(blocker.close)
+        started = time.monotonic()
+        blocker.sendall(b"GET /block?s=60 HTTP/1.0\r\n\r\n")
+        bound = interval + timeout + ClusterConfig().killTimeout + 4
+        [hang] = await waitUntil(lambda: events(cluster, "did not answer a ping"),
+                                 bound, "the hang verdict")
+        workerId, pid = hang["worker_id"], hang["pid"]
+        self.assertEqual(before[workerId], pid)
+        await waitUntil(
+            lambda: cluster.workers[workerId] != pid and not pidAlive(pid),
+            bound - (time.monotonic() - started), "the hung worker's replacement",
+        )
+        [exited] = [e for e in events(cluster, "restarting in") if e["pid"] == pid]
+        self.assertEqual(exited["cause"], "hang")
+        code, body = await get(cluster.url)
+        self.assertEqual(code, 200)
+
+
+class GracefulStopTests(TestCase):
+    timeout = 30
+
+    async def test_slowInFlightRequestCompletesAcrossSigterm(self) -> None:
+        """
+        A request in flight when the master gets SIGTERM is answered in
+        full; then the master exits 0 and no worker is left.
+        """
+        cluster = await ClusterProcess.start(self, "--workers", "1", *APP)
+        answer = Deferred.fromCoroutine(get(cluster.url + "slow?s=2", timeout=15))
+        await sleep(0.7)
+        cluster.signal("TERM")
+        code, body = await answer
+        self.assertEqual((code, int(body)), (200, cluster.workers[1]))
+        self.assertEqual(await cluster.waitExit(15), 0)
+        self.assertFalse([p for p in cluster.started if pidAlive(p)])
+
+
+class RollingRestartTests(TestCase):
+    timeout = 60
+
+    async def test_sighupUnderLoadFailsNoRequestAndReplacesEveryWorker(self) -> None:
+        """
+        Under continuous load (new connections), SIGHUP replaces every
+        worker one at a time: not one request fails and, afterwards, only
+        new worker pids answer.
+        """
+        cluster = await ClusterProcess.start(self, "--workers", "2", *APP, waitReady=2)
+        old = set(cluster.workers.values())
+        load = LoadLoop(cluster.url, clients=4)
+        try:
+            await sleep(0.5)
+            cluster.signal("HUP")
+            await waitUntil(lambda: events(cluster, "rolling restart done"), 30,
+                            "the end of the roll-out")
+            answered = len(load.pids)
+            await sleep(0.5)
+        finally:
+            await load.stop()
+        self.assertEqual(load.failed, [])
+        self.assertGreater(len(load.pids), 50)
+        new = set(cluster.workers.values())
+        self.assertFalse(new & old)
+        self.assertEqual(set(load.pids[answered + 8 :]) - new, set())
+        await waitUntil(lambda: not any(pidAlive(p) for p in old), 10,
+                        "the old workers to exit")
+        steps = events(cluster, "replaced by pid")
+        self.assertEqual(sorted(e["worker_id"] for e in steps), [1, 2])
+        self.assertEqual({e["cause"] for e in steps}, {"rollout"})
+
+    async def test_newWorkerThatCannotLoadTheAppAbortsTheRollout(self) -> None:
+        """
+        A deploy that breaks the app: SIGHUP starts one new worker, which
+        fails; the roll-out stops there and the old workers keep serving.
+        """
+        project = self.mktemp()
+        os.makedirs(project)
+        module = os.path.join(project, "deployed.py")
+        with open(module, "w") as f:
+            f.write("from tests.apps.sleepy import resource\n")
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--app", "deployed.resource", cwd=project,
+            env=testEnvironment(extraPath=os.path.dirname(os.path.dirname(__file__))),
+            waitReady=2,
+        )
+        old = dict(cluster.workers)
+        with open(module, "w") as f:
+            f.write("this is not python\n")
+        cluster.signal("HUP")
+        await waitUntil(lambda: events(cluster, "rolling restart aborted"), 20,
+                        "the aborted roll-out")
+        self.assertEqual(len(cluster.started), 3)
+        self.assertEqual(cluster.workers, old)
+        for _ in range(4):
+            code, body = await get(cluster.url)
+            self.assertEqual(code, 200)
+            self.assertIn(int(body), old.values())
+
+
+class ResizeTests(TestCase):
+    timeout = 40
+
+    async def test_sigttinAndSigttouChangeTheWorkersThatAnswer(self) -> None:
+        """
+        SIGTTIN adds a worker that takes connections; SIGTTOU drains one
+        away: afterwards one pid answers again.
+        """
+        cluster = await ClusterProcess.start(self, "--workers", "1", *APP)
+
+        async def answering() -> set[int]:
+            return {int((await get(cluster.url))[1]) for _ in range(6)}
+
+        self.assertEqual(len(await answering()), 1)
+        cluster.signal("TTIN")
+        await waitUntil(lambda: len(cluster.workers) == 2, 15, "a second worker")
+        self.assertEqual(await answering(), set(cluster.workers.values()))
+        cluster.signal("TTOU")
+        removed = cluster.workers[2]
+        await waitUntil(lambda: not pidAlive(removed), 15, "the removed worker to exit")
+        self.assertEqual(await answering(), {cluster.workers[1]})
+        [line] = events(cluster, "removed: draining it")
+        self.assertEqual((line["worker_id"], line["pid"]), (2, removed))

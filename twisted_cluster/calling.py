@@ -1,0 +1,235 @@
+"""
+Calling AMP commands on the control channel, safely.
+
+The control channel carries the cluster's own commands (health pings,
+drains) next to the application's.  Plain AMP is unforgiving there: a value
+over 65,535 bytes raises in the middle of C{callRemote}, an answer that is
+too long or a responder that raises an undeclared exception closes the
+connection (and a worker whose channel closes exits).  This module keeps
+the application's mistakes on the application's side:
+
+  - L{callCommand} checks sizes before anything is sent, turns error codes
+    into the command's typed exceptions (and the cluster's own, see
+    L{twisted_cluster.errors}), and applies a timeout whose late answer is
+    dropped harmlessly;
+  - L{AppResponders} looks up the application's responders and answers an
+    undeclared exception, a "fatal" error or a too long answer with an
+    ordinary AMP error instead of closing the channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from twisted_cluster.arguments import MAX_VALUE_LENGTH
+from twisted_cluster.errors import ERROR_CODES, ValueTooLong
+
+log = Logger()
+
+#: The timeout of calls from the master to workers, in seconds, unless the
+#: caller gives one.  A hung worker must not hang its caller.
+DEFAULT_TIMEOUT = 30.0
+
+_CLUSTER_ERRORS = {code: kind for kind, code in ERROR_CODES.items()}
+
+
+def checkSizes(box: amp.AmpBox, command: type[amp.Command], what: str) -> None:
+    """
+    Refuse a box that AMP could not send.
+
+    @param what: C{"argument"} or C{"answer"}, for the message.
+    @raise ValueTooLong: naming the command, the value and its length.
+    """
+    for key, value in box.items():
+        if len(value) > MAX_VALUE_LENGTH:
+            raise ValueTooLong(
+                f"{what} {key.decode('ascii', 'replace')!r} of "
+                f"{command.__name__} is {len(value)} bytes; AMP carries at most "
+                f"{MAX_VALUE_LENGTH} bytes per value: declare it "
+                "twisted_cluster.BigBytes() or BigUnicode() to send it in chunks"
+            )
+
+
+def encodeArguments(
+    command: type[amp.Command], arguments: dict[str, Any], connection: amp.AMP
+) -> amp.AmpBox:
+    """
+    The box that carries C{command} with C{arguments}, checked for size.
+
+    @raise amp.InvalidSignature: when an argument is missing or unknown.
+    @raise ValueTooLong: when a value is too long for AMP.
+    """
+    command(**arguments)  # Checks that no required argument is missing.
+    box = command.makeArguments(arguments, connection)
+    checkSizes(box, command, "argument")
+    return box
+
+
+def packBox(box: amp.AmpBox) -> bytes:
+    """
+    A box as bytes, to travel inside another command.
+    """
+    return box.serialize()
+
+
+def unpackBox(data: bytes) -> amp.AmpBox:
+    """
+    The box that L{packBox} made.
+    """
+    return amp.parseString(data)[0]
+
+
+def sendBox(
+    connection: amp.AMP, name: bytes, box: amp.AmpBox, requiresAnswer: bool = True
+) -> Deferred[amp.AmpBox] | None:
+    """
+    Send an already encoded command; fire with the raw answer box.
+
+    AMP's public C{callRemoteString} takes the box as keyword arguments,
+    which breaks on an argument called C{command} or C{requiresAnswer}; the
+    method it wraps takes the box as it is.
+    """
+    return connection._sendBoxCommand(name, box, requiresAnswer)
+
+
+def typedError(failure: Failure, errors: dict[bytes, type[Exception]]) -> Failure:
+    """
+    Turn an AMP error answer into the exception its code stands for: one of
+    C{errors}, one of the cluster's errors, or L{amp.UnknownRemoteError}.
+    Other failures (a lost connection) pass unchanged.
+    """
+    if not failure.check(amp.RemoteAmpError) or failure.check(amp.UnknownRemoteError):
+        return failure
+    code = failure.value.errorCode
+    description = failure.value.description
+    kind = errors.get(code) or _CLUSTER_ERRORS.get(code)
+    if kind is None:
+        return Failure(amp.UnknownRemoteError(description))
+    return Failure(kind(description))
+
+
+def withTimeout(
+    d: Deferred[Any], clock: IReactorTime | None, timeout: float | None
+) -> Deferred[Any]:
+    """
+    A Deferred with the result of C{d}, or a
+    L{twisted.internet.defer.TimeoutError} after C{timeout} seconds.
+
+    The answer to an AMP call that timed out may still arrive: it lands on
+    C{d}, which this function has already consumed, so that it neither
+    fires twice nor reaches AMP's last-resort handler (which would close the
+    control channel).
+    """
+    out: Deferred[Any] = Deferred()
+
+    def forward(result: Any) -> None:
+        if not out.called:
+            out.callback(result)
+
+    d.addBoth(forward)
+    if timeout is not None and clock is not None and not out.called:
+        out.addTimeout(timeout, clock)
+    return out
+
+
+def callCommand(
+    connection: amp.AMP,
+    command: type[amp.Command],
+    arguments: dict[str, Any],
+    clock: IReactorTime | None = None,
+    timeout: float | None = None,
+    errors: dict[bytes, type[Exception]] | None = None,
+) -> Deferred[Any]:
+    """
+    Call C{command} on C{connection} and fire with its parsed answer.
+
+    @param errors: more error codes to map to exceptions (for a relayed
+        command, the inner command's).
+    @return: a Deferred that fails with the command's declared errors,
+        L{ValueTooLong} (nothing was sent), L{amp.InvalidSignature},
+        L{twisted.internet.defer.TimeoutError}, or the connection's loss.
+    """
+    try:
+        box = encodeArguments(command, arguments, connection)
+    except Exception:
+        return fail()
+    sent = sendBox(connection, command.commandName, box, command.requiresAnswer)
+    if sent is None:
+        return succeed(None)
+    known = dict(command.reverseErrors)  # type: ignore[attr-defined]
+    known.update(errors or {})
+    sent.addCallback(command.parseResponse, connection)
+    sent.addErrback(typedError, known)
+    return withTimeout(sent, clock, timeout)
+
+
+class AppResponders:
+    """
+    The application's responders on one end of the control channel: the
+    first of C{locators} that knows a command answers it, guarded so that
+    no mistake of the application closes the channel.
+
+    @ivar locators: the L{amp.IResponderLocator}s asked, in order.
+    """
+
+    def __init__(self, *locators: Any) -> None:
+        self.locators = [locator for locator in locators if locator is not None]
+
+    def locateResponder(self, name: bytes) -> Any:
+        for locator in self.locators:
+            responder = locator.locateResponder(name)
+            if responder is not None:
+                return self._guard(name, responder)
+        return None
+
+    def _guard(self, name: bytes, responder: Any) -> Any:
+        def guarded(box: amp.AmpBox) -> Deferred[amp.AmpBox]:
+            d = maybeDeferred(responder, box)
+            d.addCallbacks(
+                _checkAnswer, _plainError, callbackArgs=(name,), errbackArgs=(name,)
+            )
+            return d
+
+        return guarded
+
+
+def _checkAnswer(answer: amp.AmpBox, name: bytes) -> amp.AmpBox:
+    for key, value in answer.items():
+        if len(value) > MAX_VALUE_LENGTH:
+            message = (
+                f"answer {key.decode('ascii', 'replace')!r} of "
+                f"{name.decode('ascii', 'replace')} is {len(value)} bytes; AMP "
+                f"carries at most {MAX_VALUE_LENGTH} bytes per value: declare "
+                "it twisted_cluster.BigBytes() or BigUnicode()"
+            )
+            log.error("responder {command} failed: {message}",
+                      command=name.decode("ascii", "replace"), message=message)
+            raise amp.RemoteAmpError(ERROR_CODES[ValueTooLong], message)
+    return answer
+
+
+def _plainError(failure: Failure, name: bytes) -> Failure:
+    if failure.check(amp.RemoteAmpError):
+        error = failure.value
+        if not error.fatal:
+            return failure
+        # A "fatal" error would close the channel the cluster runs on.
+        return Failure(amp.RemoteAmpError(error.errorCode, error.description))
+    log.failure(
+        "responder {command} raised an undeclared exception",
+        failure,
+        command=name.decode("ascii", "replace"),
+    )
+    return Failure(
+        amp.RemoteAmpError(
+            amp.UNKNOWN_ERROR_CODE,
+            f"{failure.type.__name__}: {failure.value}",
+            local=failure,
+        )
+    )

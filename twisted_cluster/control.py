@@ -1,0 +1,403 @@
+"""
+The control site: a small twisted.web site served by the master, for
+people (a live status page) and for programs (C{/status.json}, Prometheus
+C{/metrics}, and POST operations: rolling restart, add or remove a worker).
+
+By default it listens on a UNIX socket of mode 0600 in a directory of mode
+0700 that only the master's user can enter (see L{defaultEndpoint}): other
+users of the machine can neither read the figures nor restart the cluster.
+Operations also require C{POST} and the L{CONTROL_HEADER} header, so that a
+web page in a browser cannot trigger them on a TCP control endpoint
+(a cross-site form cannot set that header, and a cross-site script needs a
+CORS pre-flight that this site never grants).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+from twisted.web.static import File
+
+from twisted_cluster.listening import ListenError
+from twisted_cluster.metrics import RateHistory, clusterRegistry, clusterStatus
+from twisted_cluster.probes import addProbes
+
+log = Logger()
+
+#: The C{--control} value that picks L{defaultEndpoint}.
+AUTO = "auto"
+
+#: The C{--control} value that turns the control site off.
+NONE = "none"
+
+#: Header that every operation (POST) must carry; its value is not checked.
+CONTROL_HEADER = b"X-Cluster-Control"
+
+#: The status page's files.
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+
+class ControlError(ListenError):
+    """
+    The control endpoint could not be parsed or bound.
+    """
+
+
+def runtimeDirectory(uid: int | None = None) -> str:
+    """
+    Where control sockets live: C{$XDG_RUNTIME_DIR/twisted-cluster} when the
+    session has a runtime directory (systemd gives each user one, mode
+    0700), else C{/tmp/twisted-cluster-UID}.  L{twisted_cluster.ctl} looks
+    there too.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return os.path.join(xdg, "twisted-cluster")
+    return f"/tmp/twisted-cluster-{os.getuid() if uid is None else uid}"
+
+
+def _privateDirectory(path: str) -> None:
+    """
+    Create C{path} with mode 0700, or check that an existing one belongs to
+    us and is not open to others (C{/tmp} is shared: someone else could have
+    made it first).
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    status = os.lstat(path)
+    if status.st_uid != os.getuid() or status.st_mode & 0o077 or not os.path.isdir(path):
+        raise ControlError(
+            f"control directory {path} is not a private directory of ours "
+            "(owner and mode 0700): pass --control explicitly"
+        )
+
+
+def _pidAlive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def controlSockets(directory: str) -> list[tuple[int, str, bool]]:
+    """
+    The default control sockets in C{directory}: (master pid, path, whether
+    that master is alive), by pid.
+    """
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        stem, _, ext = name.partition(".")
+        if ext == "sock" and stem.isdigit():
+            pid = int(stem)
+            found.append((pid, os.path.join(directory, name), _pidAlive(pid)))
+    return sorted(found)
+
+
+def _removeStale(directory: str) -> None:
+    """
+    Remove the sockets (and lock files) that killed masters left behind.
+    """
+    for _, path, alive in controlSockets(directory):
+        if not alive:
+            for leftover in (path, path + ".lock"):
+                try:
+                    os.unlink(leftover)
+                except FileNotFoundError:
+                    pass
+
+
+def defaultEndpoint(pid: int) -> str:
+    """
+    The default control endpoint of master C{pid}: a UNIX socket, mode
+    0600, named after the pid in L{runtimeDirectory}, with a lock file so
+    that a socket left by a killed master is replaced.
+    """
+    directory = runtimeDirectory()
+    _privateDirectory(directory)
+    _removeStale(directory)
+    return f"unix:{directory}/{pid}.sock:mode=600:lockfile=1"
+
+
+def resolveEndpoint(description: str | None, pid: int) -> str | None:
+    """
+    The endpoint string to listen on for the C{--control} value
+    C{description}: C{None} or L{NONE} is off, L{AUTO} is
+    L{defaultEndpoint}, anything else is a Twisted server endpoint string.
+    """
+    if description is None or description == NONE:
+        return None
+    if description == AUTO:
+        return defaultEndpoint(pid)
+    return description
+
+
+def checkEndpoint(reactor: Any, description: str | None) -> None:
+    """
+    Parse a C{--control} value now, so that a typo fails before anything
+    starts.
+
+    @raise ControlError: when it is not an endpoint string.
+    """
+    if description in (None, NONE, AUTO):
+        return
+    try:
+        serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ControlError(f"bad --control endpoint {description!r}: {e}") from e
+
+
+def portAddress(port: IListeningPort, description: str) -> str:
+    """
+    Where a bound control port can be reached: C{unix:PATH} or
+    C{http://HOST:PORT/}.
+    """
+    host = port.getHost()
+    name = getattr(host, "name", None)
+    if name is not None:
+        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+    scheme = "https" if description.startswith("ssl:") else "http"
+    address = f"[{host.host}]" if ":" in host.host else host.host
+    return f"{scheme}://{address}:{host.port}/"
+
+
+def _json(request: Request, document: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(document, indent=1).encode("utf-8") + b"\n"
+
+
+class _Status(Resource):
+    isLeaf = True
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        super().__init__()
+        self._status = status
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, self._status())
+
+
+class _Metrics(Resource):
+    """
+    The Prometheus exposition, rendered in the reactor thread: the
+    collector reads live state that only the reactor thread may touch
+    (prometheus_client's own Twisted resource would read it from a thread
+    pool).
+    """
+
+    isLeaf = True
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        super().__init__()
+        self._registry = clusterRegistry(status)
+
+    def render_GET(self, request: Request) -> bytes:
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return generate_latest(self._registry)
+
+
+class _Operation(Resource):
+    """
+    One operation: C{POST} with the L{CONTROL_HEADER} header runs it and
+    answers C{202} with the new status, C{409} when the cluster refuses
+    (for example removing the last worker), C{501} when this master has no
+    such operation.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[Request], Any],
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        super().__init__()
+        self._name = name
+        self._run = run
+        self._status = status
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return _json(request, {"error": f"{self._name} needs POST"}, 405)
+
+    def render_POST(self, request: Request) -> bytes:
+        if request.getHeader(CONTROL_HEADER) is None:
+            return _json(
+                request,
+                {"error": f"operations need the {CONTROL_HEADER.decode()} header"},
+                403,
+            )
+        log.info("control: {operation} requested", operation=self._name)
+        result = maybeDeferred(self._run, request)
+        outcome: list[Any] = []
+
+        def record(value: Any) -> Any:
+            outcome.append(value)
+            return value
+
+        result.addBoth(record)
+        if outcome:
+            result.addErrback(lambda failure: None)  # answered below
+        else:
+            # A long operation (a roll-out): answered now, logged if it fails.
+            result.addErrback(
+                lambda f: log.failure("control: {operation} failed", f, operation=self._name)
+            )
+        if outcome and isinstance(outcome[0], Failure):
+            error = outcome[0].value
+            code = 501 if isinstance(error, NotImplementedError) else 409
+            return _json(request, {"operation": self._name, "error": str(error)}, code)
+        if outcome and outcome[0] is False:
+            error = f"{self._name} refused: the cluster is stopping"
+            return _json(request, {"operation": self._name, "error": error}, 409)
+        return _json(request, {"operation": self._name, "status": self._status()}, 202)
+
+
+def _operation(service: Any, name: str) -> Callable[[], Any]:
+    """
+    The service's method C{name}, as an operation that fails when the
+    method is missing or refuses (returns C{None}: the cluster is stopping,
+    or the last worker would go).
+    """
+    method = getattr(service, name, None)
+    if method is None:
+        raise NotImplementedError(f"this master has no {name} operation")
+
+    def run() -> Any:
+        result = method()
+        if result is None:
+            raise ValueError(f"{name} refused: the cluster is stopping, or it is the last worker")
+        return result
+
+    return run
+
+
+def _scale(service: Any, status: Callable[[], dict[str, Any]], request: Request) -> None:
+    """
+    Add or remove workers until the target is C{workers} (a query or form
+    argument).
+    """
+    values = request.args.get(b"workers") or [b""]
+    try:
+        wanted = int(values[0])
+    except ValueError:
+        raise ValueError("scale needs workers=N, a whole number >= 1") from None
+    if wanted < 1:
+        raise ValueError("scale needs workers=N, a whole number >= 1")
+    current = status()["cluster"]["target"]
+    step = "addWorker" if wanted > current else "removeWorker"
+    for _ in range(abs(wanted - current)):
+        _operation(service, step)()
+
+
+def controlResource(service: Any, status: Callable[[], dict[str, Any]]) -> Resource:
+    """
+    The control site's resource tree for C{service}.
+    """
+    root = File(STATIC)
+    root.directoryListing = lambda: root.forbidden  # type: ignore[method-assign]
+    root.putChild(b"status.json", _Status(status))
+    root.putChild(b"metrics", _Metrics(status))
+    addProbes(root, service)
+    operations = {
+        b"restart": lambda request: _operation(service, "rollingRestart")(),
+        b"add": lambda request: _operation(service, "addWorker")(),
+        b"remove": lambda request: _operation(service, "removeWorker")(),
+        b"scale": lambda request: _scale(service, status, request),
+    }
+    for name, run in operations.items():
+        root.putChild(name, _Operation(name.decode(), run, status))
+    return root
+
+
+class ControlServer:
+    """
+    The master's control site, bound to one endpoint.
+
+    @ivar address: where it can be reached (see L{portAddress}).
+    @ivar history: the accepted-connections rate history for the chart.
+    """
+
+    def __init__(self, reactor: Any, service: Any, description: str) -> None:
+        """
+        @param service: the cluster to show and control.
+        @param description: a Twisted server endpoint string.
+        """
+        self._reactor = reactor
+        self._service = service
+        self._description = description
+        self.history = RateHistory(reactor, service.accepted)
+        self.address: str | None = None
+        self._port: IListeningPort | None = None
+
+    def status(self) -> dict[str, Any]:
+        """
+        The cluster's current L{clusterStatus} document.
+        """
+        return clusterStatus(self._service, self._reactor, self.history, self.address)
+
+    def listen(self) -> None:
+        """
+        Bind the endpoint and serve; start sampling the connection rate.
+
+        @raise ControlError: when the endpoint cannot be bound.
+        """
+        site = Site(controlResource(self._service, self.status))
+        site.noisy = False
+        site.log = lambda request: None  # type: ignore[method-assign]
+        try:
+            endpoint = serverFromString(self._reactor, self._description)
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise ControlError(f"bad --control endpoint {self._description!r}: {e}") from e
+        result: list[Any] = []
+        endpoint.listen(site).addBoth(result.append)
+        if not result or not IListeningPort.providedBy(result[0]):
+            error = result[0].value if result else "endpoint is not immediate"
+            reason = getattr(error, "socketError", None) or error
+            text = getattr(reason, "strerror", None) or str(reason)
+            raise ControlError(f"cannot serve --control on {self._description!r}: {text}")
+        self._port = result[0]
+        self.address = portAddress(self._port, self._description)
+        self.history.start()
+        log.info("control site on {address}", address=self.address)
+        host = getattr(self._port.getHost(), "host", None)
+        if host is not None and not ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            log.warn(
+                "control site on {address} is reachable from other machines: "
+                "whoever can connect can restart and resize the cluster",
+                address=self.address,
+            )
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop serving (a UNIX socket file is removed).
+        """
+        self.history.stop()
+        port, self._port = self._port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening)

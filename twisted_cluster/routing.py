@@ -1,0 +1,180 @@
+"""
+The master's side of application calls: one worker by id, every worker at
+once, and calls that one worker relays to another.
+
+L{WorkerCalls} works on a mapping from worker id to the control connection
+of each ready worker, so that the master service and the in-process fakes
+of L{twisted_cluster.testing} run the very same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.error import ConnectionClosed
+from twisted.internet.interfaces import IReactorTime
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from twisted_cluster import commands
+from twisted_cluster.calling import (
+    DEFAULT_TIMEOUT,
+    callCommand,
+    packBox,
+    sendBox,
+    unpackBox,
+    withTimeout,
+)
+from twisted_cluster.errors import NoSuchWorker, WorkerGone
+
+
+class WorkerCalls:
+    """
+    Calls from the master to its workers.
+
+    @ivar connections: returns the control connection of every ready
+        worker, by worker id.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, connections: Callable[[], Mapping[int, amp.AMP]]
+    ) -> None:
+        self._clock = clock
+        self.connections = connections
+
+    def workerIds(self) -> list[int]:
+        """
+        The ids of the workers that are ready now, in order.
+        """
+        return sorted(self.connections())
+
+    def _connection(self, workerId: int) -> amp.AMP:
+        connections = self.connections()
+        connection = connections.get(workerId)
+        if connection is None:
+            raise NoSuchWorker(
+                f"no ready worker {workerId} (ready: "
+                f"{', '.join(map(str, sorted(connections))) or 'none'})",
+                workerId,
+            )
+        return connection
+
+    def callWorker(
+        self,
+        workerId: int,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[Any]:
+        """
+        Call C{command} on worker C{workerId}.
+
+        @param timeout: seconds to wait for the answer (C{None}: no limit).
+        @return: a Deferred of the answer (a dict), failing with the
+            command's declared errors, L{NoSuchWorker}, L{WorkerGone},
+            L{twisted.internet.defer.TimeoutError}, L{ValueTooLong} or
+            L{amp.UnknownRemoteError} (the responder raised something it did
+            not declare).
+        """
+        try:
+            connection = self._connection(workerId)
+        except NoSuchWorker:
+            return fail()
+        d = callCommand(connection, command, arguments, self._clock, timeout)
+        return d.addErrback(_gone, workerId, command.__name__)
+
+    def broadcast(
+        self,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[dict[int, Any]]:
+        """
+        Call C{command} on every ready worker at once.
+
+        @param timeout: seconds to wait for each answer: a slow or dead
+            worker costs at most this long and does not hold up the others.
+        @return: a Deferred that fires, once every worker answered, failed or
+            timed out, with a dict from worker id to the answer (a dict) or
+            the L{Failure} of that worker's call.  It never fails itself.
+        """
+        ids = self.workerIds()
+        calls = [self.callWorker(i, command, timeout, **arguments) for i in ids]
+        d = DeferredList(calls, consumeErrors=True)
+        return d.addCallback(
+            lambda results: {i: result for i, (_, result) in zip(ids, results)}
+        )
+
+    def relay(
+        self, workerId: int, name: bytes, box: amp.AmpBox, timeout: float | None
+    ) -> Deferred[amp.AmpBox]:
+        """
+        Deliver an already encoded command to worker C{workerId}; fire with
+        its raw answer box.  An error answer passes on with its own code.
+        """
+        try:
+            connection = self._connection(workerId)
+        except NoSuchWorker:
+            return fail()
+        sent = sendBox(connection, name, box)
+        assert sent is not None
+        sent.addErrback(_unhandledPassesOn)
+        d = withTimeout(sent, self._clock, timeout)
+        return d.addErrback(_gone, workerId, name.decode("ascii", "replace"))
+
+
+def _gone(failure: Failure, workerId: int, what: str) -> Failure:
+    if failure.check(ConnectionClosed):
+        return Failure(
+            WorkerGone(
+                f"worker {workerId} went away before answering {what}", workerId
+            )
+        )
+    return failure
+
+
+def _unhandledPassesOn(failure: Failure) -> Failure:
+    # AMP turns the error code UNHANDLED into a local UnhandledCommand; pass
+    # the code on so that the relaying worker sees UnhandledCommand as well.
+    if failure.check(amp.UnhandledCommand):
+        description = failure.value.args[-1] if failure.value.args else ""
+        return Failure(amp.RemoteAmpError(amp.UNHANDLED_ERROR_CODE, str(description)))
+    return failure
+
+
+def _builtinNames() -> frozenset[bytes]:
+    return frozenset(
+        kind.commandName  # type: ignore[attr-defined]
+        for kind in vars(commands).values()
+        if isinstance(kind, type) and issubclass(kind, amp.Command)
+    )
+
+
+class RelayLocator(amp.CommandLocator):
+    """
+    The master's responder to L{commands.Relay}.
+
+    It relays the application's commands only: a worker cannot make another
+    drain or answer a health check through it.
+    """
+
+    def __init__(self, calls: WorkerCalls) -> None:
+        self._calls = calls
+        self._builtin = _builtinNames()
+
+    @commands.Relay.responder
+    def relay(
+        self, worker: int, command: bytes, box: bytes, timeout: float | None
+    ) -> Deferred[dict[str, bytes]]:
+        if command in self._builtin:
+            return fail(
+                amp.RemoteAmpError(
+                    amp.UNHANDLED_ERROR_CODE,
+                    f"the cluster's own command {command.decode()} is not relayed",
+                )
+            )
+        d = self._calls.relay(worker, command, unpackBox(box), timeout)
+        return d.addCallback(lambda answer: {"box": packBox(answer)})

@@ -1,0 +1,377 @@
+"""
+Helpers to test an application that runs in a cluster, with trial.
+
+Two kinds, for two kinds of tests:
+
+  - L{FakeCluster}: the master and N workers of your app in the test's own
+    process, talking AMP over in-memory connections.  No process, no socket,
+    no reactor: a L{twisted.internet.task.Clock} drives the timeouts.  For
+    unit tests of your commands and responders (in a
+    L{twisted.trial.unittest.SynchronousTestCase}).
+  - L{startCluster}: a real cluster with your app, in-process master and
+    real worker processes, on an ephemeral port of 127.0.0.1.  For
+    end-to-end tests (in a L{twisted.trial.unittest.TestCase}); it stops
+    the cluster when the test ends, leaving no process and a clean reactor.
+
+Both run the very code of the cluster (the same responders, relay and
+broadcast logic, size checks and error mapping), so what passes here
+behaves the same under C{twist cluster}.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import attr
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock, deferLater
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from zope.interface import implementer
+
+from twisted_cluster._amp import ControlAMP
+from twisted_cluster.apploading import buildWorkerApp, checkApp, resolveName
+from twisted_cluster.calling import DEFAULT_TIMEOUT, AppResponders
+from twisted_cluster.clusterapp import ClusterApp, makeLocator
+from twisted_cluster.config import ClusterConfig
+from twisted_cluster.contexts import IMasterContext, WorkerContext
+from twisted_cluster.master import ClusterService
+from twisted_cluster.process import STOPPED
+from twisted_cluster.routing import RelayLocator, WorkerCalls
+
+__all__ = ["ClusterFailed", "FakeCluster", "FakeWorker", "RunningCluster", "startCluster"]
+
+
+# In-process fakes
+
+
+@attr.s(auto_attribs=True)
+class FakeWorker:
+    """
+    One worker of a L{FakeCluster}.
+
+    @ivar workerId: its id.
+    @ivar context: the L{twisted_cluster.IWorkerContext} its app was given;
+        call the master or other workers with it.
+    @ivar app: the resource or protocol factory its app built.
+    @ivar responders: the locator of its worker-side responders, or C{None}.
+    """
+
+    workerId: int
+    context: WorkerContext
+    app: Any
+    responders: Any
+    _pump: iosim.IOPump
+
+
+@implementer(IMasterContext)
+class FakeCluster:
+    """
+    A master and C{workers} workers of C{app}, in this process.
+
+    Calls travel as real AMP boxes over in-memory connections; nothing moves
+    until you L{flush}, and time only passes when you advance L{clock}.
+
+        cluster = FakeCluster(hitcounter.app, workers=2)
+        d = cluster.workers[1].context.callMaster(Hit, path="/")
+        self.assertEqual(cluster.result(d), {"hits": 1})
+
+    @ivar clock: the clock of every timeout; advance it to time calls out.
+    @ivar workers: the live workers, by id.
+    @ivar masterResponders: the locator of the app's master-side responders
+        (built with this object as their L{IMasterContext}), or C{None}.
+    """
+
+    def __init__(self, app: Any, workers: int = 2, clock: Clock | None = None) -> None:
+        """
+        @param app: a L{ClusterApp} or anything else C{--app} accepts, as an
+            object or as its dotted name.
+        @param workers: how many workers, with ids 1 to C{workers}.
+        """
+        self.clock = clock if clock is not None else Clock()
+        if isinstance(app, str):
+            app = resolveName(app)
+        self._app = app
+        self._calls = WorkerCalls(self.clock, self._connections)  # type: ignore[arg-type]
+        masterResponders = app.masterResponders if isinstance(app, ClusterApp) else None
+        self.masterResponders = makeLocator(masterResponders, self)
+        self.workers: dict[int, FakeWorker] = {}
+        self._dying: list[iosim.IOPump] = []
+        for workerId in range(1, workers + 1):
+            self.workers[workerId] = self._startWorker(workerId)
+
+    def _startWorker(self, workerId: int) -> FakeWorker:
+        masterEnd = ControlAMP(
+            AppResponders(RelayLocator(self._calls), self.masterResponders)
+        )
+        workerEnd = ControlAMP()
+        context = WorkerContext(workerId, workerEnd, self.clock)  # type: ignore[arg-type]
+        _, responders = buildWorkerApp(self._app, "app", context)
+        workerEnd.appLocator = AppResponders(responders)
+        pump = iosim.connect(
+            masterEnd,
+            iosim.makeFakeServer(masterEnd),
+            workerEnd,
+            iosim.makeFakeClient(workerEnd),
+            greet=False,
+            clock=self.clock,
+        )
+        return FakeWorker(workerId, context, context.app, responders, pump)
+
+    def _connections(self) -> dict[int, amp.AMP]:
+        return {i: w._pump.server for i, w in self.workers.items()}
+
+    # IMasterContext
+
+    def workerIds(self) -> list[int]:
+        """
+        The ids of the live workers.
+        """
+        return self._calls.workerIds()
+
+    def callWorker(
+        self,
+        workerId: int,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[Any]:
+        """
+        Call C{command} on worker C{workerId}, as the master does.
+        """
+        return self._calls.callWorker(workerId, command, timeout, **arguments)
+
+    def broadcast(
+        self,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[dict[int, Any]]:
+        """
+        Call C{command} on every live worker, as the master does.
+        """
+        return self._calls.broadcast(command, timeout, **arguments)
+
+    # Driving
+
+    def flush(self) -> None:
+        """
+        Deliver every box in flight, and the answers they cause, until all
+        connections are quiet.
+        """
+        pumps = [w._pump for w in self.workers.values()] + self._dying
+        self._dying = []
+        while any([pump.pump() for pump in pumps]):
+            pass
+
+    def result(self, d: Deferred[Any]) -> Any:
+        """
+        L{flush}, then give the result of C{d}, or raise its exception.
+
+        @raise AssertionError: when C{d} has no result yet (advance
+            L{clock} to time a call out).
+        """
+        self.flush()
+        results: list[Any] = []
+        d.addBoth(results.append)
+        if not results:
+            raise AssertionError(f"{d!r} has no result yet")
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        return results[0]
+
+    def kill(self, workerId: int) -> None:
+        """
+        Make worker C{workerId} die: its control connection closes (calls in
+        flight fail with L{twisted_cluster.WorkerGone}) and it leaves the
+        cluster (later calls fail with L{twisted_cluster.NoSuchWorker}).
+        """
+        worker = self.workers.pop(workerId)
+        worker._pump.clientIO.loseConnection()
+        self._dying.append(worker._pump)
+        self.flush()
+
+
+# A real cluster
+
+
+class ClusterFailed(Exception):
+    """
+    The cluster under test gave up (for example: the app cannot be loaded).
+    """
+
+
+def _importRoot(name: str) -> str | None:
+    """
+    The directory that the module of C{name} was imported from, so that
+    workers started from another directory import it too.
+    """
+    top = name.replace(":", ".").split(".")[0]
+    module = sys.modules.get(top)
+    origin = getattr(module, "__file__", None)
+    if origin is None:
+        return None
+    here = os.path.dirname(os.path.abspath(origin))
+    return os.path.dirname(here) if hasattr(module, "__path__") else here
+
+
+@attr.s(auto_attribs=True)
+class RunningCluster:
+    """
+    A cluster started by L{startCluster}.
+
+    @ivar service: its L{ClusterService} (the master, in this process).
+    """
+
+    service: ClusterService
+    _reactor: Any
+
+    @property
+    def port(self) -> int:
+        """
+        The TCP port it listens on, on 127.0.0.1.
+        """
+        port = self.service.listeners[0].portNumber
+        assert port is not None
+        return port
+
+    @property
+    def url(self) -> str:
+        """
+        C{http://127.0.0.1:PORT/}.
+        """
+        return f"http://127.0.0.1:{self.port}/"
+
+    def workerPids(self) -> dict[int, int]:
+        """
+        The pid of each ready worker, by id.
+        """
+        assert self.service.supervisor is not None
+        return {
+            p.workerId: p.pid for p in self.service.supervisor.ready() if p.pid is not None
+        }
+
+    def workerIds(self) -> list[int]:
+        return self.service.workerIds()
+
+    def callWorker(self, workerId: int, command: type[amp.Command], /, timeout: float | None = DEFAULT_TIMEOUT, **arguments: Any) -> Deferred[Any]:
+        """
+        L{ClusterService.callWorker}.
+        """
+        return self.service.callWorker(workerId, command, timeout, **arguments)
+
+    def broadcast(self, command: type[amp.Command], /, timeout: float | None = DEFAULT_TIMEOUT, **arguments: Any) -> Deferred[dict[int, Any]]:
+        """
+        L{ClusterService.broadcast}.
+        """
+        return self.service.broadcast(command, timeout, **arguments)
+
+    async def waitUntil(
+        self, predicate: Any, timeout: float, what: str, failFast: bool = True
+    ) -> None:
+        """
+        Poll C{predicate} every 50 ms; raise L{ClusterFailed} after
+        C{timeout} seconds or (with C{failFast}) when the cluster gives up.
+        """
+        deadline = self._reactor.seconds() + timeout
+        while not predicate():
+            if failFast and self.service.fatalError is not None:
+                raise ClusterFailed(self.service.fatalError)
+            if self._reactor.seconds() > deadline:
+                raise ClusterFailed(f"timed out after {timeout}s waiting for {what}")
+            await deferLater(self._reactor, 0.05, lambda: None)
+
+    async def stop(self) -> None:
+        """
+        Stop the cluster: drain the workers (SIGKILL what outlives the grace
+        period), and wait until every process is reaped and every channel
+        closed, so that trial finds the reactor clean.
+        """
+        service = self.service
+        processes = service.supervisor.processes() if service.supervisor else []
+        stopping = service.stopService()
+        limit = service.config.gracePeriod + service.config.killTimeout + 10
+        try:
+            await self.waitUntil(
+                lambda: stopping.called, limit, "the cluster to stop", failFast=False
+            )
+        finally:
+            for process in processes:
+                process.signal("KILL")
+        await self.waitUntil(
+            lambda: all(
+                p.state == STOPPED
+                and (p.control is None or p.control.transport is None)
+                for p in processes
+            ),
+            10,
+            "worker processes and channels to close",
+            failFast=False,
+        )
+
+
+async def startCluster(
+    testCase: Any,
+    app: str | None = None,
+    workers: int = 2,
+    timeout: float = 30.0,
+    reactor: Any = None,
+    **settings: Any,
+) -> RunningCluster:
+    """
+    Start a cluster that serves C{app} on an ephemeral port of 127.0.0.1;
+    return once all its workers are ready.  The test's clean-up stops it.
+
+        async def test_counts(self):
+            cluster = await startCluster(self, "myproject.app", workers=2)
+            response = await treq.get(cluster.url)
+
+    The master runs in the test's process (on trial's reactor): the app's
+    master-side responders are live objects your test can look at.  The
+    workers are real processes that import C{app}; its directory is put on
+    their C{PYTHONPATH}.
+
+    @param testCase: the running L{twisted.trial.unittest.TestCase}.
+    @param app: the dotted name C{--app} would take (C{None}: the built-in
+        page).
+    @param workers: how many workers.
+    @param timeout: seconds to wait for every worker to be ready.
+    @param reactor: the reactor (default: the global one, which trial runs).
+    @param settings: other L{ClusterConfig} fields (C{gracePeriod} defaults
+        to 5 seconds here).
+    @raise ClusterFailed: when the cluster gives up or is not ready in time.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    masterResponders = None
+    pythonPath: tuple[str, ...] = ()
+    if app is not None:
+        obj = resolveName(app)
+        checkApp(obj, app)
+        if isinstance(obj, ClusterApp):
+            masterResponders = obj.masterResponders
+        root = _importRoot(app)
+        pythonPath = (root,) if root else ()
+    settings.setdefault("gracePeriod", 5.0)
+    config = ClusterConfig(
+        workers=workers,
+        app=app,
+        listen=("tcp:0:interface=127.0.0.1",),
+        pythonPath=pythonPath,
+        **settings,
+    )
+    service = ClusterService(reactor, config, appLocator=masterResponders)
+    cluster = RunningCluster(service, reactor)
+    testCase.addCleanup(lambda: Deferred.fromCoroutine(cluster.stop()))
+    service.startService()
+    await cluster.waitUntil(
+        lambda: len(service.workerIds()) >= workers, timeout, f"{workers} ready workers"
+    )
+    return cluster

@@ -112,11 +112,14 @@ class ConnectionTracker:
         @return: how many connections are still open with work in flight.
         """
         busy = 0
-        for protocol in list(self._protocols):
+        for built in list(self._protocols):
+            # twisted.web's Site builds a generic wrapper that picks HTTP/1.1
+            # or HTTP/2; the state lives in the channel it wraps.
+            protocol = getattr(built, "_channel", built)
             transport = getattr(protocol, "transport", None)
             if transport is None:
                 continue
-            if isIdle(protocol) and (closeFresh or protocol not in self._fresh):
+            if isIdle(protocol) and (closeFresh or built not in self._fresh):
                 transport.loseConnection()
             else:
                 if hasattr(protocol, "persistent"):

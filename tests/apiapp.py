@@ -95,3 +95,6 @@ app = ClusterApp(app=Page, workerResponders=Identity, masterResponders=Counter)
 
 def broken(context: IWorkerContext) -> Resource:
     raise RuntimeError("this app cannot start")
+
+
+badMaster = ClusterApp(app=Page, masterResponders=42)

@@ -6,7 +6,6 @@ and L{twisted_cluster.control}: plain data, no processes.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import attr
 from twisted.internet.defer import Deferred

@@ -8,9 +8,15 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check '.[test]'
-# The status page's browser test needs headless Chromium (skipped without it).
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq chromium >/dev/null || echo "tests/run.sh: could not install chromium" >&2
+# Debian packages some integration tests use (each skips, with its reason,
+# when its program is missing): headless Chromium for the status page's
+# browser test, HAProxy for the deployment example.
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } \
+        || echo "tests/run.sh: could not install$missing" >&2
 fi
 if [ "$#" -eq 0 ]; then
     set -- tests

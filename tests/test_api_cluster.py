@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import treq
 from twisted.internet import reactor
@@ -14,7 +16,7 @@ from twisted.internet.defer import TimeoutError
 from twisted.trial.unittest import TestCase
 
 from tests.apiapp import Misbehave, WhoAreYou
-from tests.support import ClusterProcess, pidAlive, waitUntil
+from tests.support import ROOT, ClusterProcess, pidAlive, testEnvironment, waitUntil
 from twisted_cluster import NoSuchWorker, WorkerGone
 from twisted_cluster.testing import ClusterFailed, startCluster
 
@@ -93,6 +95,20 @@ class RealClusterCallTests(TestCase):
         self.assertEqual({worker for worker, _ in served}, {"1", "2"})
         worker, body = await get(cluster.url + "relay/2")
         self.assertEqual(body, f"worker 2 pid {cluster.workers[2]}")
+
+    def test_twistClusterRefusesMasterRespondersThatAreNoLocator(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "twisted", "cluster", "--app", "tests.apiapp.badMaster",
+             "--listen", "tcp:0:interface=127.0.0.1"],
+            cwd=ROOT, env=testEnvironment(), capture_output=True, timeout=30, text=True,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            result.stderr.strip().splitlines(),
+            ["twist cluster: error: cannot load app 'tests.apiapp.badMaster': its "
+             "masterResponders raised TypeError: responders must be an "
+             "amp.CommandLocator or a callable returning one, not int"],
+        )
 
     async def test_appThatCannotLoadFailsTheStart(self) -> None:
         with self.assertRaises(ClusterFailed) as caught:

@@ -121,6 +121,33 @@ class GracefulStopTests(TestCase):
         self.assertFalse([p for p in cluster.started if pidAlive(p)])
 
 
+    async def test_idleKeepAliveConnectionDoesNotHoldUpTheStop(self) -> None:
+        """
+        A keep-alive connection between requests is closed by the draining
+        worker at once: the master exits long before the grace period.
+        """
+        cluster = await ClusterProcess.start(
+            self, "--workers", "1", *APP, "--grace-period", "30"
+        )
+        keepAlive = socket.create_connection(("127.0.0.1", cluster.port))
+        self.addCleanup(keepAlive.close)
+        keepAlive.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        keepAlive.setblocking(False)
+        await waitUntil(lambda: _recv(keepAlive), 10, "the first response")
+        started = time.monotonic()
+        cluster.signal("TERM")
+        self.assertEqual(await cluster.waitExit(10), 0)
+        self.assertLess(time.monotonic() - started, 8)
+        self.assertEqual(_recv(keepAlive), b"")
+
+
+def _recv(sock: socket.socket) -> bytes | None:
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return None
+
+
 class RollingRestartTests(TestCase):
     timeout = 60
 

@@ -301,7 +301,7 @@ def _scale(service: Any, status: Callable[[], dict[str, Any]], request: Request)
     Add or remove workers until the target is C{workers} (a query or form
     argument).
     """
-    values = request.args.get(b"workers") or [b""]
+    values = (request.args.get(b"workers") if request.args else None) or [b""]
     try:
         wanted = int(values[0])
     except ValueError:
@@ -319,7 +319,6 @@ def controlResource(service: Any, status: Callable[[], dict[str, Any]]) -> Resou
     The control site's resource tree for C{service}.
     """
     root = File(STATIC)
-    root.directoryListing = lambda: root.forbidden  # type: ignore[method-assign]
     root.putChild(b"status.json", _Status(status))
     root.putChild(b"metrics", _Metrics(status))
     addProbes(root, service)

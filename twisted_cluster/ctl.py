@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -125,7 +126,7 @@ class _Body(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._data.append(data)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if reason.check(ResponseDone, PotentialDataLoss):
             self._finished.callback(b"".join(self._data))
         else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import attr
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -74,12 +73,14 @@ class HealthMonitor:
 
     def __init__(
         self,
-        clock: IReactorTime,
+        clock: Any,
         supervisor: Any,
         policy: HealthPolicy,
         onFigures: Callable[[WorkerProcess], None] = lambda process: None,
     ) -> None:
         """
+        @param clock: an L{twisted.internet.interfaces.IReactorTime} (the
+            reactor, or a L{twisted.internet.task.Clock} in tests).
         @param supervisor: gives C{ready()} and C{killHung(process)}.
         """
         self._clock = clock

@@ -238,7 +238,7 @@ class ClusterCollector(Collector):
             "1 for the state each worker process is in.",
             labels=labels + ["state"],
         )
-        series = {
+        series: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "uptime": GaugeMetricFamily(
                 "twisted_cluster_worker_uptime_seconds",
                 "Seconds since the worker process started.", labels=labels),

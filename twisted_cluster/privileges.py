@@ -36,7 +36,7 @@ class Credentials:
 
     uid: int
     gid: int
-    groups: tuple[int, ...] = attr.ib(default=(), converter=tuple)
+    groups: tuple[int, ...] = attr.ib(default=(), converter=lambda ids: tuple(ids))
 
 
 def _lookupUser(user: str) -> pwd.struct_passwd:

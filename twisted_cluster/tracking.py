@@ -19,6 +19,15 @@ from twisted.internet.protocol import Protocol
 from zope.interface import alsoProvides, implementer
 
 
+def _unwrapped(protocol: Any) -> Any:
+    """
+    The HTTP channel inside the proxy that C{twisted.web.server.Site} builds
+    (C{_GenericHTTPChannelProtocol} switches between HTTP/1.1 and HTTP/2 and
+    proxies only L{IProtocol}); any other protocol as it is.
+    """
+    return getattr(protocol, "_channel", protocol)
+
+
 def isIdle(protocol: Any) -> bool:
     """
     Whether closing C{protocol}'s connection now loses no work.
@@ -26,6 +35,7 @@ def isIdle(protocol: Any) -> bool:
     An HTTP channel between requests (a keep-alive connection) is idle; any
     other protocol is idle only if it says so with a true C{isIdle()}.
     """
+    protocol = _unwrapped(protocol)
     handling = getattr(protocol, "_handlingRequest", None)
     if handling is not None:
         return not handling and not getattr(protocol, "requests", None)
@@ -122,7 +132,7 @@ class ConnectionTracker:
             if isIdle(protocol) and (closeFresh or built not in self._fresh):
                 transport.loseConnection()
             else:
-                if hasattr(protocol, "persistent"):
+                if hasattr(protocol, "persistent") and built not in self._fresh:
                     protocol.persistent = False
                 busy += 1
         return busy

@@ -11,8 +11,9 @@ The master spawns each worker with:
 The worker loads the app, says L{Ready}, adopts the connections it is handed
 and serves them.  It exits when the master asks it to drain, when it gets
 SIGTERM (after draining) and when the control channel closes (the master is
-gone: no orphan outlives it).  SIGINT is ignored: a Ctrl-C in a terminal
-reaches the whole process group, and the master decides.
+gone: no orphan outlives it).  SIGINT, SIGHUP, SIGTTIN and SIGTTOU are
+ignored: a Ctrl-C or a hang-up in a terminal reaches the whole process
+group, and the master decides (they are its operator signals).
 """
 
 from __future__ import annotations
@@ -377,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     worker = Worker(reactor, config, reactor.stop)
 
     def installSignals() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for ignored in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(ignored, signal.SIG_IGN)
         signal.signal(
             signal.SIGTERM,
             lambda *_: reactor.callFromThread(worker.drain),  # type: ignore[attr-defined]

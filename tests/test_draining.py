@@ -1,0 +1,78 @@
+"""
+Tests of what a draining worker closes, through a real C{Site} (whose
+protocol is a proxy around the HTTP channel): idle keep-alive connections
+at once, a connection adopted a moment ago only after it had its chance to
+send its request.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from twisted_cluster.tracking import ConnectionTracker, isIdle
+
+ADDRESS = IPv4Address("TCP", "127.0.0.1", 12345)
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+class Page(Resource):
+    isLeaf = True
+
+    def __init__(self, wait: bool = False) -> None:
+        super().__init__()
+        self.wait = wait
+        self.requests: list = []
+
+    def render_GET(self, request):
+        self.requests.append(request)
+        return NOT_DONE_YET if self.wait else b"hello"
+
+
+class DrainTests(SynchronousTestCase):
+    def connect(self, tracker: ConnectionTracker):
+        protocol = tracker.buildProtocol(ADDRESS)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_keepAliveConnectionAfterAResponseIsIdle(self) -> None:
+        tracker = ConnectionTracker(Site(Page()))
+        protocol, transport = self.connect(tracker)
+        protocol.dataReceived(REQUEST)
+        self.assertIn(b"hello", transport.value())
+        self.assertTrue(isIdle(protocol))
+        self.assertEqual(tracker.closeIdle(closeFresh=False), 0)
+        self.assertTrue(transport.disconnecting)
+
+    def test_freshConnectionIsSparedUntilItsGraceIsOver(self) -> None:
+        tracker = ConnectionTracker(Site(Page()))
+        protocol, transport = self.connect(tracker)
+        self.assertEqual(tracker.closeIdle(closeFresh=False), 1)
+        self.assertFalse(transport.disconnecting)
+        tracker.closeIdle(closeFresh=True)
+        self.assertTrue(transport.disconnecting)
+
+    def test_freshConnectionWhoseRequestArrivesIsServedThenClosed(self) -> None:
+        tracker = ConnectionTracker(Site(Page()))
+        protocol, transport = self.connect(tracker)
+        tracker.closeIdle(closeFresh=False)
+        protocol.dataReceived(REQUEST)
+        self.assertIn(b"hello", transport.value())
+        tracker.closeIdle(closeFresh=False)
+        self.assertTrue(transport.disconnecting)
+
+    def test_requestInFlightIsAnsweredWithConnectionClose(self) -> None:
+        page = Page(wait=True)
+        tracker = ConnectionTracker(Site(page))
+        protocol, transport = self.connect(tracker)
+        protocol.dataReceived(REQUEST)
+        self.assertEqual(tracker.closeIdle(closeFresh=True), 1)
+        self.assertFalse(transport.disconnecting)
+        page.requests[0].write(b"done")
+        page.requests[0].finish()
+        self.assertIn(b"done", transport.value())
+        self.assertTrue(transport.disconnecting)

@@ -28,7 +28,8 @@ from twisted_cluster.metrics import clusterStatus
 
 
 def call(
-    service: FakeService, method: bytes, path: str, header: bool = True
+    service: FakeService, method: bytes, path: str, header: bool = True,
+    host: bytes = b"127.0.0.1:9100",
 ) -> tuple[int, bytes]:
     """
     Send one request to the control site of C{service}; the status code
@@ -43,6 +44,7 @@ def call(
         request.addArg(key.encode(), value.encode())
     if header:
         request.requestHeaders.addRawHeader(b"X-Cluster-Control", b"1")
+    request.requestHeaders.addRawHeader(b"host", host)
     root = controlResource(service, lambda: clusterStatus(service, Clock()))
     body = getChildForRequest(root, request).render(request)
     return request.responseCode or 200, body
@@ -131,6 +133,18 @@ class OperationTests(SynchronousTestCase):
         self.assertEqual(code, 403)
         self.assertEqual(clusterStatus(service, Clock())["cluster"]["target"], 2)
 
+    def test_operationsNeedAnAddressAsHost(self) -> None:
+        """
+        An operation sent to a DNS name is forbidden (a re-bound name would
+        make a foreign page same-origin); IP addresses and C{localhost},
+        as the browser on this machine and C{ctl} send them, are fine.
+        """
+        service = twoWorkers()
+        self.assertEqual(call(service, b"POST", "/add", host=b"evil.example:9100")[0], 403)
+        self.assertEqual(clusterStatus(service, Clock())["cluster"]["target"], 2)
+        for host in (b"localhost", b"127.0.0.1:9100", b"[::1]:9100", b"::1"):
+            self.assertEqual(call(service, b"POST", "/add", host=host)[0], 202, host)
+
     def test_operationsNeedPost(self) -> None:
         """
         C{GET} on an operation does nothing and answers 405.
@@ -174,6 +188,20 @@ class EndpointTests(SynchronousTestCase):
         self.assertIsNone(resolveEndpoint("none", 1))
         self.assertIsNone(resolveEndpoint(None, 1))
         self.assertEqual(resolveEndpoint("tcp:0", 1), "tcp:0")
+
+    def test_commandLineDefaultIsAutoAndNoneIsOff(self) -> None:
+        """
+        C{twist cluster} serves the private default unless told
+        C{--control none}.
+        """
+        from twisted_cluster.tap import Options
+
+        options = Options()
+        options.parseOptions(["--workers", "1"])
+        self.assertEqual(options.config().control, "auto")
+        options = Options()
+        options.parseOptions(["--workers", "1", "--control", "none"])
+        self.assertIsNone(options.config().control)
 
     def test_socketsOfDeadMastersAreRemoved(self) -> None:
         """

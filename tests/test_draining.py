@@ -8,6 +8,7 @@ send its request.
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -17,6 +18,13 @@ from twisted_cluster.tracking import ConnectionTracker, isIdle
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 12345)
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def site(page: Resource) -> Site:
+    """
+    A site whose connection time-outs go to a L{Clock}, not the reactor.
+    """
+    return Site(page, reactor=Clock())
 
 
 class Page(Resource):
@@ -40,7 +48,7 @@ class DrainTests(SynchronousTestCase):
         return protocol, transport
 
     def test_keepAliveConnectionAfterAResponseIsIdle(self) -> None:
-        tracker = ConnectionTracker(Site(Page()))
+        tracker = ConnectionTracker(site(Page()))
         protocol, transport = self.connect(tracker)
         protocol.dataReceived(REQUEST)
         self.assertIn(b"hello", transport.value())
@@ -49,7 +57,7 @@ class DrainTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_freshConnectionIsSparedUntilItsGraceIsOver(self) -> None:
-        tracker = ConnectionTracker(Site(Page()))
+        tracker = ConnectionTracker(site(Page()))
         protocol, transport = self.connect(tracker)
         self.assertEqual(tracker.closeIdle(closeFresh=False), 1)
         self.assertFalse(transport.disconnecting)
@@ -57,7 +65,7 @@ class DrainTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_freshConnectionWhoseRequestArrivesIsServedThenClosed(self) -> None:
-        tracker = ConnectionTracker(Site(Page()))
+        tracker = ConnectionTracker(site(Page()))
         protocol, transport = self.connect(tracker)
         tracker.closeIdle(closeFresh=False)
         protocol.dataReceived(REQUEST)
@@ -67,7 +75,7 @@ class DrainTests(SynchronousTestCase):
 
     def test_requestInFlightIsAnsweredWithConnectionClose(self) -> None:
         page = Page(wait=True)
-        tracker = ConnectionTracker(Site(page))
+        tracker = ConnectionTracker(site(page))
         protocol, transport = self.connect(tracker)
         protocol.dataReceived(REQUEST)
         self.assertEqual(tracker.closeIdle(closeFresh=True), 1)

@@ -22,7 +22,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tests.support import ROOT, ClusterProcess, testEnvironment, waitUntil
+from tests.support import ROOT, ClusterProcess, sleep, testEnvironment, waitUntil
 
 #: Options that make figures arrive fast and keep the site on 127.0.0.1.
 FAST = ("--health-interval", "0.2", "--control", "tcp:0:interface=127.0.0.1")
@@ -81,7 +81,7 @@ class Poll:
         while not await check():
             if reactor.seconds() > deadline:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}: {self.value}")
-            await waitUntil(lambda: True, 1, "a turn")
+            await sleep(0.1)
         return self.value
 
 
@@ -104,14 +104,14 @@ class StatusTests(TestCase):
         workers = document["workers"]
         self.assertEqual({w["id"]: w["pid"] for w in workers}, cluster.workers)
         self.assertEqual([w["state"] for w in workers], ["ready", "ready"])
-        self.assertEqual([w["dispatched"] for w in workers], [3, 3])
+        self.assertEqual(sum(w["dispatched"] for w in workers), 6)
         self.assertEqual(document["cluster"]["accepted"], 6)
         self.assertEqual(document["cluster"]["states"]["ready"], 2)
         self.assertEqual(document["master"]["pid"], cluster.pid)
         for worker in workers:
             self.assertGreater(worker["rss"], 1_000_000)
             self.assertGreater(worker["ping"], 0)
-            self.assertLess(worker["ping"], 1)
+            self.assertLess(worker["ping"], 10)  # the health timeout
 
     async def test_metricsFollowACrashedWorker(self) -> None:
         """

@@ -219,12 +219,34 @@ class _Metrics(Resource):
         return generate_latest(self._registry)
 
 
+def _literalHost(host: bytes | None) -> bool:
+    """
+    Whether an HTTP C{Host} header names this machine without DNS: an IP
+    address or C{localhost}, with or without a port.
+    """
+    if not host:
+        return False
+    name = host.decode("latin-1")
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class _Operation(Resource):
     """
-    One operation: C{POST} with the L{CONTROL_HEADER} header runs it and
-    answers C{202} with the new status, C{409} when the cluster refuses
-    (for example removing the last worker), C{501} when this master has no
-    such operation.
+    One operation: C{POST} with the L{CONTROL_HEADER} header, to an IP
+    address or C{localhost} (not a DNS name), runs it and answers C{202}
+    with the new status, C{409} when the cluster refuses (for example
+    removing the last worker), C{501} when this master has no such
+    operation.
     """
 
     isLeaf = True
@@ -249,6 +271,14 @@ class _Operation(Resource):
             return _json(
                 request,
                 {"error": f"operations need the {CONTROL_HEADER.decode()} header"},
+                403,
+            )
+        if not _literalHost(request.getHeader(b"host")):
+            # A page served under a DNS name that was re-bound to this
+            # address would be same-origin, and could send the header.
+            return _json(
+                request,
+                {"error": "operations need an IP address or localhost as Host"},
                 403,
             )
         log.info("control: {operation} requested", operation=self._name)

@@ -196,8 +196,14 @@ def main(argv: list[str] | None = None) -> None:
           f"({100.0 * load.failed / max(load.sent, 1):.3f}%) {dict(load.errors)}")
     print(f"workers killed:    {kills}")
     print(f"failures per kill: {load.failed / max(kills, 1):.2f}")
-    print(f"SIGHUP roll-outs:  {hups} sent, "
-          f"{cluster.events['rolling restart done: {count} workers replaced']} completed")
+    # A SIGHUP during a roll-out extends it: fewer roll-outs than signals.
+    done = cluster.events["rolling restart done: {count} workers replaced"]
+    aborted = cluster.events[
+        "rolling restart aborted: the new worker {worker_id} failed to start; "
+        "the old workers keep serving"
+    ]
+    print(f"SIGHUP:            {hups} sent, {done} roll-outs completed, "
+          f"{aborted} aborted")
     print(f"master exit:       {status}")
 
 

@@ -22,6 +22,16 @@ from twisted.trial.unittest import TestCase
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+#: C{twist}, logging JSON on stdout.
+TWIST = (sys.executable, "-m", "twisted", "--log-format=json")
+#: C{twistd} in the foreground, logging JSON on stdout, no pid file.
+TWISTD = (
+    sys.executable, "-c",
+    "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
+    "--nodaemon", "--pidfile=", "--logger=tests.apps.jsonlog.observer",
+)
+
+
 def testEnvironment(extraPath: str | None = None) -> dict[str, str]:
     """
     The environment for a process under test: this tree first on the path
@@ -121,20 +131,22 @@ class ClusterProcess:
         waitReady: int = 1,
         timeout: float = 30.0,
         prefix: Sequence[str] = (),
+        program: Sequence[str] = TWIST,
         childFDs: dict[int, Any] | None = None,
     ) -> "ClusterProcess":
         """
         Start C{twist cluster ARGS --listen LISTEN}; wait until C{waitReady}
         workers are ready and the port is known (0 waits for nothing).
 
+        @param program: the runner and its own options: L{TWIST} or
+            L{TWISTD}, both logging JSON events on stdout.
         @param prefix: a command that runs (execs) the master's command line,
             given as its arguments; the master's pid is then the prefix's.
         @param childFDs: the master's file descriptors, as C{spawnProcess}
             takes them (default: stdin, stdout, stderr).
         """
         self = cls(testCase)
-        argv = [sys.executable, "-m", "twisted",
-                "--log-format=json", "cluster", *args]
+        argv = [*program, "cluster", *args]
         if listen:
             argv += ["--listen", listen]
         argv = [*prefix, *argv]

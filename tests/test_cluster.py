@@ -18,7 +18,14 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tests.support import ROOT, ClusterProcess, pidAlive, testEnvironment, waitUntil
+from tests.support import (
+    ROOT,
+    TWISTD,
+    ClusterProcess,
+    pidAlive,
+    testEnvironment,
+    waitUntil,
+)
 
 
 async def get(url: str, timeout: float = 10) -> tuple[int, dict, bytes]:
@@ -190,6 +197,31 @@ class LifeCycleTests(TestCase):
         await waitUntil(
             lambda: not any(pidAlive(p) for p in cluster.started), 10, "workers gone"
         )
+
+    async def test_twistdRunsTheSamePlugin(self) -> None:
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--app", "tests.apps.simple.resource",
+            program=TWISTD, waitReady=2,
+        )
+        pids = {int((await get(cluster.url))[2]) for _ in range(4)}
+        self.assertEqual(pids, set(cluster.workers.values()))
+        cluster.signal("TERM")
+        self.assertEqual(await cluster.waitExit(30), 0)
+        await waitUntil(
+            lambda: not any(pidAlive(p) for p in cluster.started), 10, "workers gone"
+        )
+
+    async def test_repeatedSigtermStillDrainsGracefully(self) -> None:
+        """
+        A second TERM (C{timeout}, a process-group kill) does not turn the
+        graceful stop into a kill.
+        """
+        cluster = await ClusterProcess.start(self, "--workers", "2", waitReady=2)
+        cluster.signal("TERM")
+        cluster.signal("TERM")
+        self.assertEqual(await cluster.waitExit(30), 0)
+        exits = [e for e in cluster.events if e.get("log_format", "").endswith("exited: {how}")]
+        self.assertEqual(sorted(e["how"] for e in exits), ["exit 0", "exit 0"])
 
     async def test_workersExitWhenTheMasterIsKilled(self) -> None:
         cluster = await ClusterProcess.start(self, "--workers", "2", waitReady=2)

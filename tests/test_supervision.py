@@ -368,3 +368,32 @@ class ResizeTests(SynchronousTestCase):
         [w1] = h.startAll()
         self.assertIsNone(h.supervisor.removeWorker())
         self.assertFalse(w1.drained)
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_supervisionOptionsReachTheConfig(self) -> None:
+        from twisted_cluster.tap import Options
+
+        options = Options()
+        options.parseOptions([
+            "--workers", "2", "--health-interval", "0.5", "--health-timeout", "2",
+            "--max-connections", "1000", "--max-memory", "256",
+        ])
+        config = options.config()
+        self.assertEqual(
+            (config.healthInterval, config.healthTimeout, config.maxConnections,
+             config.maxMemory),
+            (0.5, 2.0, 1000, 256.0),
+        )
+
+    def test_defaults(self) -> None:
+        from twisted_cluster.tap import Options
+
+        options = Options()
+        options.parseOptions(["--workers", "1"])
+        config = options.config()
+        self.assertEqual(
+            (config.healthInterval, config.healthTimeout, config.maxConnections,
+             config.maxMemory),
+            (5.0, 10.0, 0, 0),
+        )

@@ -232,3 +232,30 @@ class ResizeTests(TestCase):
         self.assertEqual(await answering(), {cluster.workers[1]})
         [line] = events(cluster, "removed: draining it")
         self.assertEqual((line["worker_id"], line["pid"]), (2, removed))
+
+
+class RecyclingTests(TestCase):
+    timeout = 40
+
+    async def test_workerPastMaxConnectionsIsReplacedWithoutAFailedRequest(self) -> None:
+        """
+        With C{--max-connections 10}, a worker that served 10 to 11
+        connections is replaced (new worker ready, then the old one drains)
+        while requests keep succeeding.
+        """
+        cluster = await ClusterProcess.start(
+            self, "--workers", "1", *APP, "--max-connections", "10",
+            "--health-interval", "0.2",
+        )
+        first = cluster.workers[1]
+        for _ in range(14):
+            code, body = await get(cluster.url)
+            self.assertEqual(code, 200)
+        await waitUntil(lambda: cluster.workers[1] != first, 15, "the recycled worker")
+        [line] = events(cluster, "recycling it")
+        self.assertEqual((line["worker_id"], line["pid"]), (1, first))
+        [step] = events(cluster, "replaced by pid")
+        self.assertEqual(step["cause"], "recycle")
+        code, body = await get(cluster.url)
+        self.assertEqual(int(body), cluster.workers[1])
+        await waitUntil(lambda: not pidAlive(first), 10, "the old worker to exit")

@@ -5,6 +5,7 @@ gracefully on drain.
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -49,14 +50,14 @@ class TrackerTests(SynchronousTestCase):
         self.assertEqual(closed, [1])
 
     def test_idleKeepAliveConnectionIsClosedOnDrain(self) -> None:
-        tracker = ConnectionTracker(Site(Pending()))
+        tracker = ConnectionTracker(Site(Pending(), reactor=Clock()))
         _, transport = self.connect(tracker)
         self.assertEqual(tracker.closeIdle(), 0)
         self.assertTrue(transport.disconnecting)
 
     def test_requestInFlightFinishesThenTheConnectionCloses(self) -> None:
         page = Pending()
-        tracker = ConnectionTracker(Site(page))
+        tracker = ConnectionTracker(Site(page, reactor=Clock()))
         channel, transport = self.connect(tracker)
         channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(tracker.closeIdle(), 1)

@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any, Callable, NoReturn
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_cluster.apploading import AppLoadError, checkApp, resolveName
@@ -24,6 +25,8 @@ from twisted_cluster.listening import ListenError
 from twisted_cluster.master import ClusterService
 from twisted_cluster.pidfile import PIDFile, PIDFileError
 from twisted_cluster.privileges import PrivilegeError, checkCanSwitch, resolveCredentials
+
+log = Logger()
 
 #: Exit status when the cluster could not start or had to give up.
 EXIT_FAILURE = 1
@@ -229,22 +232,30 @@ class _Exit:
 
 def installSignals(reactor: Any, service: ClusterService) -> None:
     """
-    TERM and INT stop the cluster gracefully; a second one kills the
-    workers at once.  HUP rolls the workers (L{ClusterService.rollingRestart}),
-    TTIN adds one, TTOU removes one.  Installed once the reactor runs, over
-    its own handlers, so that a graceful stop exits 0.
+    TERM and INT stop the cluster gracefully.  A second INT, a second or
+    more after the first stop signal (a person pressing Ctrl-C again), kills
+    the workers at once; a repeated TERM changes nothing (tools such as
+    C{timeout} or a process-group kill deliver it twice).  HUP rolls the
+    workers (L{ClusterService.rollingRestart}), TTIN adds one, TTOU removes
+    one.  Installed once the reactor runs, over its own handlers, so that a
+    graceful stop exits 0.
     """
-    stopping = []
+    stoppedAt: list[float] = []
 
-    def stop() -> None:
-        if not stopping:
-            stopping.append(True)
+    def stop(signum: int) -> None:
+        if not stoppedAt:
+            stoppedAt.append(reactor.seconds())
             reactor.stop()
-        elif service.supervisor is not None:
+        elif (
+            signum == signal.SIGINT
+            and reactor.seconds() - stoppedAt[0] >= 1.0
+            and service.supervisor is not None
+        ):
+            log.warn("second interrupt: killing the workers now")
             service.supervisor.stopNow()
 
     def handler(signum: int, frame: Any) -> None:
-        reactor.callFromThread(stop)
+        reactor.callFromThread(stop, signum)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

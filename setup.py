@@ -18,6 +18,8 @@ setup(
         # ssl: listeners (the workers do the TLS handshake).
         "tls": ["twisted[tls]"],
         "test": ["treq", "twisted[tls]", "cryptography"],
+        # python -m mypy (settings in mypy.ini).
+        "typecheck": ["mypy", "mypy-zope"],
     },
     zip_safe=False,
 )

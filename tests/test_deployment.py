@@ -227,7 +227,7 @@ class PrivilegeDropTests(TestCase):
         try:
             self.nobody = pwd.getpwnam("nobody")
         except KeyError:
-            raise self.skipTest("this system has no user 'nobody'")
+            raise self.skipTest("this system has no user 'nobody'") from None
 
     async def test_workersRunAsUserWhileMasterStaysRoot(self) -> None:
         """

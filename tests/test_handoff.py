@@ -119,10 +119,10 @@ class HandoffTests(SynchronousTestCase):
         self.assertEqual(decodeAck(encodeAck(7, 3)), (7, 3))
 
 
-class CoalescedAcknowledgementTests(SynchronousTestCase):
+class AcknowledgementTimingTests(SynchronousTestCase):
     """
-    With an C{ackDelay}, the worker acknowledges many adoptions and closes
-    in one message.
+    Adoptions are acknowledged at once; counts of closed connections wait
+    up to C{closeDelay} to travel together.
     """
 
     def setUp(self) -> None:
@@ -138,7 +138,7 @@ class CoalescedAcknowledgementTests(SynchronousTestCase):
         self.listeners: list[tuple[int, int]] = []
         self.receiver = HandoffReceiver(
             self.reactor, workerEnd, lambda fd, index: self.adopted.append(index),
-            lambda: None, adoptListener=self.adoptListener, ackDelay=0.005, ackBatch=10,
+            lambda: None, adoptListener=self.adoptListener, closeDelay=0.005,
         )
         self.addCleanup(workerEnd.close)
 
@@ -150,53 +150,44 @@ class CoalescedAcknowledgementTests(SynchronousTestCase):
         self.addCleanup(client.close)
         return server.detach()
 
-    def test_adoptionsOfSeveralReadsGoInOneAcknowledgement(self) -> None:
-        for _ in range(3):
-            self.sender.send([(self.connection(), 0)])
-            self.receiver.doRead()
+    def test_adoptionsAreAcknowledgedBeforeTheReadReturns(self) -> None:
+        """
+        No time passes between adopting and acknowledging: a worker that
+        dies unacknowledged has read nothing from the connections the master
+        hands out again.
+        """
+        self.sender.send([(self.connection(), 0), (self.connection(), 0)])
+        self.receiver.doRead()
         self.sender.doRead()
-        self.assertEqual(self.acks, [])
-        self.assertEqual(self.sender.pending, 3)
-        self.reactor.advance(0.005)
-        self.sender.doRead()
-        self.assertEqual(self.acks, [(3, 0)])
+        self.assertEqual(self.acks, [(2, 0)])
         self.assertEqual(self.sender.pending, 0)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
-    def test_closesTravelWithTheAdoptions(self) -> None:
+    def test_waitingClosesTravelWithTheAdoptions(self) -> None:
+        self.receiver.connectionClosed()
         self.sender.send([(self.connection(), 0)])
         self.receiver.doRead()
-        self.receiver.connectionClosed()
-        self.receiver.connectionClosed()
-        self.reactor.advance(0.005)
         self.sender.doRead()
-        self.assertEqual(self.acks, [(1, 2)])
+        self.assertEqual(self.acks, [(1, 1)])
 
     def test_closesAloneReachTheMasterWithinTheDelay(self) -> None:
+        self.receiver.connectionClosed()
         self.receiver.connectionClosed()
         self.reactor.advance(0.004)
         self.sender.doRead()
         self.assertEqual(self.acks, [])
         self.reactor.advance(0.001)
         self.sender.doRead()
-        self.assertEqual(self.acks, [(0, 1)])
-
-    def test_aFullBatchIsAcknowledgedAtOnce(self) -> None:
-        self.sender.send([(self.connection(), 0) for _ in range(10)])
-        self.receiver.doRead()
-        self.sender.doRead()
-        self.assertEqual(self.acks, [(10, 0)])
-        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.acks, [(0, 2)])
 
     def test_flushSendsWhatWaitsAndCancelsTheTimer(self) -> None:
         """
-        A worker that exits flushes: the master must not hand out again the
-        connections it adopted.
+        A worker that exits flushes what waits.
         """
-        self.sender.send([(self.connection(), 0)])
-        self.receiver.doRead()
+        self.receiver.connectionClosed()
         self.receiver.flush()
         self.sender.doRead()
-        self.assertEqual(self.acks, [(1, 0)])
+        self.assertEqual(self.acks, [(0, 1)])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_listeningSocketsAreAdoptedAsListeners(self) -> None:

@@ -23,7 +23,7 @@ class ResolveCredentialsTests(SynchronousTestCase):
         try:
             self.nobody = pwd.getpwnam("nobody")
         except KeyError:
-            raise self.skipTest("this system has no user 'nobody'")
+            raise self.skipTest("this system has no user 'nobody'") from None
 
     def test_noOptionsKeepTheMastersUser(self) -> None:
         """

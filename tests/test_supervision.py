@@ -323,6 +323,19 @@ class RollingRestartTests(SynchronousTestCase):
         self.assertEqual(h.supervisor.slotPids(), {1: new.pid})
         self.assertEqual(h.supervisor.restarts["crash"], 1)
 
+    def test_slotRemovedDuringItsReplacementDoesNotAbortTheRollout(self) -> None:
+        h = Harness(self, workers=2)
+        w1, w2 = h.startAll()
+        supervisor = h.supervisor
+        done = RollingRestart(supervisor).request()
+        h.ready(h.spawned[-1])
+        replacement2 = h.spawned[-1]
+        self.assertEqual(replacement2.workerId, 2)
+        supervisor.removeWorker()
+        self.assertEqual(replacement2.signals, ["TERM"])
+        self.assertTrue(self.successResultOf(done))
+        self.assertEqual(h.logged("rolling restart aborted"), [])
+
     def test_stoppingAbortsTheRollout(self) -> None:
         h = Harness(self, workers=2)
         h.startAll()

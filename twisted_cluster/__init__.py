@@ -3,7 +3,10 @@ twisted-cluster: one master process owns the listening sockets and hands
 each accepted connection to one of N worker processes.
 
 Run it with C{twist cluster --workers 4 --app mymod.resource}, or use
-L{ClusterService} from your own code and tests.
+L{ClusterService} from your own code and tests.  The helpers for testing an
+app live in L{twisted_cluster.testing} (they need trial's in-memory
+transports, which a production import should not pull in); the control
+command line is C{python -m twisted_cluster.ctl}.
 """
 
 from twisted_cluster.apploading import AppLoadError, loadApp

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.protocol import connectionDone
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 
 class ControlAMP(amp.AMP):
@@ -29,10 +31,13 @@ class ControlAMP(amp.AMP):
         return responder
 
     def makeConnection(self, transport: Any) -> None:
+        # AMP's own, without its log line per connection.
         self._transportPeer = transport.getPeer()
         self._transportHost = transport.getHost()
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # AMP's own, without its log line: with no transport, a later call
+        # fails with ConnectionLost, and owners see the channel closed.
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None

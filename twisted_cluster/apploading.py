@@ -181,7 +181,14 @@ def asFactory(obj: Any, name: str = "app", context: Any = None) -> IProtocolFact
     @param obj: what L{buildApp} accepts.
     @raise AppLoadError: when C{obj} is not an app.
     """
-    built = buildApp(obj, name, context)
+    return _served(buildApp(obj, name, context))
+
+
+def _served(built: Any) -> IProtocolFactory:
+    """
+    The protocol factory that serves C{built}: a quiet L{Site} for a
+    resource, a protocol factory as it is.
+    """
     return quietSite(built) if IResource.providedBy(built) else built
 
 
@@ -196,7 +203,7 @@ def buildWorkerApp(obj: Any, name: str, context: Any) -> tuple[IProtocolFactory,
     """
     built = buildApp(obj, name, context)
     context.app = built
-    factory = quietSite(built) if IResource.providedBy(built) else built
+    factory = _served(built)
     if not isinstance(obj, ClusterApp):
         return factory, None
     try:

@@ -47,11 +47,19 @@ class BigBytes(amp.Argument):
         objects[key] = self.fromBytes(b"".join(chunks))
 
     def toBytes(self, value: Any) -> bytes:
+        """
+        The bytes that carry C{value}; a subclass encodes its own type.
+
+        @raise TypeError: when C{value} is not of this argument's type.
+        """
         if not isinstance(value, bytes):
             raise TypeError(f"BigBytes needs bytes, not {type(value).__name__}")
         return value
 
     def fromBytes(self, data: bytes) -> Any:
+        """
+        The value that L{toBytes} made C{data} from.
+        """
         return data
 
 

@@ -39,21 +39,15 @@ DEFAULT_TIMEOUT = 30.0
 _CLUSTER_ERRORS = {code: kind for kind, code in ERROR_CODES.items()}
 
 
-def checkSizes(box: amp.AmpBox, command: type[amp.Command], what: str) -> None:
+def _tooLong(box: amp.AmpBox) -> tuple[str, int] | None:
     """
-    Refuse a box that AMP could not send.
-
-    @param what: C{"argument"} or C{"answer"}, for the message.
-    @raise ValueTooLong: naming the command, the value and its length.
+    The name and length of the first value of C{box} that AMP could not
+    send, or C{None} when every value fits.
     """
     for key, value in box.items():
         if len(value) > MAX_VALUE_LENGTH:
-            raise ValueTooLong(
-                f"{what} {key.decode('ascii', 'replace')!r} of "
-                f"{command.__name__} is {len(value)} bytes; AMP carries at most "
-                f"{MAX_VALUE_LENGTH} bytes per value: declare it "
-                "twisted_cluster.BigBytes() or BigUnicode() to send it in chunks"
-            )
+            return key.decode("ascii", "replace"), len(value)
+    return None
 
 
 def encodeArguments(
@@ -67,7 +61,14 @@ def encodeArguments(
     """
     command(**arguments)  # Checks that no required argument is missing.
     box = command.makeArguments(arguments, connection)
-    checkSizes(box, command, "argument")
+    found = _tooLong(box)
+    if found is not None:
+        key, length = found
+        raise ValueTooLong(
+            f"argument {key!r} of {command.__name__} is {length} bytes; AMP "
+            f"carries at most {MAX_VALUE_LENGTH} bytes per value: declare it "
+            "twisted_cluster.BigBytes() or BigUnicode() to send it in chunks"
+        )
     return box
 
 
@@ -98,7 +99,7 @@ def sendBox(
     return connection._sendBoxCommand(name, box, requiresAnswer)
 
 
-def typedError(failure: Failure, errors: dict[bytes, type[Exception]]) -> Failure:
+def _typedError(failure: Failure, errors: dict[bytes, type[Exception]]) -> Failure:
     """
     Turn an AMP error answer into the exception its code stands for: one of
     C{errors}, one of the cluster's errors, or L{amp.UnknownRemoteError}.
@@ -165,7 +166,7 @@ def callCommand(
     known = dict(command.reverseErrors)  # type: ignore[attr-defined]
     known.update(errors or {})
     sent.addCallback(command.parseResponse, connection)
-    sent.addErrback(typedError, known)
+    sent.addErrback(_typedError, known)
     return withTimeout(sent, clock, timeout)
 
 
@@ -200,21 +201,29 @@ class AppResponders:
 
 
 def _checkAnswer(answer: amp.AmpBox, name: bytes) -> amp.AmpBox:
-    for key, value in answer.items():
-        if len(value) > MAX_VALUE_LENGTH:
-            message = (
-                f"answer {key.decode('ascii', 'replace')!r} of "
-                f"{name.decode('ascii', 'replace')} is {len(value)} bytes; AMP "
-                f"carries at most {MAX_VALUE_LENGTH} bytes per value: declare "
-                "it twisted_cluster.BigBytes() or BigUnicode()"
-            )
-            log.error("responder {command} failed: {message}",
-                      command=name.decode("ascii", "replace"), message=message)
-            raise amp.RemoteAmpError(ERROR_CODES[ValueTooLong], message)
-    return answer
+    """
+    Pass C{answer} on, or answer L{ValueTooLong} when AMP could not send
+    it (AMP itself would close the channel).
+    """
+    found = _tooLong(answer)
+    if found is None:
+        return answer
+    key, length = found
+    command = name.decode("ascii", "replace")
+    message = (
+        f"answer {key!r} of {command} is {length} bytes; AMP carries at most "
+        f"{MAX_VALUE_LENGTH} bytes per value: declare it "
+        "twisted_cluster.BigBytes() or BigUnicode()"
+    )
+    log.error("responder {command} failed: {message}", command=command, message=message)
+    raise amp.RemoteAmpError(ERROR_CODES[ValueTooLong], message)
 
 
 def _plainError(failure: Failure, name: bytes) -> Failure:
+    """
+    Pass a declared error on; turn a "fatal" one or an undeclared exception
+    into an ordinary AMP error, which leaves the channel open.
+    """
     if failure.check(amp.RemoteAmpError):
         error = failure.value
         if not error.fatal:

@@ -41,7 +41,7 @@ class Ready(amp.Command):
     """
 
     arguments = [(b"pid", amp.Integer())]
-    response: list = []
+    response = []
 
 
 class StartupFailed(amp.Command):
@@ -52,7 +52,7 @@ class StartupFailed(amp.Command):
     """
 
     arguments = [(b"error", amp.Unicode()), (b"details", amp.Unicode())]
-    response: list = []
+    response = []
 
 
 class ListWorkers(amp.Command):
@@ -61,7 +61,7 @@ class ListWorkers(amp.Command):
     of objects with C{id}, C{pid}, C{state}).
     """
 
-    arguments: list = []
+    arguments = []
     response = [(b"workers", amp.Unicode())]
 
 
@@ -71,7 +71,7 @@ class Ping(amp.Command):
     proves the worker's reactor turns; it carries the worker's figures.
     """
 
-    arguments: list = []
+    arguments = []
     response = [
         (b"open", amp.Integer()),
         (b"served", amp.Integer()),
@@ -86,8 +86,8 @@ class Drain(amp.Command):
     the end of the drain.
     """
 
-    arguments: list = []
-    response: list = []
+    arguments = []
+    response = []
 
 
 class Relay(amp.Command):

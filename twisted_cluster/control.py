@@ -21,15 +21,17 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from twisted.web.static import File
 
-from twisted_cluster.listening import ListenError
+from twisted_cluster.apploading import quietSite
+from twisted_cluster.listening import ListenError, listenNow
 from twisted_cluster.metrics import RateHistory, clusterRegistry, clusterStatus
+from twisted_cluster.pidfile import pidAlive
 from twisted_cluster.probes import addProbes
 
 log = Logger()
@@ -84,16 +86,6 @@ def _privateDirectory(path: str) -> None:
         )
 
 
-def _pidAlive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def controlSockets(directory: str) -> list[tuple[int, str, bool]]:
     """
     The default control sockets in C{directory}: (master pid, path, whether
@@ -108,7 +100,7 @@ def controlSockets(directory: str) -> list[tuple[int, str, bool]]:
         stem, _, ext = name.partition(".")
         if ext == "sock" and stem.isdigit():
             pid = int(stem)
-            found.append((pid, os.path.join(directory, name), _pidAlive(pid)))
+            found.append((pid, os.path.join(directory, name), pidAlive(pid)))
     return sorted(found)
 
 
@@ -157,20 +149,30 @@ def checkEndpoint(reactor: Any, description: str | None) -> None:
 
     @raise ControlError: when it is not an endpoint string.
     """
-    if description in (None, NONE, AUTO):
+    if description is None or description in (NONE, AUTO):
         return
+    _parseEndpoint(reactor, description)
+
+
+def _parseEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+    """
+    The server endpoint of a C{--control} endpoint string.
+
+    @raise ControlError: when it is not an endpoint string.
+    """
     try:
-        serverFromString(reactor, description)
+        return serverFromString(reactor, description)
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise ControlError(f"bad --control endpoint {description!r}: {e}") from e
 
 
-def portAddress(port: IListeningPort, description: str) -> str:
+def _portAddress(port: IListeningPort, description: str) -> str:
     """
     Where a bound control port can be reached: C{unix:PATH} or
     C{http://HOST:PORT/}.
     """
-    host = port.getHost()
+    # An IPv4Address, IPv6Address or UNIXAddress.
+    host: Any = port.getHost()
     name = getattr(host, "name", None)
     if name is not None:
         return f"unix:{name.decode() if isinstance(name, bytes) else name}"
@@ -367,7 +369,8 @@ class ControlServer:
     """
     The master's control site, bound to one endpoint.
 
-    @ivar address: where it can be reached (see L{portAddress}).
+    @ivar address: where it can be reached, once listening: C{unix:PATH}
+        or C{http://HOST:PORT/}.
     @ivar history: the accepted-connections rate history for the chart.
     """
 
@@ -395,22 +398,16 @@ class ControlServer:
 
         @raise ControlError: when the endpoint cannot be bound.
         """
-        site = Site(controlResource(self._service, self.status))
+        site = quietSite(controlResource(self._service, self.status))
         site.noisy = False
-        site.log = lambda request: None  # type: ignore[method-assign]
+        endpoint = _parseEndpoint(self._reactor, self._description)
         try:
-            endpoint = serverFromString(self._reactor, self._description)
-        except (ValueError, KeyError, TypeError, OSError) as e:
-            raise ControlError(f"bad --control endpoint {self._description!r}: {e}") from e
-        result: list[Any] = []
-        endpoint.listen(site).addBoth(result.append)
-        if not result or not IListeningPort.providedBy(result[0]):
-            error = result[0].value if result else "endpoint is not immediate"
-            reason = getattr(error, "socketError", None) or error
-            text = getattr(reason, "strerror", None) or str(reason)
-            raise ControlError(f"cannot serve --control on {self._description!r}: {text}")
-        self._port = result[0]
-        self.address = portAddress(self._port, self._description)
+            self._port = listenNow(endpoint, site)
+        except ListenError as e:
+            raise ControlError(
+                f"cannot serve --control on {self._description!r}: {e}"
+            ) from None
+        self.address = _portAddress(self._port, self._description)
         self.history.start()
         log.info("control site on {address}", address=self.address)
         host = getattr(self._port.getHost(), "host", None)
@@ -429,4 +426,5 @@ class ControlServer:
         port, self._port = self._port, None
         if port is None:
             return succeed(None)
-        return maybeDeferred(port.stopListening)
+        stopped: Deferred[Any] = maybeDeferred(port.stopListening)
+        return stopped.addCallback(lambda _: None)

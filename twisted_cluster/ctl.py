@@ -51,7 +51,7 @@ class Target:
     unixPath: str | None = None
 
 
-def liveSockets(directory: str) -> list[str]:
+def _liveSockets(directory: str) -> list[str]:
     """
     The control sockets in C{directory} whose master is alive, by pid.
     """
@@ -69,7 +69,7 @@ def findTarget(control: str | None, directory: str | None = None) -> Target:
     """
     if control is None:
         directory = directory or runtimeDirectory()
-        sockets = liveSockets(directory)
+        sockets = _liveSockets(directory)
         if not sockets:
             raise CtlError(f"no running master found in {directory}: pass --control")
         if len(sockets) > 1:

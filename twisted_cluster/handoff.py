@@ -16,9 +16,9 @@ Wire format
     connection.
   - worker to master: 8 bytes, two unsigned 32-bit integers in network
     order: how many descriptors the worker adopted since its last message,
-    and how many of its connections closed since then.  The worker
-    coalesces them: one message per C{ackDelay} at most under load, not
-    one per connection (see L{HandoffReceiver}).
+    and how many of its connections closed since then.  Adoptions are
+    acknowledged in one message per read of the channel, at once; closes
+    are coalesced (see L{HandoffReceiver}).
 
 No connection is lost in the hand-off: the master keeps its own copy of
 every descriptor it sent until the worker acknowledges it.  When the worker
@@ -256,14 +256,15 @@ class HandoffReceiver:
     The worker's end of the hand-off channel: adopts every descriptor it
     receives and acknowledges it to the master.
 
-    Acknowledgements are coalesced: the counts of adopted and of closed
-    connections accumulate and go out in one message C{ackDelay} seconds
-    after the first of them (or at once when C{ackBatch} adoptions are
-    waiting).  Under load, that replaces a message (and a wake-up of the
-    master) per connection with one per C{ackDelay}.  The master holds its
-    copy of a descriptor a little longer in exchange; should the worker
-    crash within that delay, the master hands the connections it adopted
-    meanwhile to another worker rather than losing them.
+    Adoptions are acknowledged at once: at the end of the read that adopted
+    them, before the reactor gets a chance to read a byte from them.  That
+    is what makes the master's hand-back safe: a worker that dies before its
+    acknowledgement left has read nothing from those connections, so another
+    worker can serve them whole.  (Delaying it to save messages would let a
+    dying worker take requests with it that the master then hands out again,
+    and those clients would wait forever.)  Counts of closed connections,
+    which only feed the least-connections policy, are coalesced:
+    C{closeDelay} seconds at most, or with the next acknowledgement.
     """
 
     def __init__(
@@ -273,8 +274,7 @@ class HandoffReceiver:
         adopt: Callable[[int, int], None],
         onLost: Callable[[], None],
         adoptListener: Callable[[int, int], None] | None = None,
-        ackDelay: float = 0.0,
-        ackBatch: int = 64,
+        closeDelay: float = 0.0,
     ) -> None:
         """
         @param sock: the worker's end, non-blocking.
@@ -283,19 +283,16 @@ class HandoffReceiver:
         @param onLost: called when the master's end closes.
         @param adoptListener: called like C{adopt} with a listening socket
             to accept on; without it, listening sockets are closed.
-        @param ackDelay: seconds an acknowledgement may wait to be coalesced
-            with the next ones; 0 acknowledges the adoptions of each read at
-            once and closes at the next turn of the reactor.
-        @param ackBatch: adoptions waiting that make the acknowledgement go
-            out at once.
+        @param closeDelay: seconds a count of closed connections may wait
+            to be coalesced with the next ones (0: the next turn of the
+            reactor).
         """
         self._reactor = reactor
         self._sock = sock
         self._adopt = adopt
         self._adoptListener = adoptListener
         self._onLost = onLost
-        self._ackDelay = ackDelay
-        self._ackBatch = ackBatch
+        self._closeDelay = closeDelay
         self._closed = 0
         self._unacknowledged = 0
         self._timer: IDelayedCall | None = None
@@ -310,8 +307,8 @@ class HandoffReceiver:
 
     def doRead(self) -> None:
         """
-        Adopt every connection waiting on the channel; acknowledge them
-        together (see L{HandoffReceiver}).
+        Adopt every connection waiting on the channel, then acknowledge them
+        all in one message, at once (see L{HandoffReceiver}).
         """
         adopted = 0
         adopt = self._adopt
@@ -340,18 +337,15 @@ class HandoffReceiver:
                 adopted += 1
         if adopted:
             self._unacknowledged += adopted
-            if self._ackDelay <= 0 or self._unacknowledged >= self._ackBatch:
-                self.flush()
-            else:
-                self._schedule(self._ackDelay)
+            self.flush()
 
     def connectionClosed(self) -> None:
         """
         Count one closed connection; the master learns it with the next
-        acknowledgement, at most C{ackDelay} later.
+        acknowledgement, at most C{closeDelay} later.
         """
         self._closed += 1
-        self._schedule(self._ackDelay)
+        self._schedule(self._closeDelay)
 
     def flush(self) -> None:
         """
@@ -369,7 +363,7 @@ class HandoffReceiver:
         except BlockingIOError:
             # The master is behind on reading: the counts wait, nothing is
             # lost, and they go out together a moment later.
-            self._schedule(max(self._ackDelay, 0.01))
+            self._schedule(max(self._closeDelay, 0.01))
             return
         except OSError:
             self._lose()

@@ -15,7 +15,11 @@ from typing import Any
 
 import attr
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 
 
@@ -41,6 +45,9 @@ class Listener:
 
     @property
     def family(self) -> int:
+        """
+        The socket's address family (C{AF_INET}, C{AF_INET6}, C{AF_UNIX}).
+        """
         return int(self.socket.family)
 
     def address(self) -> str:
@@ -93,6 +100,28 @@ def parseEndpoint(reactor: Any, description: str) -> Any:
         raise ListenError(f"bad --listen endpoint {description!r}: {e}") from e
 
 
+def listenNow(endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> IListeningPort:
+    """
+    Listen on C{endpoint} and return its port at once, so that a bad
+    address fails the caller now rather than in a Deferred nobody waits on.
+    The endpoints that bind a socket (tcp, unix, ssl, systemd) bind
+    synchronously.
+
+    @raise ListenError: with the reason only (C{"Address already in use"},
+        C{"endpoint is not immediate"}), for the caller to put in context.
+    """
+    result: list[Any] = []
+    endpoint.listen(factory).addBoth(result.append)
+    if not result:
+        raise ListenError("endpoint is not immediate")
+    outcome = result[0]
+    if not IListeningPort.providedBy(outcome):
+        error = outcome.value
+        reason = getattr(error, "socketError", None) or error
+        raise ListenError(getattr(reason, "strerror", None) or str(reason))
+    return outcome
+
+
 def listen(reactor: Any, description: str) -> Listener:
     """
     Bind and listen on C{description}; return the listening socket with
@@ -102,19 +131,13 @@ def listen(reactor: Any, description: str) -> Listener:
         (address in use, permission denied).
     """
     endpoint = parseEndpoint(reactor, description)
-    result: list[Any] = []
     placeholder = Factory.forProtocol(Protocol)
     placeholder.noisy = False
-    endpoint.listen(placeholder).addBoth(result.append)
-    if not result:
-        raise ListenError(f"cannot listen on {description!r}: endpoint is not immediate")
-    outcome = result[0]
-    if not IListeningPort.providedBy(outcome):
-        error = outcome.value
-        reason = getattr(error, "socketError", None) or error
-        text = getattr(reason, "strerror", None) or str(reason)
-        raise ListenError(f"cannot listen on {description!r}: {text}")
-    port = outcome
+    try:
+        # A socket port (tcp.Port, unix.Port) is also a FileDescriptor.
+        port: Any = listenNow(endpoint, placeholder)
+    except ListenError as e:
+        raise ListenError(f"cannot listen on {description!r}: {e}") from None
     sock = getattr(port, "socket", None)
     if sock is None:
         port.stopListening()

@@ -179,6 +179,24 @@ def clusterStatus(
     }
 
 
+#: The per-worker series: the key of the worker's entry in the status
+#: document, the family type, the metric's name and its help text.
+_WORKER_SERIES: tuple[tuple[str, type[GaugeMetricFamily | CounterMetricFamily], str, str], ...] = (
+    ("uptime", GaugeMetricFamily, "twisted_cluster_worker_uptime_seconds",
+     "Seconds since the worker process started."),
+    ("dispatched", CounterMetricFamily, "twisted_cluster_worker_dispatched_connections",
+     "Connections the master handed to this worker process."),
+    ("served", CounterMetricFamily, "twisted_cluster_worker_served_connections",
+     "Connections this worker process finished serving (last ping)."),
+    ("open", GaugeMetricFamily, "twisted_cluster_worker_open_connections",
+     "Connections open in this worker process (last ping)."),
+    ("rss", GaugeMetricFamily, "twisted_cluster_worker_rss_bytes",
+     "Resident memory of this worker process (last ping)."),
+    ("ping", GaugeMetricFamily, "twisted_cluster_worker_ping_seconds",
+     "Round-trip time of the last answered health ping."),
+)
+
+
 class ClusterCollector(Collector):
     """
     A Prometheus collector that reads the cluster's live state at every
@@ -192,6 +210,9 @@ class ClusterCollector(Collector):
         self._status = status
 
     def collect(self) -> Iterator[Any]:
+        """
+        The cluster's metric families, from a fresh status document.
+        """
         status = self._status()
         cluster = status["cluster"]
         target = GaugeMetricFamily(
@@ -238,26 +259,9 @@ class ClusterCollector(Collector):
             "1 for the state each worker process is in.",
             labels=labels + ["state"],
         )
-        series: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
-            "uptime": GaugeMetricFamily(
-                "twisted_cluster_worker_uptime_seconds",
-                "Seconds since the worker process started.", labels=labels),
-            "dispatched": CounterMetricFamily(
-                "twisted_cluster_worker_dispatched_connections",
-                "Connections the master handed to this worker process.", labels=labels),
-            "served": CounterMetricFamily(
-                "twisted_cluster_worker_served_connections",
-                "Connections this worker process finished serving (last ping).",
-                labels=labels),
-            "open": GaugeMetricFamily(
-                "twisted_cluster_worker_open_connections",
-                "Connections open in this worker process (last ping).", labels=labels),
-            "rss": GaugeMetricFamily(
-                "twisted_cluster_worker_rss_bytes",
-                "Resident memory of this worker process (last ping).", labels=labels),
-            "ping": GaugeMetricFamily(
-                "twisted_cluster_worker_ping_seconds",
-                "Round-trip time of the last answered health ping.", labels=labels),
+        series = {
+            key: kind(name, documentation, labels=labels)
+            for key, kind, name, documentation in _WORKER_SERIES
         }
         for worker in workers:
             values = [str(worker["id"]), str(worker["pid"])]

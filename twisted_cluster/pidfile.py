@@ -21,7 +21,11 @@ class PIDFileError(Exception):
     """
 
 
-def _alive(pid: int) -> bool:
+def pidAlive(pid: int) -> bool:
+    """
+    Whether process C{pid} exists (one of another user counts), so that a
+    file a killed process left behind is taken over rather than obeyed.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,7 +71,7 @@ class PIDFile:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 holder = self.read()
-                if holder is not None and holder != pid and _alive(holder):
+                if holder is not None and holder != pid and pidAlive(holder):
                     raise PIDFileError(
                         f"{self.path} says pid {holder} is running: is another "
                         "cluster using this PID file?"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from typing import Iterable
 
 import attr
 
@@ -22,6 +23,11 @@ class PrivilegeError(Exception):
     """
     A user or group does not exist, or the switch to it failed.
     """
+
+
+def _ids(ids: Iterable[int]) -> tuple[int, ...]:
+    # A typed converter: attrs' mypy plugin cannot type C{converter=tuple}.
+    return tuple(ids)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -36,7 +42,7 @@ class Credentials:
 
     uid: int
     gid: int
-    groups: tuple[int, ...] = attr.ib(default=(), converter=lambda ids: tuple(ids))
+    groups: tuple[int, ...] = attr.ib(default=(), converter=_ids)
 
 
 def _lookupUser(user: str) -> pwd.struct_passwd:
@@ -62,12 +68,11 @@ def resolveCredentials(user: str | None, group: str | None) -> Credentials | Non
 
     @raise PrivilegeError: for an unknown user or group.
     """
-    if user is None and group is None:
-        return None
     if user is None:
-        uid = os.getuid()
-        gid = _lookupGroup(group)  # type: ignore[arg-type]
-        return Credentials(uid, gid, (gid,))
+        if group is None:
+            return None
+        gid = _lookupGroup(group)
+        return Credentials(os.getuid(), gid, (gid,))
     entry = _lookupUser(user)
     gid = entry.pw_gid if group is None else _lookupGroup(group)
     groups = tuple(os.getgrouplist(entry.pw_name, gid))

@@ -45,6 +45,9 @@ class Verdict:
     ready: int = 0
 
     def document(self) -> dict[str, Any]:
+        """
+        The verdict as the probe's JSON answer.
+        """
         return {"ok": self.ok, "reason": self.reason, "ready_workers": self.ready}
 
 
@@ -70,9 +73,9 @@ def _answer(request: Request, verdict: Verdict) -> bytes:
     return json.dumps(verdict.document()).encode("ascii") + b"\n"
 
 
-class LivenessResource(Resource):
+class _Probe(Resource):
     """
-    C{/healthz}: 200 while the master's reactor runs.
+    A probe of one cluster: answers C{GET} and C{HEAD} alike.
     """
 
     isLeaf = True
@@ -83,34 +86,33 @@ class LivenessResource(Resource):
         """
         super().__init__()
         self._service = service
+
+    def render_GET(self, request: Request) -> bytes:
+        raise NotImplementedError()
+
+    def render_HEAD(self, request: Request) -> bytes:
+        return self.render_GET(request)
+
+
+class LivenessResource(_Probe):
+    """
+    C{/healthz}: 200 while the master's reactor runs.
+    """
 
     def render_GET(self, request: Request) -> bytes:
         ready = readiness(False, self._service.workerTable()).ready
         return _answer(request, Verdict(True, "alive", ready))
 
-    render_HEAD = render_GET
 
-
-class ReadinessResource(Resource):
+class ReadinessResource(_Probe):
     """
     C{/readyz}: 200 when the cluster takes new connections, 503 when it
     has no ready worker or is stopping.
     """
 
-    isLeaf = True
-
-    def __init__(self, service: Any) -> None:
-        """
-        @param service: the L{ClusterService}.
-        """
-        super().__init__()
-        self._service = service
-
     def render_GET(self, request: Request) -> bytes:
         service = self._service
         return _answer(request, readiness(service.stopping, service.workerTable()))
-
-    render_HEAD = render_GET
 
 
 def addProbes(root: Resource, service: Any) -> None:

@@ -131,6 +131,9 @@ class RollingRestart:
                 self._step(replaced + 1)
             elif supervisor.stopping:
                 self._finish(False)
+            elif workerId not in supervisor.slotPids():
+                # The slot was removed (SIGTTOU) meanwhile: nothing to roll.
+                self._step(replaced)
             else:
                 log.error(
                     "rolling restart aborted: the new worker {worker_id} failed to "

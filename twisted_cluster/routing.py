@@ -16,6 +16,7 @@ from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IReactorTime
 from twisted.protocols import amp
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_cluster import commands
 from twisted_cluster.calling import (
@@ -26,9 +27,11 @@ from twisted_cluster.calling import (
     unpackBox,
     withTimeout,
 )
+from twisted_cluster.contexts import IMasterContext
 from twisted_cluster.errors import NoSuchWorker, WorkerGone
 
 
+@implementer(IMasterContext)
 class WorkerCalls:
     """
     Calls from the master to its workers.
@@ -126,6 +129,55 @@ class WorkerCalls:
         return d.addErrback(_gone, workerId, name.decode("ascii", "replace"))
 
 
+@implementer(IMasterContext)
+class ForwardingMasterContext:
+    """
+    L{IMasterContext} for an object that reaches its workers through
+    another one (a L{WorkerCalls}, a L{twisted_cluster.ClusterService}):
+    every call goes to L{_masterContext}, so that the master service and
+    the testing helpers answer application calls with the same code.
+    """
+
+    def _masterContext(self) -> IMasterContext:
+        """
+        The context that does the work; subclasses say which.
+        """
+        raise NotImplementedError()
+
+    def workerIds(self) -> list[int]:
+        """
+        The ids of the ready workers, in order.
+        """
+        return self._masterContext().workerIds()
+
+    def callWorker(
+        self,
+        workerId: int,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[Any]:
+        """
+        Call the app's C{command} on worker C{workerId}
+        (L{WorkerCalls.callWorker}).
+        """
+        return self._masterContext().callWorker(workerId, command, timeout, **arguments)
+
+    def broadcast(
+        self,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[dict[int, Any]]:
+        """
+        Call the app's C{command} on every ready worker; fire with each
+        one's answer or failure (L{WorkerCalls.broadcast}).
+        """
+        return self._masterContext().broadcast(command, timeout, **arguments)
+
+
 def _gone(failure: Failure, workerId: int, what: str) -> Failure:
     if failure.check(ConnectionClosed):
         return Failure(
@@ -147,7 +199,7 @@ def _unhandledPassesOn(failure: Failure) -> Failure:
 
 def _builtinNames() -> frozenset[bytes]:
     return frozenset(
-        kind.commandName  # type: ignore[attr-defined]
+        kind.commandName
         for kind in vars(commands).values()
         if isinstance(kind, type) and issubclass(kind, amp.Command)
     )
@@ -169,6 +221,10 @@ class RelayLocator(amp.CommandLocator):
     def relay(
         self, worker: int, command: bytes, box: bytes, timeout: float | None
     ) -> Deferred[dict[str, bytes]]:
+        """
+        Deliver the encoded C{command} to worker C{worker} and answer with
+        its answer box, encoded; refuse the cluster's own commands.
+        """
         if command in self._builtin:
             return fail(
                 amp.RemoteAmpError(

@@ -30,17 +30,16 @@ from twisted.internet.task import Clock, deferLater
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from zope.interface import implementer
 
 from twisted_cluster._amp import ControlAMP
 from twisted_cluster.apploading import buildWorkerApp, checkApp, resolveName
-from twisted_cluster.calling import DEFAULT_TIMEOUT, AppResponders
+from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import ClusterApp, makeLocator
 from twisted_cluster.config import ClusterConfig
 from twisted_cluster.contexts import IMasterContext, WorkerContext
 from twisted_cluster.master import ClusterService
 from twisted_cluster.process import STOPPED
-from twisted_cluster.routing import RelayLocator, WorkerCalls
+from twisted_cluster.routing import ForwardingMasterContext, RelayLocator, WorkerCalls
 
 __all__ = ["ClusterFailed", "FakeCluster", "FakeWorker", "RunningCluster", "startCluster"]
 
@@ -67,8 +66,7 @@ class FakeWorker:
     _pump: iosim.IOPump
 
 
-@implementer(IMasterContext)
-class FakeCluster:
+class FakeCluster(ForwardingMasterContext):
     """
     A master and C{workers} workers of C{app}, in this process.
 
@@ -95,7 +93,7 @@ class FakeCluster:
         if isinstance(app, str):
             app = resolveName(app)
         self._app = app
-        self._calls = WorkerCalls(self.clock, self._connections)  # type: ignore[arg-type]
+        self._calls = WorkerCalls(self.clock, self._connections)
         masterResponders = app.masterResponders if isinstance(app, ClusterApp) else None
         self.masterResponders = makeLocator(masterResponders, self)
         self.workers: dict[int, FakeWorker] = {}
@@ -108,7 +106,7 @@ class FakeCluster:
             AppResponders(RelayLocator(self._calls), self.masterResponders)
         )
         workerEnd = ControlAMP()
-        context = WorkerContext(workerId, workerEnd, self.clock)  # type: ignore[arg-type]
+        context = WorkerContext(workerId, workerEnd, self.clock)
         _, responders = buildWorkerApp(self._app, "app", context)
         workerEnd.appLocator = AppResponders(responders)
         pump = iosim.connect(
@@ -124,38 +122,8 @@ class FakeCluster:
     def _connections(self) -> dict[int, amp.AMP]:
         return {i: w._pump.server for i, w in self.workers.items()}
 
-    # IMasterContext
-
-    def workerIds(self) -> list[int]:
-        """
-        The ids of the live workers.
-        """
-        return self._calls.workerIds()
-
-    def callWorker(
-        self,
-        workerId: int,
-        command: type[amp.Command],
-        /,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        **arguments: Any,
-    ) -> Deferred[Any]:
-        """
-        Call C{command} on worker C{workerId}, as the master does.
-        """
-        return self._calls.callWorker(workerId, command, timeout, **arguments)
-
-    def broadcast(
-        self,
-        command: type[amp.Command],
-        /,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        **arguments: Any,
-    ) -> Deferred[dict[int, Any]]:
-        """
-        Call C{command} on every live worker, as the master does.
-        """
-        return self._calls.broadcast(command, timeout, **arguments)
+    def _masterContext(self) -> IMasterContext:
+        return self._calls
 
     # Driving
 
@@ -221,7 +189,7 @@ def _importRoot(name: str) -> str | None:
 
 
 @attr.s(auto_attribs=True)
-class RunningCluster:
+class RunningCluster(ForwardingMasterContext):
     """
     A cluster started by L{startCluster}.
 
@@ -256,20 +224,8 @@ class RunningCluster:
             p.workerId: p.pid for p in self.service.supervisor.ready() if p.pid is not None
         }
 
-    def workerIds(self) -> list[int]:
-        return self.service.workerIds()
-
-    def callWorker(self, workerId: int, command: type[amp.Command], /, timeout: float | None = DEFAULT_TIMEOUT, **arguments: Any) -> Deferred[Any]:
-        """
-        L{ClusterService.callWorker}.
-        """
-        return self.service.callWorker(workerId, command, timeout, **arguments)
-
-    def broadcast(self, command: type[amp.Command], /, timeout: float | None = DEFAULT_TIMEOUT, **arguments: Any) -> Deferred[dict[int, Any]]:
-        """
-        L{ClusterService.broadcast}.
-        """
-        return self.service.broadcast(command, timeout, **arguments)
+    def _masterContext(self) -> IMasterContext:
+        return self.service
 
     async def waitUntil(
         self, predicate: Any, timeout: float, what: str, failFast: bool = True

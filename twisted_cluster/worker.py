@@ -51,9 +51,9 @@ CONTROL_FD = 3
 HANDOFF_FD = 4
 LOG_FD = 5
 
-#: Seconds a worker may wait to coalesce its hand-off acknowledgements
-#: (L{HandoffReceiver}): the master learns of closes this late at most.
-ACK_DELAY = 0.005
+#: Seconds a worker may wait to coalesce its counts of closed connections
+#: (L{HandoffReceiver}); adoptions are always acknowledged at once.
+CLOSE_DELAY = 0.005
 
 #: Seconds a draining worker waits for the first request of a connection
 #: it adopted before closing it as idle.
@@ -214,7 +214,7 @@ class Worker:
         sock.setblocking(False)
         self._receiver = HandoffReceiver(
             self._reactor, sock, self._adopt, self.controlLost,
-            adoptListener=self._adoptListener, ackDelay=ACK_DELAY,
+            adoptListener=self._adoptListener, closeDelay=CLOSE_DELAY,
         )
         self.control.callRemote(commands.Ready, pid=os.getpid()).addErrback(
             self._controlFailed

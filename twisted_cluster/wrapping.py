@@ -88,7 +88,9 @@ class _FactoryCapture:
     given: what a wrapping endpoint would have listened with.
     """
 
-    def listen(self, factory: IProtocolFactory) -> Deferred[IProtocolFactory]:
+    def listen(self, factory: IProtocolFactory) -> Deferred[Any]:
+        # Fires with the factory, not with a port: the caller only wants
+        # what the wrapping endpoint passed down.
         return succeed(factory)
 
 

@@ -14,7 +14,6 @@ from collections import Counter
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 

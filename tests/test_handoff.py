@@ -26,8 +26,13 @@ def fdIsOpen(fd: int) -> bool:
     return True
 
 
-class HandoffTests(SynchronousTestCase):
-    def setUp(self) -> None:
+class ChannelMixin:
+    """
+    A hand-off channel over a real socketpair: the master's sender in
+    C{self.sender}, the worker's end in C{self.workerEnd}.
+    """
+
+    def makeChannel(self) -> None:
         self.reactor = MemoryReactorClock()
         masterEnd, workerEnd = socketpair()
         workerEnd.setblocking(False)
@@ -36,9 +41,14 @@ class HandoffTests(SynchronousTestCase):
         self.sender = HandoffSender(
             self.reactor, masterEnd, lambda a, c: self.acks.append((a, c)), self.lost.append
         )
+        self.workerEnd = workerEnd
+
+
+class HandoffTests(ChannelMixin, SynchronousTestCase):
+    def setUp(self) -> None:
+        self.makeChannel()
         self.adopted: list[tuple[bytes, int]] = []
         self.receiverLost: list[bool] = []
-        self.workerEnd = workerEnd
 
     def receiver(self) -> HandoffReceiver:
         return HandoffReceiver(
@@ -119,28 +129,21 @@ class HandoffTests(SynchronousTestCase):
         self.assertEqual(decodeAck(encodeAck(7, 3)), (7, 3))
 
 
-class AcknowledgementTimingTests(SynchronousTestCase):
+class AcknowledgementTimingTests(ChannelMixin, SynchronousTestCase):
     """
     Adoptions are acknowledged at once; counts of closed connections wait
     up to C{closeDelay} to travel together.
     """
 
     def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()
-        masterEnd, workerEnd = socketpair()
-        workerEnd.setblocking(False)
-        self.acks: list[tuple[int, int]] = []
-        self.lost: list[list[tuple[int, int]]] = []
-        self.sender = HandoffSender(
-            self.reactor, masterEnd, lambda a, c: self.acks.append((a, c)), self.lost.append
-        )
+        self.makeChannel()
         self.adopted: list[int] = []
         self.listeners: list[tuple[int, int]] = []
         self.receiver = HandoffReceiver(
-            self.reactor, workerEnd, lambda fd, index: self.adopted.append(index),
+            self.reactor, self.workerEnd, lambda fd, index: self.adopted.append(index),
             lambda: None, adoptListener=self.adoptListener, closeDelay=0.005,
         )
-        self.addCleanup(workerEnd.close)
+        self.addCleanup(self.workerEnd.close)
 
     def adoptListener(self, fd: int, index: int) -> None:
         self.listeners.append((os.fstat(fd).st_ino, index))

@@ -14,7 +14,13 @@ from twisted_cluster.arguments import BigBytes, BigUnicode
 from twisted_cluster.clusterapp import ClusterApp
 from twisted_cluster.config import ClusterConfig
 from twisted_cluster.contexts import IMasterContext, IWorkerContext
-from twisted_cluster.dispatch import IDispatchPolicy, RoundRobin
+from twisted_cluster.dispatch import (
+    IDispatchPolicy,
+    LeastConnections,
+    RoundRobin,
+    SharedListeners,
+    Sticky,
+)
 from twisted_cluster.errors import (
     NoSuchWorker,
     ValueTooLong,
@@ -33,8 +39,11 @@ __all__ = [
     "IDispatchPolicy",
     "IMasterContext",
     "IWorkerContext",
+    "LeastConnections",
     "NoSuchWorker",
     "RoundRobin",
+    "SharedListeners",
+    "Sticky",
     "ValueTooLong",
     "WorkerGone",
     "WorkerUnavailable",

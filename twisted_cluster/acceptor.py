@@ -12,7 +12,12 @@ import errno
 import socket
 from typing import Callable
 
-from twisted.internet.interfaces import IReactorFDSet, IReactorTime, IReadDescriptor
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorFDSet,
+    IReactorTime,
+    IReadDescriptor,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -64,7 +69,7 @@ class Acceptor:
         self._sink = sink
         self._batch = batch
         self._exhaustedPause = exhaustedPause
-        self._resumeCall = None
+        self._resumeCall: IDelayedCall | None = None
         self.paused = True
         self.exhaustedCount = 0
         self.accepted = 0

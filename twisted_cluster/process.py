@@ -205,10 +205,10 @@ class WorkerProcess:
             controlTheirs.close()
             handoffTheirs.close()
         self.pid = self.transport.pid
-        self.control = MasterControl(self, self._appLocator)
+        control = self.control = MasterControl(self, self._appLocator)
         controlOurs.setblocking(False)
         self._reactor.adoptStreamConnection(
-            controlOurs.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: self.control)
+            controlOurs.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control)
         )
         controlOurs.close()
         self.handoff = HandoffSender(

@@ -266,7 +266,7 @@ def installSignals(reactor: Any, service: ClusterService) -> None:
     }
 
     def operate(signum: int, frame: Any) -> None:
-        reactor.callFromThread(operations[signum])
+        reactor.callFromThread(operations[signal.Signals(signum)])
 
     for signum in operations:
         signal.signal(signum, operate)

@@ -12,10 +12,10 @@ from typing import Any, Callable
 
 from twisted.internet.interfaces import (
     IAddress,
+    IProtocol,
     IProtocolFactory,
     IProtocolNegotiationFactory,
 )
-from twisted.internet.protocol import Protocol
 from zope.interface import alsoProvides, implementer
 
 
@@ -66,8 +66,8 @@ class ConnectionTracker:
             alsoProvides(self, IProtocolNegotiationFactory)
             self.acceptableProtocols = factory.acceptableProtocols
         self._onClose = onClose
-        self._protocols: set[Protocol] = set()
-        self._fresh: set[Protocol] = set()
+        self._protocols: set[IProtocol] = set()
+        self._fresh: set[IProtocol] = set()
         self.served = 0
 
     @property
@@ -80,7 +80,7 @@ class ConnectionTracker:
     def doStop(self) -> None:
         self.factory.doStop()
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         protocol = self.factory.buildProtocol(addr)
         if protocol is None:
             return None

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import (
     Logger,
@@ -36,6 +36,7 @@ from twisted.logger import (
     jsonFileLogObserver,
 )
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 from twisted_cluster import commands
 from twisted_cluster._amp import ControlAMP
@@ -138,7 +139,7 @@ class WorkerControl(ControlAMP):
         self._worker.drain()
         return {}
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self._worker.controlLost()
 
@@ -191,9 +192,9 @@ class Worker:
         """
         Connect to the master, load the app, say Ready.
         """
-        self.control = WorkerControl(self)
+        control = self.control = WorkerControl(self)
         self._reactor.adoptStreamConnection(
-            self._controlFD, socket.AF_UNIX, Factory.forProtocol(lambda: self.control)
+            self._controlFD, socket.AF_UNIX, Factory.forProtocol(lambda: control)
         )
         os.close(self._controlFD)
         try:

@@ -9,10 +9,15 @@ Every server serves the same hello world (L{benchmarks.hello}) on
 by default; a small Python load generator when wrk is absent) in two
 regimes: keep-alive, and a new connection per request (C{Connection:
 close}).  The table gives requests/s, the ratio to the single Twisted
-process measured in the same run, wrk's p50/p99 latency, and the CPU used
-during the run by the master (the process that accepts), by the workers
-and by the load generator, in percent of one core.  With matplotlib
-installed, a chart goes to C{docs/performance.png}.
+process measured in the same run, wrk's p50/p99 latency, the CPU used
+during the run by the master (the process that accepts; for the single
+process, the process itself), by the workers and by the load generator, in
+percent of one core, and the server's CPU time per request (master plus
+workers, in microseconds: what a request costs, which other load on the
+machine disturbs less than requests/s).  With C{--rounds N} every server is
+measured N times, round after round; the table shows medians, and each
+ratio is the median of the ratios measured within one round.  With
+matplotlib installed, a chart goes to C{docs/performance.png}.
 
 Load is bounded in time, every process started is killed by pid, and only
 127.0.0.1 is used.
@@ -352,6 +357,16 @@ class Result:
     def requests(self) -> float:
         return self.median(lambda r: r.requests) or 0.0
 
+    def ratio(self, base: "Result") -> float | None:
+        """
+        The median over the rounds of this server's requests/s divided by
+        C{base}'s in the same round: a round where the machine was busy
+        for both counts as much as a quiet one.
+        """
+        ratios = [mine.requests / theirs.requests
+                  for mine, theirs in zip(self.runs, base.runs) if theirs.requests]
+        return statistics.median(ratios) if ratios else None
+
 
 def measure(server: Server, regime: str, options: argparse.Namespace,
             drive: Callable[..., Load], result: Result) -> None:
@@ -401,14 +416,14 @@ def table(results: dict[tuple[str, str], Result], names: list[str],
     """
     The results as a Markdown table, ratios against the first server.
     """
-    lines = ["| server | regime | req/s | vs single Twisted | p50 ms | p99 ms "
+    lines = ["| server | regime | req/s | vs single Twisted (same round) | p50 ms | p99 ms "
              "| master CPU % | workers CPU % | load gen CPU % | CPU us/req | errors |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for regime in regimes:
-        base = results[(names[0], regime)].requests
+        base = results[(names[0], regime)]
         for name in names:
             r = results[(name, regime)]
-            ratio = r.requests / base if base else None
+            ratio = r.ratio(base)
             lines.append(
                 f"| {name} | {regime} | {r.requests:,.0f} | {_fmt(ratio, '.2f')}x "
                 f"| {_fmt(r.median(lambda l: l.p50), '.2f')} "
@@ -438,14 +453,15 @@ def chart(results: dict[tuple[str, str], Result], names: list[str],
     fig, ax = plt.subplots(figsize=(11, 5.5))
     width = 0.8 / len(regimes)
     for i, regime in enumerate(regimes):
-        base = results[(names[0], regime)].requests
+        base = results[(names[0], regime)]
         values = [results[(n, regime)].requests for n in names]
+        ratios = [results[(n, regime)].ratio(base) for n in names]
         xs = [x + (i - (len(regimes) - 1) / 2) * width for x in range(len(names))]
         bars = ax.bar(xs, values, width,
                       label={"keep-alive": "keep-alive",
                              "close": "new connection per request"}[regime])
-        for bar, value in zip(bars, values):
-            ax.annotate(f"{value / base:.2f}x" if base else "",
+        for bar, value, ratio in zip(bars, values, ratios):
+            ax.annotate(f"{ratio:.2f}x" if ratio else "",
                         (bar.get_x() + bar.get_width() / 2, value),
                         ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)))
@@ -476,7 +492,9 @@ def machine() -> str:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0].strip())
+        prog="python -m benchmarks.bench",
+        description="Compare twist cluster with one twisted.web process (and Node's "
+                    "cluster), keep-alive and one new connection per request.")
     parser.add_argument("--quick", action="store_true",
                         help="short runs (2 s, no Node): a smoke test of the set-up")
     parser.add_argument("--duration", type=float, default=4.0,
@@ -528,7 +546,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# load: {options.load} -t{options.threads} -c{options.connections} "
           f"-d{options.duration:g}s, {options.rounds} round(s)", flush=True)
     for round in range(options.rounds):
-        for server in candidates:
+        # The baseline first in every round; the others in reverse order
+        # every other round, so that a drift of the machine's load over a
+        # round does not always favour the same servers.
+        others = candidates[1:] if round % 2 == 0 else candidates[:0:-1]
+        for server in [candidates[0], *others]:
             server.start()
             try:
                 check(server)

@@ -50,6 +50,7 @@ class FakeListener:
 @attr.s(auto_attribs=True)
 class FakeConfig:
     workers: int = 2
+    maxWorkers: int = 16
 
 
 class FakeService:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from typing import Any, Callable, Sequence
 
 from twisted.internet import reactor
@@ -42,6 +44,17 @@ def testEnvironment(extraPath: str | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
     env.pop("TWISTED_CLUSTER_TEST_NO_ENV", None)
     return env
+
+
+def shortTempDir(testCase: Any) -> str:
+    """
+    A new directory with a short path, removed after the test: a UNIX
+    socket's path must fit in 108 bytes, which a checkout's deep
+    C{_trial_temp} path may not leave room for.
+    """
+    path = tempfile.mkdtemp(prefix="tc-")
+    testCase.addCleanup(shutil.rmtree, path, True)
+    return path
 
 
 def pidAlive(pid: int) -> bool:

@@ -71,3 +71,39 @@ class AcceptorTests(SynchronousTestCase):
         self.assertEqual(self.acceptor.exhaustedCount, 1)
         self.reactor.advance(0.1)
         self.assertFalse(self.acceptor.paused)
+
+    def test_connectionsArrivingBackToBackAreAcceptedTogether(self) -> None:
+        """
+        After a batch, the acceptor leaves the socket alone for C{coalesce}
+        seconds: what arrives meanwhile is accepted in one batch after it.
+        """
+        acceptor = Acceptor(
+            self.reactor, self.reactor, self.listening, self.batches.append,
+            coalesce=0.001,
+        )
+        self.addCleanup(self.closeAccepted)
+        acceptor.resume()
+        self.connect(1)
+        acceptor.doRead()
+        self.assertNotIn(acceptor, self.reactor.getReaders())
+        self.connect(3)
+        acceptor.resume()  # a worker becoming ready does not cut the wait short
+        self.assertNotIn(acceptor, self.reactor.getReaders())
+        self.reactor.advance(0.001)
+        self.assertIn(acceptor, self.reactor.getReaders())
+        acceptor.doRead()
+        self.assertEqual([len(b) for b in self.batches], [1, 3])
+
+    def test_pauseDuringTheCoalescingWaitStaysPaused(self) -> None:
+        acceptor = Acceptor(
+            self.reactor, self.reactor, self.listening, self.batches.append,
+            coalesce=0.001,
+        )
+        self.addCleanup(self.closeAccepted)
+        acceptor.resume()
+        self.connect(1)
+        acceptor.doRead()
+        acceptor.pause()
+        self.reactor.advance(1)
+        self.assertTrue(acceptor.paused)
+        self.assertNotIn(acceptor, self.reactor.getReaders())

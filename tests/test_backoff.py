@@ -31,6 +31,11 @@ class StartupPolicyTests(SynchronousTestCase):
         self.assertTrue(verdict.fatal)
         self.assertIn("3 worker start-ups in a row failed: bad", verdict.reason)
 
+    def test_repeatedFailuresAreNotFatalWhileWorkersServe(self) -> None:
+        policy = StartupPolicy(maxFailures=2)
+        self.assertFalse(policy.judge(5, True, "bad", readyWorkers=1).fatal)
+        self.assertTrue(policy.judge(5, True, "bad", readyWorkers=0).fatal)
+
     def test_repeatedEarlyExitsAreFatal(self) -> None:
         policy = StartupPolicy(maxFailures=2)
         self.assertFalse(policy.judge(1, everReady=False, appError=None).fatal)

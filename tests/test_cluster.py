@@ -22,6 +22,7 @@ from tests.support import (
     TWISTD,
     ClusterProcess,
     pidAlive,
+    shortTempDir,
     testEnvironment,
     waitUntil,
 )
@@ -86,7 +87,7 @@ class AppKindsTests(TestCase):
         self.assertEqual(pids, set(cluster.workers.values()))
 
     async def test_protocolFactoryAppOverUnixSocket(self) -> None:
-        path = os.path.abspath(self.mktemp()) + ".sock"
+        path = os.path.join(shortTempDir(self), "app.sock")
         cluster = await ClusterProcess.start(
             self, "--workers", "2", "--app", "tests.apps.simple.factory",
             listen=f"unix:{path}", waitReady=0,

@@ -15,6 +15,7 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
 from tests.observability_fakes import FakeService, twoWorkers
+from tests.support import shortTempDir
 from twisted_cluster.control import (
     ControlError,
     checkEndpoint,
@@ -123,6 +124,17 @@ class OperationTests(SynchronousTestCase):
         assert service.supervisor is not None
         self.assertEqual(sorted(service.supervisor.slots), [1, 2])
 
+    def test_scaleBeyondMaxWorkersIsRefusedAndChangesNothing(self) -> None:
+        """
+        A typo such as C{scale 100000} must not fork the machine to death.
+        """
+        service = twoWorkers()
+        code, body = call(service, b"POST", "/scale?workers=17")
+        self.assertEqual(code, 409)
+        self.assertIn("--max-workers is 16", json.loads(body)["error"])
+        assert service.supervisor is not None
+        self.assertEqual(sorted(service.supervisor.slots), [1, 2])
+
     def test_operationsNeedTheControlHeader(self) -> None:
         """
         Without the C{X-Cluster-Control} header (which a cross-site form
@@ -164,7 +176,7 @@ class OperationTests(SynchronousTestCase):
 
 class EndpointTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.runtime = self.mktemp()
+        self.runtime = os.path.join(shortTempDir(self), "run")
         os.mkdir(self.runtime, 0o700)
         self.patch(os, "environ", dict(os.environ, XDG_RUNTIME_DIR=self.runtime))
 
@@ -188,6 +200,39 @@ class EndpointTests(SynchronousTestCase):
         self.assertIsNone(resolveEndpoint("none", 1))
         self.assertIsNone(resolveEndpoint(None, 1))
         self.assertEqual(resolveEndpoint("tcp:0", 1), "tcp:0")
+
+    def test_unixEndpointWithoutModeIsPrivate(self) -> None:
+        """
+        A C{unix:} endpoint that sets no mode gets mode 0600 rather than
+        Twisted's 0666: other local users cannot operate the cluster.
+        """
+        self.assertEqual(
+            resolveEndpoint("unix:/run/app/control.sock", 1),
+            "unix:/run/app/control.sock:mode=600",
+        )
+        self.assertEqual(
+            resolveEndpoint("unix:address=/run/c.sock:lockfile=1", 1),
+            "unix:address=/run/c.sock:lockfile=1:mode=600",
+        )
+
+    def test_unixEndpointKeepsTheUsersMode(self) -> None:
+        for description in ("unix:/run/c.sock:mode=660", "unix:mode=640:/run/c.sock"):
+            self.assertEqual(resolveEndpoint(description, 1), description)
+
+    def test_unixSocketWithoutModeIsListenedWithMode0600(self) -> None:
+        """
+        Twisted is asked to create the socket of a C{unix:PATH} control
+        endpoint with mode 0600.
+        """
+        from twisted.internet.protocol import Factory
+        from twisted.internet.testing import MemoryReactor
+
+        from twisted_cluster.control import _parseEndpoint
+
+        reactor = MemoryReactor()
+        _parseEndpoint(reactor, resolveEndpoint("unix:/run/c.sock", 1)).listen(Factory())
+        [(path, _, _, mode, _)] = reactor.unixServers
+        self.assertEqual((path, mode), ("/run/c.sock", 0o600))
 
     def test_commandLineDefaultIsAutoAndNoneIsOff(self) -> None:
         """

@@ -47,30 +47,49 @@ class DrainTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         return protocol, transport
 
-    def test_keepAliveConnectionAfterAResponseIsIdle(self) -> None:
+    def test_keepAliveConnectionIsClosedOnceTheGraceIsOver(self) -> None:
         tracker = ConnectionTracker(site(Page()))
         protocol, transport = self.connect(tracker)
         protocol.dataReceived(REQUEST)
         self.assertIn(b"hello", transport.value())
         self.assertTrue(isIdle(protocol))
-        self.assertEqual(tracker.closeIdle(closeFresh=False), 0)
+        self.assertEqual(tracker.closeIdle(closeIdleNow=False), 1)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(tracker.closeIdle(closeIdleNow=True), 0)
         self.assertTrue(transport.disconnecting)
 
-    def test_freshConnectionIsSparedUntilItsGraceIsOver(self) -> None:
+    def test_keepAliveRequestDuringTheGraceIsAnsweredWithConnectionClose(self) -> None:
+        """
+        A keep-alive client's next request is served, told C{Connection:
+        close}, and the connection closes after it: the client reconnects
+        (to another worker) instead of losing a request.
+        """
         tracker = ConnectionTracker(site(Page()))
         protocol, transport = self.connect(tracker)
-        self.assertEqual(tracker.closeIdle(closeFresh=False), 1)
+        protocol.dataReceived(REQUEST)
+        transport.clear()
+        tracker.closeIdle(closeIdleNow=False)
+        protocol.dataReceived(REQUEST)
+        response = transport.value().lower()
+        self.assertIn(b"hello", response)
+        self.assertIn(b"connection: close", response)
+        self.assertTrue(transport.disconnecting)
+
+    def test_freshConnectionIsSparedUntilTheGraceIsOver(self) -> None:
+        tracker = ConnectionTracker(site(Page()))
+        protocol, transport = self.connect(tracker)
+        self.assertEqual(tracker.closeIdle(closeIdleNow=False), 1)
         self.assertFalse(transport.disconnecting)
-        tracker.closeIdle(closeFresh=True)
+        tracker.closeIdle(closeIdleNow=True)
         self.assertTrue(transport.disconnecting)
 
     def test_freshConnectionWhoseRequestArrivesIsServedThenClosed(self) -> None:
         tracker = ConnectionTracker(site(Page()))
         protocol, transport = self.connect(tracker)
-        tracker.closeIdle(closeFresh=False)
+        tracker.closeIdle(closeIdleNow=False)
         protocol.dataReceived(REQUEST)
         self.assertIn(b"hello", transport.value())
-        tracker.closeIdle(closeFresh=False)
+        self.assertIn(b"connection: close", transport.value().lower())
         self.assertTrue(transport.disconnecting)
 
     def test_requestInFlightIsAnsweredWithConnectionClose(self) -> None:
@@ -78,9 +97,10 @@ class DrainTests(SynchronousTestCase):
         tracker = ConnectionTracker(site(page))
         protocol, transport = self.connect(tracker)
         protocol.dataReceived(REQUEST)
-        self.assertEqual(tracker.closeIdle(closeFresh=True), 1)
+        self.assertEqual(tracker.closeIdle(closeIdleNow=True), 1)
         self.assertFalse(transport.disconnecting)
         page.requests[0].write(b"done")
         page.requests[0].finish()
         self.assertIn(b"done", transport.value())
+        self.assertIn(b"connection: close", transport.value().lower())
         self.assertTrue(transport.disconnecting)

@@ -36,3 +36,45 @@ class ParseEndpointErrorTests(SynchronousTestCase):
         error = self.assertRaises(ListenError, parseEndpoint, MemoryReactor(), description)
         self.assertIn(f"bad --listen endpoint {description!r}", str(error))
         self.assertNotIn("\n", str(error))
+
+
+class MissingTLSLibraryTests(SynchronousTestCase):
+    """
+    An C{ssl:} endpoint without pyOpenSSL says what to install, in the
+    master (parsing C{--listen}) and in a worker (setting up TLS).
+    """
+
+    def setUp(self) -> None:
+        from twisted_cluster import listening, wrapping
+
+        def noOpenSSL(reactor: object, description: str) -> None:
+            raise ModuleNotFoundError("No module named 'OpenSSL'", name="OpenSSL")
+
+        self.patch(listening, "serverFromString", noOpenSSL)
+        self.patch(wrapping, "serverFromString", noOpenSSL)
+
+    def test_masterSuggestsTheTLSExtra(self) -> None:
+        e = self.assertRaises(
+            ListenError, parseEndpoint, MemoryReactor(), "ssl:443:privateKey=k.pem"
+        )
+        self.assertEqual(
+            str(e),
+            "bad --listen endpoint 'ssl:443:privateKey=k.pem': TLS needs "
+            "pyOpenSSL, which is not installed: pip install 'twisted-cluster[tls]'",
+        )
+
+    def test_workerSuggestsTheTLSExtra(self) -> None:
+        from twisted_cluster.wrapping import WrappingError, wrapperFor
+
+        e = self.assertRaises(
+            WrappingError, wrapperFor, MemoryReactor(), "ssl:443:privateKey=k.pem"
+        )
+        self.assertIn("pip install 'twisted-cluster[tls]'", str(e))
+
+    def test_otherMissingModulesAreReportedAsTheyAre(self) -> None:
+        from twisted_cluster.wrapping import explainParseError
+
+        self.assertEqual(
+            explainParseError(ModuleNotFoundError("No module named 'x'", name="x")),
+            "No module named 'x'",
+        )

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import stat
 import sys
-import tempfile
 from typing import Any
 
 import treq
@@ -22,7 +20,14 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tests.support import ROOT, ClusterProcess, sleep, testEnvironment, waitUntil
+from tests.support import (
+    ROOT,
+    ClusterProcess,
+    shortTempDir,
+    sleep,
+    testEnvironment,
+    waitUntil,
+)
 
 #: Options that make figures arrive fast and keep the site on 127.0.0.1.
 FAST = ("--health-interval", "0.2", "--control", "tcp:0:interface=127.0.0.1")
@@ -179,9 +184,7 @@ class CtlTests(TestCase):
         mode 0600 named after its pid; C{ctl} finds it, prints the table and
         scales the cluster; the socket is removed when the master stops.
         """
-        # Short: a UNIX socket path must fit in 108 bytes.
-        runtime = tempfile.mkdtemp(prefix="tc-ctl-")
-        self.addCleanup(shutil.rmtree, runtime, True)
+        runtime = shortTempDir(self)
         env = dict(testEnvironment(), XDG_RUNTIME_DIR=runtime)
         cluster = await ClusterProcess.start(
             self, "--workers", "1", "--health-interval", "0.2", env=env

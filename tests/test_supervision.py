@@ -356,6 +356,14 @@ class ResizeTests(SynchronousTestCase):
         [line] = h.logged("added")
         self.assertEqual((line["worker_id"], line["pid"]), (3, h.spawned[-1].pid))
 
+    def test_addWorkerStopsAtMaxWorkers(self) -> None:
+        h = Harness(self, workers=2, maxWorkers=3)
+        h.startAll()
+        self.assertEqual(h.supervisor.addWorker(), 3)
+        self.assertIsNone(h.supervisor.addWorker())
+        self.assertEqual(list(h.supervisor.slotPids()), [1, 2, 3])
+        self.assertTrue(h.logged("not adding a worker"))
+
     def test_removeWorkerDrainsTheHighestIdWithoutKilling(self) -> None:
         h = Harness(self, workers=3, gracePeriod=30)
         w1, w2, w3 = h.startAll()

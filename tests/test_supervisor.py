@@ -3,9 +3,11 @@ Unit tests of the supervisor's restart decisions: crashes are restarted
 with growing delays, a worker that cannot start stops the master.
 """
 
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_cluster.backoff import Backoff
+from twisted_cluster.rollout import RollingRestart
 from tests.test_supervision import Harness
 
 
@@ -91,6 +93,25 @@ class StartupFailureTests(SynchronousTestCase):
         self.assertEqual(len(h.fatal), 1)
         self.assertIn("5 worker start-ups in a row failed", h.fatal[0])
 
+    def test_aSlotThatKeepsFailingDoesNotStopHealthyWorkers(self) -> None:
+        """
+        After the cluster ran, one slot failing to start again and again
+        keeps being retried while other workers serve: the master does not
+        kill them and their requests.
+        """
+        h = Harness(self, workers=2, backoff=Backoff(initial=1, maximum=1))
+        first, second = h.startAll()
+        first.exit(1)
+        for _ in range(6):
+            h.clock.advance(1)
+            h.spawned[-1].appError = "cannot load app 'x': boom"
+            h.spawned[-1].exit(3)
+        self.assertEqual(h.fatal, [])
+        self.assertEqual(second.signals, [])
+        self.assertTrue(h.logged("workers still serving: {serving}"))
+        h.clock.advance(1)
+        self.assertEqual(len(h.spawned), 9, "the slot is still being retried")
+
     def test_workerNotReadyInTimeIsTerminated(self) -> None:
         h = Harness(self, workers=1, startTimeout=5, killTimeout=2)
         h.supervisor.start()
@@ -99,3 +120,76 @@ class StartupFailureTests(SynchronousTestCase):
         self.assertEqual(process.signals, ["TERM"])
         h.clock.advance(2)
         self.assertEqual(process.signals, ["TERM", "KILL"])
+
+
+class StartTimeoutReasonTests(SynchronousTestCase):
+    def test_workersKilledForTheStartTimeoutSayTheTimeout(self) -> None:
+        """
+        When start-ups fail because workers were not ready within
+        C{--start-timeout}, the fatal reason names the timeout rather than
+        an exit.
+        """
+        h = Harness(self, workers=1, startTimeout=5, killTimeout=2,
+                    backoff=Backoff(initial=1, maximum=1))
+        h.supervisor.start()
+        for attempt in range(5):
+            h.clock.advance(5)
+            process = h.spawned[-1]
+            self.assertEqual(process.signals, ["TERM"])
+            process.exit(-15)
+            h.clock.advance(1)
+        self.assertEqual(
+            h.fatal,
+            ["5 worker start-ups in a row failed: worker not ready within "
+             "--start-timeout 5s"],
+        )
+
+    def test_workersThatExitBeforeTheTimeoutSayTheyExited(self) -> None:
+        h = Harness(self, workers=1, startTimeout=5, backoff=Backoff(initial=1, maximum=1))
+        h.supervisor.start()
+        for attempt in range(5):
+            h.spawned[-1].exit(1)
+            h.clock.advance(1)
+        self.assertEqual(
+            h.fatal,
+            ["5 worker start-ups in a row failed: worker exited before it was ready"],
+        )
+
+
+class CountWordingTests(SynchronousTestCase):
+    """
+    Log lines with a count read right for one worker as for many.
+    """
+
+    def messages(self, h: Harness, fragment: str) -> list[str]:
+        return [formatEvent(e) for e in h.logged(fragment)]
+
+    def test_removingDownToOneWorker(self) -> None:
+        h = Harness(self, workers=2)
+        w1, w2 = h.startAll()
+        h.supervisor.removeWorker()
+        self.assertEqual(
+            self.messages(h, "removed"),
+            [f"worker 2 pid {w2.pid} removed: draining it; workers left: 1"],
+        )
+
+    def test_addingAWorker(self) -> None:
+        h = Harness(self, workers=1)
+        h.startAll()
+        h.supervisor.addWorker()
+        self.assertEqual(
+            self.messages(h, "added"),
+            [f"worker 2 pid {h.spawned[-1].pid} added; workers: 2"],
+        )
+
+    def test_rollingRestartOfOneWorker(self) -> None:
+        h = Harness(self, workers=1)
+        h.startAll()
+        RollingRestart(h.supervisor).request()
+        h.ready(h.spawned[-1])
+        messages = self.messages(h, "rolling restart")
+        self.assertEqual(
+            [messages[0], messages[-1]],
+            ["rolling restart: replacing workers one at a time; to replace: 1",
+             "rolling restart done; workers replaced: 1"],
+        )

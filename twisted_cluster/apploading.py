@@ -65,8 +65,36 @@ def _isPrefix(missing: str, moduleName: str) -> bool:
 def _fromUserCode(name: str, e: BaseException) -> AppLoadError:
     return AppLoadError(
         f"cannot load app {name!r}: {type(e).__name__}: {e}",
-        "".join(traceback.format_exception(e)),
+        _userTraceback(e),
     )
+
+
+def _isMachinery(filename: str) -> bool:
+    """
+    Whether a traceback frame in C{filename} is the import system's or this
+    module's rather than the user's.
+    """
+    return filename.startswith("<frozen") or filename in (__file__, importlib.__file__)
+
+
+def _userTraceback(e: BaseException) -> str:
+    """
+    The traceback of C{e} (and of the exceptions it chains) with only the
+    user's frames: an import error otherwise shows a dozen frames of
+    C{<frozen importlib._bootstrap>} that hide the one line that matters.
+    """
+    report = traceback.TracebackException.from_exception(e)
+    pending = [report]
+    while pending:
+        part = pending.pop()
+        part.stack = traceback.StackSummary.from_list(
+            [frame for frame in part.stack if not _isMachinery(frame.filename)]
+        )
+        pending.extend(
+            chained for chained in (part.__cause__, part.__context__)
+            if chained is not None
+        )
+    return "".join(report.format())
 
 
 def resolveName(name: str) -> Any:
@@ -155,23 +183,32 @@ def buildApp(obj: Any, name: str = "app", context: Any = None) -> Any:
     """
     if isinstance(obj, ClusterApp):
         obj = obj.app
-    for attempt in range(2):
-        if IResource.providedBy(obj) or IProtocolFactory.providedBy(obj):
-            return obj
-        if attempt == 0 and callable(obj):
-            call: Callable[..., Any] = obj
-            try:
-                obj = call(context) if _wantsContext(call) else call()
-            except Exception as e:
-                raise _fromUserCode(name, e) from e
-            if isinstance(obj, ClusterApp):
-                raise AppLoadError(
-                    f"cannot load app {name!r}: it returned a ClusterApp; name "
-                    "the ClusterApp itself (the master needs its responders)"
-                )
-            continue
-        break
-    raise _notAnApp(obj, name)
+    if _isServable(obj):
+        return obj
+    if not callable(obj):
+        raise _notAnApp(obj, name)
+    call: Callable[..., Any] = obj
+    try:
+        built = call(context) if _wantsContext(call) else call()
+    except Exception as e:
+        raise _fromUserCode(name, e) from e
+    if isinstance(built, ClusterApp):
+        raise AppLoadError(
+            f"cannot load app {name!r}: it returned a ClusterApp; name "
+            "the ClusterApp itself (the master needs its responders)"
+        )
+    if not _isServable(built):
+        # Name what the call returned: the user's callable is fine, its
+        # result is not.
+        raise AppLoadError(
+            f"cannot load app {name!r}: it returned {type(built).__name__} "
+            "object, not an IResource or an IProtocolFactory"
+        )
+    return built
+
+
+def _isServable(obj: Any) -> bool:
+    return IResource.providedBy(obj) or IProtocolFactory.providedBy(obj)
 
 
 def asFactory(obj: Any, name: str = "app", context: Any = None) -> IProtocolFactory:

@@ -63,24 +63,35 @@ class StartupPolicy:
     Before any worker was ever ready, one app load error is fatal: the same
     code will fail the same way in every worker.  Afterwards (the code was
     changed under a running cluster, a resource ran out) the master keeps
-    trying with backoff until C{maxFailures} start-ups in a row failed.
+    trying with backoff.  It gives up after C{maxFailures} start-ups in a row
+    failed only when no worker is left serving: while some still are, a
+    broken slot must not take the healthy workers and their requests down
+    with it, so the master keeps retrying at the backoff's slowest pace.
     """
 
     maxFailures: int = 5
 
     def judge(
-        self, consecutiveFailures: int, everReady: bool, appError: str | None
+        self,
+        consecutiveFailures: int,
+        everReady: bool,
+        appError: str | None,
+        readyWorkers: int = 0,
+        otherReason: str | None = None,
     ) -> StartupVerdict:
         """
         @param consecutiveFailures: start-ups that failed in a row, this one
             included.
         @param everReady: whether any worker of this cluster was ever ready.
         @param appError: the worker's one-line app load error, if it sent one.
+        @param readyWorkers: how many workers are serving right now.
+        @param otherReason: why the worker did not start when it is not an
+            app error (it was killed for taking too long), in one line.
         """
         if appError is not None and not everReady:
             return StartupVerdict(True, appError)
-        if consecutiveFailures >= self.maxFailures:
-            why = appError or "worker exited before it was ready"
+        if consecutiveFailures >= self.maxFailures and readyWorkers == 0:
+            why = appError or otherReason or "worker exited before it was ready"
             return StartupVerdict(
                 True, f"{consecutiveFailures} worker start-ups in a row failed: {why}"
             )

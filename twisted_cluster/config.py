@@ -22,12 +22,22 @@ def defaultWorkers() -> int:
         return os.cpu_count() or 1
 
 
+def defaultMaxWorkers() -> int:
+    """
+    The default ceiling on workers (C{--max-workers}): four per CPU, at
+    least 16.  A typo in C{scale 10000} must not fork the machine to death.
+    """
+    return max(16, 4 * defaultWorkers())
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class ClusterConfig:
     """
     Everything the master needs to run a cluster.
 
     @ivar workers: how many workers to keep running.
+    @ivar maxWorkers: the most workers resizing (SIGTTIN, the control site)
+        may reach.
     @ivar app: the C{--app} dotted name, or C{None} for the built-in page.
     @ivar listen: endpoint strings to listen on.
     @ivar gracePeriod: seconds a draining worker may take before SIGKILL.
@@ -58,6 +68,7 @@ class ClusterConfig:
     """
 
     workers: int = attr.ib(factory=defaultWorkers)
+    maxWorkers: int = attr.ib(factory=lambda: defaultMaxWorkers())
     app: str | None = None
     listen: tuple[str, ...] = ("tcp:8080",)
     gracePeriod: float = 30.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -139,7 +140,20 @@ def resolveEndpoint(description: str | None, pid: int) -> str | None:
         return None
     if description == AUTO:
         return defaultEndpoint(pid)
-    return description
+    return privateUNIX(description)
+
+
+def privateUNIX(description: str) -> str:
+    """
+    C{description}, with C{mode=600} added when it is a UNIX endpoint that
+    sets no mode: Twisted creates UNIX sockets with mode 0666, and whoever
+    can connect to the control site can restart the cluster.
+    """
+    kind, _, rest = description.partition(":")
+    parameters = re.split(r"(?<!\\):", rest)
+    if kind.strip().lower() != "unix" or any(p.startswith("mode=") for p in parameters):
+        return description
+    return f"{description}:mode=600"
 
 
 def checkEndpoint(reactor: Any, description: str | None) -> None:
@@ -322,7 +336,10 @@ def _operation(service: Any, name: str) -> Callable[[], Any]:
     def run() -> Any:
         result = method()
         if result is None:
-            raise ValueError(f"{name} refused: the cluster is stopping, or it is the last worker")
+            raise ValueError(
+                f"{name} refused: the cluster is stopping, it is the last worker, "
+                "or --max-workers is reached"
+            )
         return result
 
     return run
@@ -340,6 +357,9 @@ def _scale(service: Any, status: Callable[[], dict[str, Any]], request: Request)
         raise ValueError("scale needs workers=N, a whole number >= 1") from None
     if wanted < 1:
         raise ValueError("scale needs workers=N, a whole number >= 1")
+    ceiling = getattr(getattr(service, "config", None), "maxWorkers", None)
+    if ceiling is not None and wanted > ceiling:
+        raise ValueError(f"scale to {wanted} refused: --max-workers is {ceiling}")
     current = status()["cluster"]["target"]
     step = "addWorker" if wanted > current else "removeWorker"
     for _ in range(abs(wanted - current)):

@@ -22,6 +22,8 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 
+from twisted_cluster.wrapping import explainParseError
+
 
 class ListenError(Exception):
     """
@@ -95,9 +97,12 @@ def parseEndpoint(reactor: Any, description: str) -> Any:
             ) from e
         raise ListenError(f"bad --listen endpoint {description!r}: {e}") from e
     except Exception as e:
-        # ValueError, TypeError, OSError, and the TLS library's own errors
-        # for a certificate or key that does not load.
-        raise ListenError(f"bad --listen endpoint {description!r}: {e}") from e
+        # ValueError, TypeError, OSError, ImportError (no TLS library), and
+        # the TLS library's own errors for a certificate or key that does
+        # not load.
+        raise ListenError(
+            f"bad --listen endpoint {description!r}: {explainParseError(e)}"
+        ) from e
 
 
 def listenNow(endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> IListeningPort:

@@ -102,8 +102,10 @@ class RollingRestart:
         self._plan.request(self._supervisor.slotPids())
         if not self._running:
             self._running = True
-            log.info("rolling restart: replacing {count} workers one at a time",
-                     count=sum(1 for p in self._supervisor.slotPids().values() if p))
+            log.info(
+                "rolling restart: replacing workers one at a time; to replace: {count}",
+                count=sum(1 for p in self._supervisor.slotPids().values() if p),
+            )
             self._step(0)
         return d
 
@@ -115,7 +117,7 @@ class RollingRestart:
         current = supervisor.slotPids()
         workerId = self._plan.next(current)
         if workerId is None:
-            log.info("rolling restart done: {count} workers replaced", count=replaced)
+            log.info("rolling restart done; workers replaced: {count}", count=replaced)
             self._finish(True)
             return
         pid = current[workerId]

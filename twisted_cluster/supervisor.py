@@ -169,6 +169,7 @@ class Supervisor:
                 pid=process.pid,
                 timeout=self._config.startTimeout,
             )
+            process.exitCause = STARTUP
             self.terminate(process)
 
     def terminate(self, process: WorkerProcess) -> None:
@@ -248,12 +249,26 @@ class Supervisor:
                 error=error,
                 details=process.appErrorDetails,
             )
+        timedOut = (
+            f"worker not ready within --start-timeout {self._config.startTimeout:g}s"
+            if process.exitCause == STARTUP  # killed by _startTimedOut
+            else None
+        )
         verdict = self._config.startup.judge(
-            self._startupFailures, self.everReady, error
+            self._startupFailures, self.everReady, error, len(self.ready()), timedOut
         )
         if verdict.fatal:
             self._fatal = True
             self._onFatal(verdict.reason)
+        elif self._startupFailures >= self._config.startup.maxFailures:
+            log.error(
+                "worker {worker_id} pid {pid} failed to start ({failures} start-ups "
+                "in a row): retrying with backoff; workers still serving: {serving}",
+                worker_id=process.workerId,
+                pid=process.pid,
+                failures=self._startupFailures,
+                serving=len(self.ready()),
+            )
 
     def noteReady(self, process: WorkerProcess) -> None:
         """
@@ -377,10 +392,16 @@ class Supervisor:
         """
         Add one worker, in the lowest free slot id.
 
-        @return: the new worker id (the worker is starting), or C{None} while
-            the cluster is stopping.
+        @return: the new worker id (the worker is starting), or C{None} when
+            refused: the cluster is stopping, or C{maxWorkers} run already.
         """
         if self.stopping:
+            return None
+        if len(self._slots) >= self._config.maxWorkers:
+            log.warn(
+                "not adding a worker: --max-workers is {count}",
+                count=len(self._slots),
+            )
             return None
         workerId = 1
         while workerId in self._slots:
@@ -388,7 +409,7 @@ class Supervisor:
         slot = self._slots[workerId] = _Slot(workerId)
         process = self._spawn(slot)
         log.info(
-            "worker {worker_id} pid {pid} added: {count} workers",
+            "worker {worker_id} pid {pid} added; workers: {count}",
             worker_id=workerId,
             pid=process.pid,
             count=len(self._slots),
@@ -418,7 +439,7 @@ class Supervisor:
                 self._retired.add(process)
                 self._retire(process)
         log.info(
-            "worker {worker_id} pid {pid} removed: draining it, {count} workers left",
+            "worker {worker_id} pid {pid} removed: draining it; workers left: {count}",
             worker_id=workerId,
             pid=slot.process.pid if slot.process else None,
             count=len(self._slots),

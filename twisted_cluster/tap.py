@@ -9,7 +9,9 @@ the reactor as an argument.
 from __future__ import annotations
 
 import atexit
+import math
 import os
+import re
 import signal
 import sys
 from typing import Any, Callable, NoReturn
@@ -19,7 +21,7 @@ from twisted.python import usage
 
 from twisted_cluster.apploading import AppLoadError, checkApp, resolveName
 from twisted_cluster.clusterapp import ClusterApp
-from twisted_cluster.config import ClusterConfig, defaultWorkers
+from twisted_cluster.config import ClusterConfig, defaultMaxWorkers, defaultWorkers
 from twisted_cluster.dispatch import POLICIES
 from twisted_cluster.listening import ListenError
 from twisted_cluster.master import ClusterService
@@ -46,7 +48,8 @@ def _number(kind: Callable[[str], Any], name: str, minimum: float) -> Callable[[
             number = kind(value)
         except ValueError:
             number = None
-        if number is None or number < minimum:
+        # float() accepts "nan" and "inf": neither is a usable setting.
+        if number is None or not math.isfinite(number) or number < minimum:
             what = "a whole number" if kind is int else "a number"
             die(f"--{name} must be {what} >= {minimum:g}, not {value!r}")
         return number
@@ -82,6 +85,10 @@ class Options(usage.Options):
     optParameters = [
         ["workers", "w", None, "Worker processes to run (default: the number of CPUs).",
          _number(int, "workers", 1)],
+        ["max-workers", None, None,
+         "The most workers SIGTTIN and the control site's add/scale may reach "
+         "(default: 4 per CPU, at least 16).",
+         _number(int, "max-workers", 1)],
         ["app", "a", None,
          "The app, as a dotted name: an IResource, an IProtocolFactory, or a "
          "callable returning one (module.attr or module:attr).  Default: a "
@@ -137,6 +144,12 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        # usage.Options wraps an opt_ method's docstring as it is: join its
+        # lines, so that their indentation does not show up in --help.
+        self.docs = {
+            name: re.sub(r"\s*\n\s*", " ", doc.strip()) if doc else doc
+            for name, doc in self.docs.items()
+        }
 
     def opt_listen(self, description: str) -> None:
         """
@@ -153,6 +166,10 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["workers"] is None:
             self["workers"] = defaultWorkers()
+        if self["max-workers"] is None:
+            self["max-workers"] = max(defaultMaxWorkers(), self["workers"])
+        if self["workers"] > self["max-workers"]:
+            die(f"--workers {self['workers']} is more than --max-workers {self['max-workers']}")
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
         try:
@@ -167,6 +184,7 @@ class Options(usage.Options):
         """
         return ClusterConfig(
             workers=self["workers"],
+            maxWorkers=self["max-workers"],
             app=self["app"],
             listen=tuple(self["listen"]),
             gracePeriod=self["grace-period"],

@@ -67,7 +67,6 @@ class ConnectionTracker:
             self.acceptableProtocols = factory.acceptableProtocols
         self._onClose = onClose
         self._protocols: set[IProtocol] = set()
-        self._fresh: set[IProtocol] = set()
         self.served = 0
 
     @property
@@ -88,21 +87,8 @@ class ConnectionTracker:
         self._protocols.add(protocol)
         appLost = protocol.connectionLost
         protocols = self._protocols
-        fresh = self._fresh
-        fresh.add(protocol)
-        appReceived = protocol.dataReceived
-
-        def firstDataReceived(data: bytes) -> None:
-            # Paid once per connection: then the app's own method again.
-            fresh.discard(protocol)
-            protocol.dataReceived = appReceived  # type: ignore[method-assign]
-            appReceived(data)
-
-        protocol.dataReceived = firstDataReceived  # type: ignore[method-assign]
-
         def connectionLost(reason: Any) -> None:
             protocols.discard(protocol)
-            fresh.discard(protocol)
             try:
                 appLost(reason)
             finally:
@@ -111,28 +97,52 @@ class ConnectionTracker:
         protocol.connectionLost = connectionLost  # type: ignore[method-assign]
         return protocol
 
-    def closeIdle(self, closeFresh: bool = True) -> int:
+    def closeIdle(self, closeIdleNow: bool = True) -> int:
         """
-        Close every idle connection; ask HTTP channels with a request in
-        flight to close once it is answered.
+        Drain the connections: every HTTP/1 channel answers its next response
+        with C{Connection: close} and closes after it, so a keep-alive client
+        learns to reconnect elsewhere instead of losing a request; idle
+        connections are closed when C{closeIdleNow}.
 
-        @param closeFresh: whether connections that never received a byte
-            count as idle.  A connection adopted a moment ago has its first
-            request on the way: closing it would fail that request.
-        @return: how many connections are still open with work in flight.
+        @param closeIdleNow: close the idle connections now.  Before that, a
+            drain leaves them a moment to send the request that is perhaps
+            on its way (closing would fail it).
+        @return: how many connections are still open.
         """
-        busy = 0
+        remaining = 0
         for built in list(self._protocols):
-            # twisted.web's Site builds a generic wrapper that picks HTTP/1.1
-            # or HTTP/2; the state lives in the channel it wraps.
-            protocol = getattr(built, "_channel", built)
+            protocol = _unwrapped(built)
             transport = getattr(protocol, "transport", None)
             if transport is None:
                 continue
-            if isIdle(protocol) and (closeFresh or built not in self._fresh):
+            _closeAfterResponse(protocol)
+            if closeIdleNow and isIdle(protocol):
                 transport.loseConnection()
             else:
-                if hasattr(protocol, "persistent") and built not in self._fresh:
-                    protocol.persistent = False
-                busy += 1
-        return busy
+                remaining += 1
+        return remaining
+
+
+def _closeAfterResponse(channel: Any) -> None:
+    """
+    Make an HTTP/1 channel close after its current or next response, and say
+    so in that response (C{Connection: close}).  Other protocols are left
+    alone.
+    """
+    if not hasattr(channel, "checkPersistence") or getattr(channel, "_draining", False):
+        return
+    channel._draining = True
+
+    def checkPersistence(request: Any, version: bytes) -> bool:
+        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        return False
+
+    channel.checkPersistence = checkPersistence
+    requests = getattr(channel, "requests", ())
+    if requests:
+        # A request is in flight: its persistence was decided already.  (On
+        # an idle channel this flag would make it drop the next request.)
+        channel.persistent = False
+    for request in requests:
+        if not request.startedWriting:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])

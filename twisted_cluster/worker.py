@@ -56,9 +56,10 @@ LOG_FD = 5
 #: (L{HandoffReceiver}); adoptions are always acknowledged at once.
 CLOSE_DELAY = 0.005
 
-#: Seconds a draining worker waits for the first request of a connection
-#: it adopted before closing it as idle.
-FRESH_GRACE = 2.0
+#: Seconds a draining worker leaves idle connections (just adopted, or
+#: keep-alive between requests) to send the request that may be on its way;
+#: it is answered with C{Connection: close}.  Then idle ones are closed.
+IDLE_GRACE = 2.0
 
 #: Exit status of a worker that could not load its app.
 EXIT_APP_ERROR = 3
@@ -320,10 +321,8 @@ class Worker:
 
     def _closeIdle(self) -> None:
         assert self.tracker is not None
-        # New connections get FRESH_GRACE seconds to send their first
-        # request before a drain closes them as idle.
-        closeFresh = self._reactor.seconds() - self._drainStarted >= FRESH_GRACE
-        if self.tracker.closeIdle(closeFresh) == 0 and self.tracker.open == 0:
+        closeIdleNow = self._reactor.seconds() - self._drainStarted >= IDLE_GRACE
+        if self.tracker.closeIdle(closeIdleNow) == 0:
             self._finish()
 
     def controlLost(self) -> None:

@@ -106,11 +106,27 @@ def _proxyProtocol(factory: IProtocolFactory) -> IProtocolFactory:
     return wrapped[0]
 
 
+def explainParseError(e: Exception) -> str:
+    """
+    Why an endpoint string did not parse, in one line: Twisted's own words,
+    except for a missing TLS library, where they ("No module named
+    'OpenSSL'") do not tell the user what to install.
+    """
+    if isinstance(e, ImportError) and (e.name or "").split(".")[0] == "OpenSSL":
+        return (
+            "TLS needs pyOpenSSL, which is not installed: "
+            "pip install 'twisted-cluster[tls]'"
+        )
+    return str(e)
+
+
 def _sslContextFactory(reactor: Any, description: str) -> Any:
     try:
         endpoint = serverFromString(reactor, description)
     except Exception as e:
-        raise WrappingError(f"cannot set up TLS for {description!r}: {e}") from e
+        raise WrappingError(
+            f"cannot set up TLS for {description!r}: {explainParseError(e)}"
+        ) from e
     contextFactory = getattr(endpoint, "_sslContextFactory", None)
     if contextFactory is None:  # pragma: no cover - a Twisted we do not know
         raise WrappingError(f"cannot find the TLS context of {description!r}")

@@ -214,6 +214,9 @@ class RecyclerTests(SynchronousTestCase):
         h = Harness(self)
         w1, w2 = h.startAll()
         recycler = Recycler(h.supervisor, RecyclePolicy(maxMemory=10))
+        w1.figures = {"open": 0, "served": 0, "rss": 5 * MB}
+        recycler.check(w1)
+        self.assertEqual(len(h.spawned), 2)
         w1.figures = {"open": 0, "served": 0, "rss": 11 * MB}
         recycler.check(w1)
         new = h.spawned[-1]
@@ -224,6 +227,20 @@ class RecyclerTests(SynchronousTestCase):
         self.assertTrue(w1.drained)
         self.assertEqual(h.supervisor.restarts["recycle"], 1)
         self.assertEqual(len(h.logged("recycling it")), 1)
+
+    def test_memoryLimitBelowAFreshWorkerTurnsMemoryRecyclingOff(self) -> None:
+        """
+        A limit that a worker exceeds at its first ping would recycle every
+        worker forever: it is turned off, with one log line.
+        """
+        h = Harness(self)
+        w1, w2 = h.startAll()
+        recycler = Recycler(h.supervisor, RecyclePolicy(maxMemory=10))
+        for process in (w1, w2, w1, w2):
+            process.figures = {"open": 0, "served": 0, "rss": 50 * MB}
+            recycler.check(process)
+        self.assertEqual(len(h.spawned), 2)
+        self.assertEqual(len(h.logged("recycling for memory is off")), 1)
 
     def test_workerWithinTheLimitStays(self) -> None:
         h = Harness(self)

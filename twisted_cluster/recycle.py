@@ -55,17 +55,30 @@ class RecyclePolicy:
         spread = int(self.maxConnections * self.jitter)
         return self.maxConnections + rng.randint(0, spread)
 
-    def reason(self, served: int, rss: int, limit: int) -> str | None:
+    def reason(
+        self, served: int, rss: int, limit: int, checkMemory: bool = True
+    ) -> str | None:
         """
         Why a worker that served C{served} connections, uses C{rss} bytes
         and has the connection limit C{limit} must be recycled, in words;
         C{None} when it may go on.
+
+        @param checkMemory: whether the memory limit applies (see
+            L{tooLowForAFreshWorker}).
         """
         if limit and served >= limit:
             return f"served {served} connections (limit {limit})"
-        if self.maxMemory and rss >= self.maxMemory * MB:
+        if checkMemory and self.maxMemory and rss >= self.maxMemory * MB:
             return f"uses {rss / MB:.0f} MB (limit {self.maxMemory:g} MB)"
         return None
+
+    def tooLowForAFreshWorker(self, firstRSS: int) -> bool:
+        """
+        Whether the memory limit is below what a worker used at its first
+        health ping: recycling for memory would then replace every worker
+        forever, so it is turned off instead.
+        """
+        return bool(self.maxMemory) and firstRSS >= self.maxMemory * MB
 
 
 class Recycler:
@@ -86,6 +99,8 @@ class Recycler:
         self._policy = policy
         self._rng = rng if rng is not None else random.Random()
         self._limits: dict[WorkerProcess, int] = {}
+        self._seen: set[WorkerProcess] = set()
+        self._checkMemory = True
 
     def limitOf(self, process: WorkerProcess) -> int:
         """
@@ -103,8 +118,22 @@ class Recycler:
             return
         for gone in [p for p in self._limits if p.state not in (READY, STARTING)]:
             del self._limits[gone]
+        self._seen = {p for p in self._seen if p.state in (READY, STARTING)}
+        rss = process.figures["rss"]
+        if process not in self._seen:
+            self._seen.add(process)
+            if self._checkMemory and self._policy.tooLowForAFreshWorker(rss):
+                self._checkMemory = False
+                log.error(
+                    "worker {worker_id} pid {pid} uses {rss} MB at start, more than "
+                    "--max-memory {limit:g} MB: recycling for memory is off",
+                    worker_id=process.workerId,
+                    pid=process.pid,
+                    rss=rss // MB,
+                    limit=self._policy.maxMemory,
+                )
         why = self._policy.reason(
-            process.figures["served"], process.figures["rss"], self.limitOf(process)
+            process.figures["served"], rss, self.limitOf(process), self._checkMemory
         )
         if why is None or not self._supervisor.canReplace(process):
             return

@@ -9,7 +9,7 @@ L{WorkerProcess.send} (the hand-off channel) -> worker.
 from __future__ import annotations
 
 import signal
-from collections import defaultdict, deque
+from collections import deque
 from typing import Any, Callable
 
 import os
@@ -230,7 +230,8 @@ class ClusterService(Service):
         if not ready:
             self._hold(connections, peers)
             return
-        choose = self._policy.choose
+        # The policy's keys are our worker processes.
+        choose: Callable[..., Any] = self._policy.choose
         if len(connections) == 1:
             choose(ready, peers[0]).send(connections)
             return

@@ -8,7 +8,6 @@ L{WorkerProcess.send} (the hand-off channel) -> worker.
 
 from __future__ import annotations
 
-import signal
 from collections import deque
 from typing import Any, Callable
 
@@ -20,10 +19,10 @@ from twisted.protocols import amp
 from zope.interface import implementer
 
 from twisted_cluster.acceptor import Acceptor, Accepted
-from twisted_cluster.calling import DEFAULT_TIMEOUT, AppResponders
+from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import Responders, makeLocator
 from twisted_cluster.contexts import IMasterContext
-from twisted_cluster.routing import RelayLocator, WorkerCalls
+from twisted_cluster.routing import ForwardingMasterContext, RelayLocator, WorkerCalls
 from twisted_cluster.config import ClusterConfig
 from twisted_cluster.control import ControlServer, checkEndpoint, resolveEndpoint
 from twisted_cluster.dispatch import IDispatchPolicy, policyNamed
@@ -47,7 +46,7 @@ def _credentialFields(config: ClusterConfig) -> dict[str, Any]:
 
 
 @implementer(IMasterContext)
-class ClusterService(Service):
+class ClusterService(ForwardingMasterContext, Service):
     """
     A Twisted service that runs a whole cluster: listeners, workers, hand-off.
 
@@ -63,7 +62,7 @@ class ClusterService(Service):
         first one died before adopting them.
     """
 
-    name = "cluster"
+    name: str | None = "cluster"  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -350,38 +349,9 @@ class ClusterService(Service):
                     connections.setdefault(process.workerId, process.control)
         return connections
 
-    def workerIds(self) -> list[int]:
-        """
-        The ids of the ready workers.
-        """
-        return self.calls.workerIds()
-
-    def callWorker(
-        self,
-        workerId: int,
-        command: type[amp.Command],
-        /,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        **arguments: Any,
-    ) -> Deferred[Any]:
-        """
-        Call the app's C{command} on worker C{workerId}
-        (L{twisted_cluster.routing.WorkerCalls.callWorker}).
-        """
-        return self.calls.callWorker(workerId, command, timeout, **arguments)
-
-    def broadcast(
-        self,
-        command: type[amp.Command],
-        /,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        **arguments: Any,
-    ) -> Deferred[dict[int, Any]]:
-        """
-        Call the app's C{command} on every ready worker; fire with each
-        one's answer or failure (L{twisted_cluster.routing.WorkerCalls.broadcast}).
-        """
-        return self.calls.broadcast(command, timeout, **arguments)
+    def _masterContext(self) -> IMasterContext:
+        # workerIds, callWorker and broadcast (ForwardingMasterContext).
+        return self.calls
 
     def workerTable(self) -> list[dict[str, Any]]:
         """
@@ -499,7 +469,8 @@ class ClusterService(Service):
             log.info("stopping: draining workers (grace period {grace}s)",
                      grace=self.config.gracePeriod)
             self._stopped = self.supervisor.stop().addCallback(lambda _: None)
-        if self.control is not None:
+        control = self.control
+        if control is not None:
             # Serve the status page while the workers drain; close it last.
-            self._stopped.addCallback(lambda _, control=self.control: control.stop())
+            self._stopped.addCallback(lambda _: control.stop())
         return self._stopped

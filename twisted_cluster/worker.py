@@ -23,7 +23,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import attr
 from twisted.internet.defer import Deferred
@@ -65,6 +65,10 @@ IDLE_GRACE = 2.0
 EXIT_APP_ERROR = 3
 
 
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class WorkerConfig:
     """
@@ -93,7 +97,7 @@ class WorkerConfig:
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] = attr.ib(default=(), converter=tuple)
-    pythonPath: tuple[str, ...] = attr.ib(default=(), converter=tuple)
+    pythonPath: tuple[str, ...] = attr.ib(default=(), converter=_strings)
 
     def toJSON(self) -> str:
         return json.dumps(attr.asdict(self))

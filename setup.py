@@ -6,7 +6,7 @@ setup(
     description="Node's cluster module for Twisted: one master, N workers, no lost connections.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["twisted_cluster", "twisted_cluster.*"])
     + ["twisted.plugins"],
     package_data={

@@ -214,3 +214,40 @@ class AcknowledgementTimingTests(ChannelMixin, SynchronousTestCase):
         self.assertEqual(self.lost, [[(connection, 0)]])
         self.assertFalse(fdIsOpen(copy))
         os.close(connection)
+
+
+class WaitingSinceTests(ChannelMixin, SynchronousTestCase):
+    """
+    The sender remembers since when its worker has connections to adopt.
+    """
+
+    def setUp(self) -> None:
+        self.makeChannel()
+        self.addCleanup(self.workerEnd.close)
+
+    def connection(self) -> int:
+        client, server = socket.socketpair()
+        self.addCleanup(client.close)
+        return server.detach()
+
+    def ack(self, adopted: int) -> None:
+        self.workerEnd.send(encodeAck(adopted, 0))
+        self.sender.doRead()
+
+    def test_idleChannelWaitsForNothing(self) -> None:
+        self.assertIsNone(self.sender.waitingSince)
+
+    def test_sendingStartsTheWaitAndAFullAcknowledgementEndsIt(self) -> None:
+        self.reactor.advance(5)
+        self.sender.send([(self.connection(), 0)])
+        self.reactor.advance(1)
+        self.sender.send([(self.connection(), 0)])
+        self.assertEqual(self.sender.waitingSince, 5)
+        self.ack(2)
+        self.assertIsNone(self.sender.waitingSince)
+
+    def test_aPartialAcknowledgementRestartsTheWait(self) -> None:
+        self.sender.send([(self.connection(), 0), (self.connection(), 0)])
+        self.reactor.advance(3)
+        self.ack(1)
+        self.assertEqual(self.sender.waitingSince, 3)

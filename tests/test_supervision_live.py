@@ -71,6 +71,33 @@ class LoadLoop:
 class HealthCheckTests(TestCase):
     timeout = 40
 
+    async def test_blockedWorkerGetsNoNewConnectionsOnceItStopsAdopting(self) -> None:
+        """
+        A worker that leaves a connection unadopted for a second gets no
+        more: the next requests go to the other worker at once, long before
+        the health check would kill the blocked one; the connection it
+        held is served when it wakes up, not lost.
+        """
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--health-timeout", "60", *APP, waitReady=2
+        )
+        blocking = Deferred.fromCoroutine(get(cluster.url + "block?s=6", timeout=20))
+        await sleep(0.3)
+        # Round-robin: one of these two lands on the blocked worker and
+        # waits there, unadopted.
+        pair = [Deferred.fromCoroutine(get(cluster.url, timeout=20)) for _ in range(2)]
+        await sleep(1.2)  # the master notices at its next dispatch
+        answers = [await get(cluster.url, timeout=3) for _ in range(4)]
+        await waitUntil(
+            lambda: events(cluster, "has not adopted its connections"), 5, "the log line"
+        )
+        self.assertEqual(len(set(answers)), 1, answers)
+        [(code, responsive)] = set(answers)
+        pairAnswers = {await d for d in pair}
+        self.assertEqual(len(pairAnswers), 2, "the held connection was served")
+        self.assertIn((200, responsive), pairAnswers)
+        self.assertEqual((await blocking)[0], 200)
+
     async def test_workerBlockedInSleepIsReplacedWithinIntervalPlusTimeout(self) -> None:
         """
         A worker whose reactor is blocked in C{time.sleep} stops answering

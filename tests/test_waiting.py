@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_cluster.config import ClusterConfig
 from twisted_cluster.dispatch import LeastConnections, Sticky
-from twisted_cluster.master import ClusterService
+from twisted_cluster.master import STALL_AFTER, ClusterService
 from twisted_cluster.process import READY, STOPPED
 
 
@@ -156,3 +156,64 @@ class WaitingQueueTests(SynchronousTestCase):
         self.assertEqual(policy.openConnections(worker), 1)
         service._workerLost(worker, [])  # type: ignore[arg-type]
         self.assertEqual(policy.openConnections(worker), 0)
+
+
+class FakeHandoff:
+    """
+    The part of a hand-off channel the master reads to spot a stalled
+    worker.
+    """
+
+    waitingSince = None
+
+
+class StalledWorkerTests(SynchronousTestCase):
+    """
+    A worker that leaves connections unadopted for C{STALL_AFTER} seconds
+    (its reactor is blocked) gets no new ones while another worker adopts.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.service = ClusterService(self.clock, ClusterConfig(workers=2))
+        self.supervisor = FakeSupervisor()
+        self.service.supervisor = self.supervisor  # type: ignore[assignment]
+        self.one, self.two = FakeWorker(1), FakeWorker(2)
+        for worker in (self.one, self.two):
+            worker.handoff = FakeHandoff()  # type: ignore[assignment]
+            self.supervisor.workers.append(worker)
+            self.service._workerReady(worker)  # type: ignore[arg-type]
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def dispatch(self, count: int) -> None:
+        for _ in range(count):
+            self.service._dispatch([(-1, 0)], [None])
+
+    def test_stalledWorkerIsPassedOverWithOneLogLine(self) -> None:
+        self.one.handoff.waitingSince = self.clock.seconds()  # type: ignore[union-attr]
+        self.clock.advance(STALL_AFTER)
+        self.dispatch(4)
+        self.assertEqual((len(self.one.sent), len(self.two.sent)), (0, 4))
+        stalls = [e for e in self.events if "has not adopted" in e["log_format"]]
+        self.assertEqual([(e["worker_id"], e["pid"]) for e in stalls], [(1, 1001)])
+
+    def test_aShortWaitIsNoStall(self) -> None:
+        self.one.handoff.waitingSince = self.clock.seconds()  # type: ignore[union-attr]
+        self.clock.advance(STALL_AFTER / 2)
+        self.dispatch(4)
+        self.assertEqual((len(self.one.sent), len(self.two.sent)), (2, 2))
+
+    def test_workerThatAdoptsAgainIsServedAgain(self) -> None:
+        self.one.handoff.waitingSince = self.clock.seconds()  # type: ignore[union-attr]
+        self.clock.advance(STALL_AFTER)
+        self.dispatch(2)
+        self.one.handoff.waitingSince = None  # type: ignore[union-attr]
+        self.dispatch(2)
+        self.assertEqual((len(self.one.sent), len(self.two.sent)), (1, 3))
+
+    def test_whenEveryWorkerIsStalledAllStayCandidates(self) -> None:
+        for worker in (self.one, self.two):
+            worker.handoff.waitingSince = self.clock.seconds()  # type: ignore[union-attr]
+        self.clock.advance(STALL_AFTER)
+        self.dispatch(4)
+        self.assertEqual((len(self.one.sent), len(self.two.sent)), (2, 2))

@@ -116,11 +116,14 @@ class HandoffSender:
     The master's end of one worker's hand-off channel.
 
     @ivar inFlight: descriptors sent and not yet acknowledged, oldest first.
+    @ivar waitingSince: since when (reactor time) the worker has had
+        connections to acknowledge, or C{None}: a worker whose reactor is
+        blocked stops acknowledging long before a health ping times out.
     """
 
     def __init__(
         self,
-        reactor: IReactorFDSet,
+        reactor: _FDAndTime,
         sock: socket.socket,
         onAck: Callable[[int, int], None],
         onLost: Callable[[list[Connection]], None],
@@ -138,6 +141,7 @@ class HandoffSender:
         self.inFlight: deque[Connection] = deque()
         self._backlog: deque[Connection] = deque()
         self._lost = False
+        self.waitingSince: float | None = None
         reactor.addReader(self)
 
     def send(self, connections: Iterable[Connection]) -> None:
@@ -181,6 +185,8 @@ class HandoffSender:
                 self._lose()
                 return
             self.inFlight.extend(batch)
+            if self.waitingSince is None:
+                self.waitingSince = self._reactor.seconds()
 
     @property
     def pending(self) -> int:
@@ -215,6 +221,10 @@ class HandoffSender:
             inFlight = self.inFlight
             for _ in range(min(adopted, len(inFlight))):
                 os.close(inFlight.popleft()[0])
+            if adopted:
+                # What is left was sent after what was acknowledged: it has
+                # waited at most since now.
+                self.waitingSince = self._reactor.seconds() if inFlight else None
             self._onAck(adopted, closed)
         if self._backlog:
             self._flush()

@@ -45,6 +45,21 @@ def _credentialFields(config: ClusterConfig) -> dict[str, Any]:
     return {"uid": credentials.uid, "gid": credentials.gid, "groups": credentials.groups}
 
 
+#: Seconds a worker may leave connections unadopted before the master sends
+#: new ones to the other workers (L{ClusterService._responsive}).
+STALL_AFTER = 1.0
+
+
+def _waitingSince(process: WorkerProcess) -> float:
+    handoff = process.handoff
+    since = handoff.waitingSince if handoff is not None else None
+    return since if since is not None else float("inf")
+
+
+def _stalled(process: WorkerProcess, now: float) -> bool:
+    return now - _waitingSince(process) >= STALL_AFTER
+
+
 @implementer(IMasterContext)
 class ClusterService(ForwardingMasterContext, Service):
     """
@@ -97,6 +112,7 @@ class ClusterService(ForwardingMasterContext, Service):
         #: Connections (and their peers) held while no worker is ready.
         self._waiting: deque[tuple[Connection, Any]] = deque()
         self._ready: list[WorkerProcess] = []
+        self._stalled: set[int | None] = set()
         self._droppedWaiting = 0
         self._readyWaiters: list[Deferred[ClusterService]] = []
         self.fatalError: str | None = None
@@ -229,6 +245,8 @@ class ClusterService(ForwardingMasterContext, Service):
         if not ready:
             self._hold(connections, peers)
             return
+        if len(ready) > 1:
+            ready = self._responsive(ready)
         # The policy's keys are our worker processes.
         choose: Callable[..., Any] = self._policy.choose
         if len(connections) == 1:
@@ -244,6 +262,30 @@ class ClusterService(ForwardingMasterContext, Service):
                 batch.append(connection)
         for worker, batch in batches.items():
             worker.send(batch)
+
+    def _responsive(self, ready: list[WorkerProcess]) -> list[WorkerProcess]:
+        """
+        C{ready} without the workers that left connections unadopted for
+        L{STALL_AFTER} seconds: a worker whose reactor is blocked gets no
+        more connections long before its health ping times out (and the
+        ones it holds go to other workers when it is killed).  When every
+        worker looks stalled, all of them stay candidates.
+        """
+        now = self._reactor.seconds()
+        responsive = [p for p in ready if not _stalled(p, now)]
+        stalled = {p.pid for p in ready} - {p.pid for p in responsive}
+        if stalled != self._stalled:
+            for process in ready:
+                if process.pid in stalled - self._stalled:
+                    log.warn(
+                        "worker {worker_id} pid {pid} has not adopted its connections "
+                        "for {seconds:.1f}s: new connections go to other workers",
+                        worker_id=process.workerId,
+                        pid=process.pid,
+                        seconds=now - _waitingSince(process),
+                    )
+            self._stalled = stalled
+        return responsive if responsive and stalled else ready
 
     def _readyWorkers(self) -> list[WorkerProcess]:
         """

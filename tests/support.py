@@ -57,6 +57,17 @@ def shortTempDir(testCase: Any) -> str:
     return path
 
 
+def fdIsOpen(fd: int) -> bool:
+    """
+    Whether C{fd} is an open file descriptor of this process.
+    """
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 def pidAlive(pid: int) -> bool:
     """
     Whether C{pid} is a live process (a zombie counts as gone).

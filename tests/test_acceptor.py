@@ -72,10 +72,10 @@ class AcceptorTests(SynchronousTestCase):
         self.reactor.advance(0.1)
         self.assertFalse(self.acceptor.paused)
 
-    def test_connectionsArrivingBackToBackAreAcceptedTogether(self) -> None:
+    def coalescingAfterOneConnection(self) -> Acceptor:
         """
-        After a batch, the acceptor leaves the socket alone for C{coalesce}
-        seconds: what arrives meanwhile is accepted in one batch after it.
+        An acceptor that coalesces for 1 ms, right after it accepted one
+        connection.
         """
         acceptor = Acceptor(
             self.reactor, self.reactor, self.listening, self.batches.append,
@@ -85,6 +85,14 @@ class AcceptorTests(SynchronousTestCase):
         acceptor.resume()
         self.connect(1)
         acceptor.doRead()
+        return acceptor
+
+    def test_connectionsArrivingBackToBackAreAcceptedTogether(self) -> None:
+        """
+        After a batch, the acceptor leaves the socket alone for C{coalesce}
+        seconds: what arrives meanwhile is accepted in one batch after it.
+        """
+        acceptor = self.coalescingAfterOneConnection()
         self.assertNotIn(acceptor, self.reactor.getReaders())
         self.connect(3)
         acceptor.resume()  # a worker becoming ready does not cut the wait short
@@ -95,14 +103,7 @@ class AcceptorTests(SynchronousTestCase):
         self.assertEqual([len(b) for b in self.batches], [1, 3])
 
     def test_pauseDuringTheCoalescingWaitStaysPaused(self) -> None:
-        acceptor = Acceptor(
-            self.reactor, self.reactor, self.listening, self.batches.append,
-            coalesce=0.001,
-        )
-        self.addCleanup(self.closeAccepted)
-        acceptor.resume()
-        self.connect(1)
-        acceptor.doRead()
+        acceptor = self.coalescingAfterOneConnection()
         acceptor.pause()
         self.reactor.advance(1)
         self.assertTrue(acceptor.paused)

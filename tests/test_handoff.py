@@ -16,14 +16,7 @@ from twisted_cluster.handoff import (
     encodeAck,
     socketpair,
 )
-
-
-def fdIsOpen(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
+from tests.support import fdIsOpen
 
 
 class ChannelMixin:

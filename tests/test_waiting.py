@@ -21,14 +21,7 @@ from twisted_cluster.config import ClusterConfig
 from twisted_cluster.dispatch import LeastConnections, Sticky
 from twisted_cluster.master import STALL_AFTER, ClusterService
 from twisted_cluster.process import READY, STOPPED
-
-
-def fdIsOpen(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
+from tests.support import fdIsOpen
 
 
 class FakeWorker:

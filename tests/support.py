@@ -42,7 +42,6 @@ def testEnvironment(extraPath: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     paths = [ROOT] + ([extraPath] if extraPath else [])
     env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
-    env.pop("TWISTED_CLUSTER_TEST_NO_ENV", None)
     return env
 
 

@@ -32,8 +32,6 @@ class ControlAMP(amp.AMP):
 
     def makeConnection(self, transport: Any) -> None:
         # AMP's own, without its log line per connection.
-        self._transportPeer = transport.getPeer()
-        self._transportHost = transport.getHost()
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

@@ -108,7 +108,6 @@ class ClusterService(ForwardingMasterContext, Service):
         self.supervisor: Supervisor | None = None
         self._health: HealthMonitor | None = None
         self._rollout: RollingRestart | None = None
-        self._workers: dict[int, WorkerProcess] = {}
         #: Connections (and their peers) held while no worker is ready.
         self._waiting: deque[tuple[Connection, Any]] = deque()
         self._ready: list[WorkerProcess] = []
@@ -273,7 +272,11 @@ class ClusterService(ForwardingMasterContext, Service):
         """
         now = self._reactor.seconds()
         responsive = [p for p in ready if not _stalled(p, now)]
-        stalled = {p.pid for p in ready} - {p.pid for p in responsive}
+        if len(responsive) == len(ready):
+            # The usual case, on the hot path: nothing more to compute.
+            self._stalled.clear()
+            return ready
+        stalled = {p.pid for p in ready if p not in responsive}
         if stalled != self._stalled:
             for process in ready:
                 if process.pid in stalled - self._stalled:
@@ -285,7 +288,7 @@ class ClusterService(ForwardingMasterContext, Service):
                         seconds=now - _waitingSince(process),
                     )
             self._stalled = stalled
-        return responsive if responsive and stalled else ready
+        return responsive or ready
 
     def _readyWorkers(self) -> list[WorkerProcess]:
         """

@@ -26,7 +26,6 @@ import sys
 from typing import Any, Callable, Iterable
 
 import attr
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
@@ -35,7 +34,6 @@ from twisted.logger import (
     globalLogBeginner,
     jsonFileLogObserver,
 )
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from twisted_cluster import commands
@@ -256,13 +254,6 @@ class Worker:
     def _controlFailed(self, failure: Any) -> None:
         self.log.failure("control channel call failed", failure)
         self.controlLost()
-
-    def callMaster(self, command: type[amp.Command], **arguments: Any) -> Deferred:
-        """
-        Call C{command} on the master and return the Deferred of its answer.
-        """
-        assert self.control is not None
-        return self.control.callRemote(command, **arguments)
 
     def _adopt(self, fd: int, index: int) -> None:
         # The hot path of a worker.  No set_blocking here: the transport

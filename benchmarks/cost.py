@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     options.node = False
     drive = bench.runWrk
     here = bench.ROOT
-    figures: dict[str, list[tuple[float, float, float]]] = {t: [] for t in options.targets}
+    figures: dict[str, list[tuple[float, ...]]] = {t: [] for t in options.targets}
+    cpus = os.cpu_count() or 1
     for round in range(options.rounds):
         for target in options.targets:
             server = _server(target, options)
@@ -69,16 +70,21 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             master = 1e4 * result.masterCPU[0] / load.requests
             workers = 1e4 * result.workersCPU[0] / load.requests
-            figures[target].append((load.requests, master, workers))
+            # How much of the machine the server and the load used: what is
+            # left was idle, time no process could use.
+            busy = (result.masterCPU[0] + result.workersCPU[0] + load.loadCPU) / cpus
+            figures[target].append((load.requests, master, workers, busy))
             print(f"  round {round + 1} {target:<30} {load.requests:>8,.0f} req/s "
-                  f"master {master:6.1f} us/req  workers {workers:6.1f} us/req", flush=True)
+                  f"master {master:6.1f} us/req  workers {workers:6.1f} us/req  "
+                  f"busy {busy:3.0f}%", flush=True)
     print(f"\nmedians, {options.regime}, {options.rounds} round(s):")
     for target, rows in figures.items():
         if not rows:
             continue
-        requests, master, workers = (statistics.median(column) for column in zip(*rows))
+        requests, master, workers, busy = (statistics.median(c) for c in zip(*rows))
         print(f"{target:<30} {requests:>8,.0f} req/s  master {master:6.1f} us/req  "
-              f"workers {workers:6.1f} us/req  total {master + workers:6.1f}")
+              f"workers {workers:6.1f} us/req  total {master + workers:6.1f}  "
+              f"machine busy {busy:3.0f}%")
 
 
 if __name__ == "__main__":

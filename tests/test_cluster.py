@@ -101,6 +101,27 @@ class AppKindsTests(TestCase):
                 pids.add(int(s.recv(100)))
         self.assertEqual(pids, set(cluster.workers.values()))
 
+    async def test_anAppFailingOnOneConnectionServesTheNext(self) -> None:
+        """
+        An exception from the app's factory costs the one connection it
+        hit (closed, the failure logged), not the worker.
+        """
+        cluster = await ClusterProcess.start(
+            self, "--workers", "1", "--app", "tests.apps.simple.flakyFactory"
+        )
+        [pid] = cluster.workers.values()
+        answers = []
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", cluster.port), 10) as s:
+                answers.append(s.recv(100))
+        self.assertEqual(answers, [b"", str(pid).encode()])
+        await waitUntil(
+            lambda: any("could not take a connection" in t for t in cluster.texts()),
+            10, "the failure in the log",
+        )
+        self.assertEqual(list(cluster.workers.values()), [pid])
+        self.assertEqual(cluster.started, {pid})
+
     async def test_tcp6(self) -> None:
         try:
             with socket.socket(socket.AF_INET6) as s:

@@ -49,8 +49,10 @@ class HandoffTests(ChannelMixin, SynchronousTestCase):
         )
 
     def adopt(self, fd: int, index: int) -> None:
-        # Read what the "client" wrote through the descriptor we were given.
+        # Read what the "client" wrote through the descriptor we were given
+        # (it is ours now).
         self.adopted.append((os.read(fd, 100), index))
+        os.close(fd)
 
     def clientConnection(self, greeting: bytes) -> int:
         """
@@ -118,6 +120,37 @@ class HandoffTests(ChannelMixin, SynchronousTestCase):
         self.sender.doRead()
         self.assertEqual(sum(a for a, _ in self.acks), 300)
 
+    def test_theAdopterOwnsTheDescriptor(self) -> None:
+        """
+        The receiver passes each descriptor on as it came, without a copy
+        of its own to close: what the worker keeps is what it was sent.
+        """
+        kept: list[int] = []
+        receiver = HandoffReceiver(
+            self.reactor, self.workerEnd, lambda fd, index: kept.append(fd), lambda: None
+        )
+        self.sender.send([(self.clientConnection(b"x"), 0)])
+        receiver.doRead()
+        [fd] = kept
+        self.addCleanup(os.close, fd)
+        self.assertTrue(fdIsOpen(fd))
+        self.assertEqual(os.read(fd, 10), b"x")
+
+    def test_receivedDescriptorsAreCloseOnExec(self) -> None:
+        """
+        A subprocess the app spawns does not inherit its clients'
+        connections.
+        """
+        kept: list[int] = []
+        receiver = HandoffReceiver(
+            self.reactor, self.workerEnd, lambda fd, index: kept.append(fd), lambda: None
+        )
+        self.sender.send([(self.clientConnection(b"x"), 0)])
+        receiver.doRead()
+        [fd] = kept
+        self.addCleanup(os.close, fd)
+        self.assertFalse(os.get_inheritable(fd))
+
     def test_ackEncoding(self) -> None:
         self.assertEqual(decodeAck(encodeAck(7, 3)), (7, 3))
 
@@ -133,13 +166,18 @@ class AcknowledgementTimingTests(ChannelMixin, SynchronousTestCase):
         self.adopted: list[int] = []
         self.listeners: list[tuple[int, int]] = []
         self.receiver = HandoffReceiver(
-            self.reactor, self.workerEnd, lambda fd, index: self.adopted.append(index),
+            self.reactor, self.workerEnd, self.adopt,
             lambda: None, adoptListener=self.adoptListener, closeDelay=0.005,
         )
         self.addCleanup(self.workerEnd.close)
 
+    def adopt(self, fd: int, index: int) -> None:
+        self.adopted.append(index)
+        os.close(fd)
+
     def adoptListener(self, fd: int, index: int) -> None:
         self.listeners.append((os.fstat(fd).st_ino, index))
+        os.close(fd)
 
     def connection(self) -> int:
         client, server = socket.socketpair()

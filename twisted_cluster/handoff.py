@@ -288,8 +288,9 @@ class HandoffReceiver:
     ) -> None:
         """
         @param sock: the worker's end, non-blocking.
-        @param adopt: called with (fd, listener index); it must dup what it
-            keeps, the receiver closes C{fd} afterwards.
+        @param adopt: called with (fd, listener index); it owns C{fd} from
+            then on (it closes what it does not keep), and must not raise:
+            the receiver acknowledges every descriptor it received.
         @param onLost: called when the master's end closes.
         @param adoptListener: called like C{adopt} with a listening socket
             to accept on; without it, listening sockets are closed.
@@ -324,8 +325,10 @@ class HandoffReceiver:
         adopt = self._adopt
         while True:
             try:
+                # Close-on-exec from the start: a subprocess the app spawns
+                # must not inherit its clients' connections.
                 payload, ancillary, flags, _ = self._sock.recvmsg(
-                    MAX_BATCH, _ANCILLARY_SPACE
+                    MAX_BATCH, _ANCILLARY_SPACE, socket.MSG_CMSG_CLOEXEC
                 )
             except BlockingIOError:
                 break
@@ -336,15 +339,13 @@ class HandoffReceiver:
                 self._lose()
                 return
             for fd, index in decodeBatch(payload, ancillary):
-                try:
-                    if index & LISTENING:
-                        if self._adoptListener is not None:
-                            self._adoptListener(fd, index & ~LISTENING)
-                    else:
-                        adopt(fd, index)
-                finally:
-                    os.close(fd)
                 adopted += 1
+                if not index & LISTENING:
+                    adopt(fd, index)
+                elif self._adoptListener is not None:
+                    self._adoptListener(fd, index & ~LISTENING)
+                else:
+                    os.close(fd)
         if adopted:
             self._unacknowledged += adopted
             self.flush()

@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 
 from twisted_cluster import commands
 from twisted_cluster._amp import ControlAMP
+from twisted_cluster.adoption import adoptConnection
 from twisted_cluster.apploading import AppLoadError, loadWorkerApp
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.contexts import WorkerContext
@@ -180,6 +181,7 @@ class Worker:
         self._receiver: HandoffReceiver | None = None
         self._factories: list[IProtocolFactory] = []
         self._ports: list[Any] = []
+        self._sessions = 0
         self._draining = False
         self._drainLoop: LoopingCall | None = None
         self._drainStarted = 0.0
@@ -256,11 +258,12 @@ class Worker:
         self.controlLost()
 
     def _adopt(self, fd: int, index: int) -> None:
-        # The hot path of a worker.  No set_blocking here: the transport
-        # makes its own copy non-blocking, and that flag is shared with fd.
+        # The hot path of a worker (see twisted_cluster.adoption).
+        self._sessions += 1
         try:
-            self._reactor.adoptStreamConnection(
-                fd, self.config.families[index], self._factories[index]
+            transport = adoptConnection(
+                self._reactor, fd, self.config.families[index],
+                self._factories[index], self._sessions,
             )
         except OSError as e:
             # The client is gone already (reset while the connection waited,
@@ -268,21 +271,30 @@ class Worker:
             # lost, not the hand-off channel.
             self.log.info("dropped a connection reset before adoption: {error}",
                           error=e)
-            if self._receiver is not None:
-                self._receiver.connectionClosed()
+            transport = None
+        except Exception:
+            # The app's factory failed on this one connection: it is closed,
+            # the worker serves the others.
+            self.log.failure("the app could not take a connection")
+            transport = None
+        if transport is None and self._receiver is not None:
+            self._receiver.connectionClosed()
 
     def _adoptListener(self, fd: int, index: int) -> None:
         """
         Accept on a copy of listener C{index} (C{--dispatch shared}) until
         the worker drains.
         """
-        if self._draining or self._done:
-            return
-        self._ports.append(
-            self._reactor.adoptStreamPort(
-                fd, self.config.families[index], self._factories[index]
+        try:
+            if self._draining or self._done:
+                return
+            self._ports.append(
+                self._reactor.adoptStreamPort(
+                    fd, self.config.families[index], self._factories[index]
+                )
             )
-        )
+        finally:
+            os.close(fd)
 
     def _connectionClosed(self) -> None:
         if self._receiver is not None:

@@ -64,3 +64,22 @@ class LoggingPage(Resource):
 
 
 logging = LoggingPage()
+
+
+class FlakyFactory(Factory):
+    """
+    Fails to build a protocol for every other connection, the first one
+    included: an app bug that hits one connection, not the worker.
+    """
+
+    protocol = PidProtocol
+    built = 0
+
+    def buildProtocol(self, addr):
+        self.built += 1
+        if self.built % 2:
+            raise RuntimeError("no protocol for this connection")
+        return super().buildProtocol(addr)
+
+
+flakyFactory = FlakyFactory()

@@ -1,16 +1,28 @@
 """
 Tests for the one-line errors of L{twisted_cluster.listening.parseEndpoint}
-on the production endpoints: C{systemd:} without inherited sockets, and
-C{ssl:} with a key that does not load.
+on the production endpoints (C{systemd:} without inherited sockets, C{ssl:}
+with a key that does not load), and for the listen queue's length
+(C{--backlog}).
 """
 
 from __future__ import annotations
+
+import socket
+import struct
+import sys
+from unittest import SkipTest
 
 from twisted.internet.testing import MemoryReactor
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.listening import ListenError, parseEndpoint
+from twisted_cluster.listening import (
+    DEFAULT_BACKLOG,
+    ListenError,
+    listen,
+    ownsBacklog,
+    parseEndpoint,
+)
 
 
 class ParseEndpointErrorTests(SynchronousTestCase):
@@ -78,3 +90,56 @@ class MissingTLSLibraryTests(SynchronousTestCase):
             explainParseError(ModuleNotFoundError("No module named 'x'", name="x")),
             "No module named 'x'",
         )
+
+
+def listenQueueLength(sock: socket.socket) -> int:
+    """
+    The backlog of a listening TCP socket, as Linux reports it: the
+    C{tcpi_sacked} field of C{TCP_INFO} (C{sk_max_ack_backlog}).
+    """
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int(struct.unpack_from("I", info, 28)[0])
+
+
+def somaxconn() -> int:
+    """
+    The kernel's cap on any backlog.
+    """
+    with open("/proc/sys/net/core/somaxconn") as f:
+        return int(f.read())
+
+
+class BacklogTests(SynchronousTestCase):
+    """
+    C{--backlog}: the kernel queues that many connections before the master
+    accepts them, unless the endpoint string says otherwise.
+    """
+
+    def setUp(self) -> None:
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("reads the backlog with Linux's TCP_INFO")
+
+    def listening(self, description: str, **kwargs: int) -> socket.socket:
+        from twisted.internet import reactor
+
+        listener = listen(reactor, description, **kwargs)
+        self.addCleanup(listener.close)
+        return listener.socket
+
+    def test_defaultIsFarAboveTwisteds(self) -> None:
+        sock = self.listening("tcp:0:interface=127.0.0.1")
+        self.assertEqual(listenQueueLength(sock), min(DEFAULT_BACKLOG, somaxconn()))
+        self.assertGreater(listenQueueLength(sock), 50)
+
+    def test_optionSetsIt(self) -> None:
+        sock = self.listening("tcp:0:interface=127.0.0.1", backlog=300)
+        self.assertEqual(listenQueueLength(sock), min(300, somaxconn()))
+
+    def test_endpointsOwnBacklogWins(self) -> None:
+        sock = self.listening("tcp:0:interface=127.0.0.1:backlog=7", backlog=300)
+        self.assertEqual(listenQueueLength(sock), 7)
+
+    def test_systemdSocketsKeepTheirUnits(self) -> None:
+        self.assertFalse(ownsBacklog("systemd:domain=INET:index=0"))
+        self.assertTrue(ownsBacklog("unix:/run/app.sock"))
+        self.assertTrue(ownsBacklog("8080"))

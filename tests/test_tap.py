@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_cluster.listening import DEFAULT_BACKLOG
 from twisted_cluster.tap import Options
 
 
@@ -46,6 +47,24 @@ class NumericOptionTests(SynchronousTestCase):
                               "--health-interval", "0.5"])
         self.assertEqual((options["grace-period"], options["health-interval"]),
                          (2.5, 0.5))
+
+
+class BacklogOptionTests(SynchronousTestCase):
+    def test_backlogReachesTheConfiguration(self) -> None:
+        options = Options()
+        options.parseOptions(["--workers", "1", "--backlog", "300"])
+        self.assertEqual(options.config().backlog, 300)
+
+    def test_defaultBacklog(self) -> None:
+        options = Options()
+        options.parseOptions(["--workers", "1"])
+        self.assertEqual(options.config().backlog, DEFAULT_BACKLOG)
+
+    def test_backlogBelowOneIsRefusedInOneLine(self) -> None:
+        e = self.assertRaises(SystemExit, Options().parseOptions, ["--backlog", "0"])
+        self.assertEqual(
+            str(e), "twist cluster: error: --backlog must be a whole number >= 1, not '0'"
+        )
 
 
 class HelpTests(SynchronousTestCase):

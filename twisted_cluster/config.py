@@ -9,6 +9,7 @@ import os
 import attr
 
 from twisted_cluster.backoff import Backoff, StartupPolicy
+from twisted_cluster.listening import DEFAULT_BACKLOG
 from twisted_cluster.privileges import Credentials
 
 
@@ -50,6 +51,8 @@ class ClusterConfig:
         L{twisted_cluster.dispatch.POLICIES}).
     @ivar queueLimit: connections the master holds while no worker is ready;
         past it, new ones are closed (and counted).
+    @ivar backlog: the length of each listening socket's queue in the
+        kernel (C{--backlog}; see L{twisted_cluster.listening.ownsBacklog}).
     @ivar maxConnections: connections a worker may serve before it is
         recycled, plus up to 10% jitter (0: never).
     @ivar maxMemory: resident memory in MB past which a worker is recycled
@@ -77,6 +80,7 @@ class ClusterConfig:
     healthInterval: float = 5.0
     healthTimeout: float = 10.0
     queueLimit: int = 1024
+    backlog: int = DEFAULT_BACKLOG
     dispatch: str = "round-robin"
     maxConnections: int = 0
     maxMemory: float = 0

@@ -22,7 +22,13 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 
-from twisted_cluster.wrapping import explainParseError
+from twisted_cluster.wrapping import endpointKind, explainParseError
+
+#: Connections the kernel queues on a listening socket before the master
+#: accepts them (C{--backlog}); Linux caps it at C{net.core.somaxconn}.
+#: Twisted's own default, 50, overflows under a burst of a few hundred
+#: clients: the kernel then drops their SYNs and they retry a second later.
+DEFAULT_BACKLOG = 2048
 
 
 class ListenError(Exception):
@@ -127,11 +133,22 @@ def listenNow(endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> ILi
     return outcome
 
 
-def listen(reactor: Any, description: str) -> Listener:
+def ownsBacklog(description: str) -> bool:
+    """
+    Whether C{--backlog} applies to C{description}: not when the endpoint
+    string sets its own (C{tcp:80:backlog=100}), nor to a socket systemd
+    passed in (its unit's C{Backlog=} decides).
+    """
+    return endpointKind(description) != "systemd" and ":backlog=" not in description
+
+
+def listen(reactor: Any, description: str, backlog: int = DEFAULT_BACKLOG) -> Listener:
     """
     Bind and listen on C{description}; return the listening socket with
     Twisted no longer accepting on it.
 
+    @param backlog: the listen queue's length, unless the endpoint decides
+        it (L{ownsBacklog}).
     @raise ListenError: when the endpoint is malformed or cannot be bound
         (address in use, permission denied).
     """
@@ -149,4 +166,6 @@ def listen(reactor: Any, description: str) -> Listener:
         raise ListenError(f"cannot listen on {description!r}: not a stream socket")
     port.stopReading()
     sock.setblocking(False)
+    if ownsBacklog(description):
+        sock.listen(backlog)
     return Listener(description, port, sock)

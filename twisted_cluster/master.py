@@ -145,7 +145,9 @@ class ClusterService(ForwardingMasterContext, Service):
             return
         try:
             for description in self.config.listen:
-                self.listeners.append(listen(self._reactor, description))
+                self.listeners.append(
+                    listen(self._reactor, description, self.config.backlog)
+                )
             self._listenControl()
         except Exception:
             self._closeListeners()

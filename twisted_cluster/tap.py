@@ -23,7 +23,7 @@ from twisted_cluster.apploading import AppLoadError, checkApp, resolveName
 from twisted_cluster.clusterapp import ClusterApp
 from twisted_cluster.config import ClusterConfig, defaultMaxWorkers, defaultWorkers
 from twisted_cluster.dispatch import POLICIES
-from twisted_cluster.listening import ListenError
+from twisted_cluster.listening import DEFAULT_BACKLOG, ListenError
 from twisted_cluster.master import ClusterService
 from twisted_cluster.pidfile import PIDFile, PIDFileError
 from twisted_cluster.privileges import PrivilegeError, checkCanSwitch, resolveCredentials
@@ -103,6 +103,11 @@ class Options(usage.Options):
          "Connections held by the master while no worker is ready; past it, "
          "new ones are closed and counted.",
          _number(int, "queue-limit", 0)],
+        ["backlog", None, DEFAULT_BACKLOG,
+         "Connections the kernel queues on each listening socket before the "
+         "master accepts them (capped by net.core.somaxconn); an endpoint's "
+         "own backlog= wins, and systemd sockets keep their unit's.",
+         _number(int, "backlog", 1)],
         ["dispatch", None, "round-robin",
          "Which worker gets each connection: round-robin (each in turn), "
          "least-connections (the fewest open connections; for long-lived "
@@ -190,6 +195,7 @@ class Options(usage.Options):
             gracePeriod=self["grace-period"],
             startTimeout=self["start-timeout"],
             queueLimit=self["queue-limit"],
+            backlog=self["backlog"],
             dispatch=self["dispatch"],
             healthInterval=self["health-interval"],
             healthTimeout=self["health-timeout"],

@@ -29,11 +29,7 @@ import attr
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.logger import (
-    Logger,
-    globalLogBeginner,
-    jsonFileLogObserver,
-)
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_cluster import commands
@@ -46,6 +42,7 @@ from twisted_cluster.handoff import HandoffReceiver
 from twisted_cluster.privileges import Credentials, PrivilegeError, dropPrivileges
 from twisted_cluster.tracking import ConnectionTracker
 from twisted_cluster.wrapping import WrappingError, wrapperFor
+from twisted_cluster.workerlog import logToMaster
 
 CONTROL_FD = 3
 HANDOFF_FD = 4
@@ -357,18 +354,6 @@ class Worker:
         self._stop()
 
 
-def _startLogging() -> None:
-    """
-    Send this worker's log events to the master, one JSON event per line.
-    """
-    stream = os.fdopen(LOG_FD, "w", buffering=1, encoding="utf-8")
-    globalLogBeginner.beginLoggingTo(
-        [jsonFileLogObserver(stream, recordSeparator="")],
-        discardBuffer=False,
-        redirectStandardIO=False,
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
     """
     Run one worker with the configuration the master passed in C{argv[1]}.
@@ -379,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
-    _startLogging()
+    logToMaster(LOG_FD)
     from twisted.internet import reactor
 
     worker = Worker(reactor, config, reactor.stop)

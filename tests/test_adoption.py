@@ -10,9 +10,11 @@ import socket
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorFDSet
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -37,10 +39,12 @@ class FakeFDSet:
         self.writers.append(writer)
 
     def removeReader(self, reader: Any) -> None:
-        self.readers.remove(reader)
+        if reader in self.readers:
+            self.readers.remove(reader)
 
     def removeWriter(self, writer: Any) -> None:
-        self.writers.remove(writer)
+        if writer in self.writers:
+            self.writers.remove(writer)
 
     def removeAll(self) -> list[Any]:
         everything, self.readers, self.writers = self.readers + self.writers, [], []
@@ -127,6 +131,18 @@ class AdoptConnectionTests(SynchronousTestCase):
         self.assertEqual(
             repr(transport), f"<Recorder #3 on {client.getpeername()[1]}>"
         )
+
+    def test_describesItselfOnceLostToo(self) -> None:
+        """
+        A transport may be described in a log line after its connection
+        is gone (Twisted then drops its protocol and socket).
+        """
+        client, fd = self.accepted()
+        transport = adoptConnection(FakeFDSet(), fd, socket.AF_INET, RecordingFactory(), 3)
+        assert transport is not None
+        transport.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(repr(transport), "<Recorder,3,127.0.0.1 closed>")
+        self.assertFalse(fdIsOpen(fd))
 
     def test_aRefusedConnectionIsClosed(self) -> None:
         client, fd = self.accepted()

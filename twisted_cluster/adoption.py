@@ -32,10 +32,14 @@ class AdoptedConnection(tcp.Server):
     """
 
     def __repr__(self) -> str:
-        return (
-            f"<{type(self.protocol).__name__} #{self.sessionno} "
-            f"on {self.getHost().port}>"
-        )
+        try:
+            return (
+                f"<{type(self.protocol).__name__} #{self.sessionno} "
+                f"on {self.getHost().port}>"
+            )
+        except (AttributeError, OSError):
+            # A lost connection has no protocol or socket any more.
+            return f"<{self.logstr} closed>"
 
 
 def adoptConnection(

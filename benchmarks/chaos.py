@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"workers killed:    {kills}")
     print(f"failures per kill: {load.failed / max(kills, 1):.2f}")
     # A SIGHUP during a roll-out extends it: fewer roll-outs than signals.
-    done = cluster.events["rolling restart done: {count} workers replaced"]
+    done = cluster.events["rolling restart done; workers replaced: {count}"]
     aborted = cluster.events[
         "rolling restart aborted: the new worker {worker_id} failed to start; "
         "the old workers keep serving"

@@ -229,6 +229,15 @@ class StickyTests(SynchronousTestCase):
     def test_noWorker(self) -> None:
         self.assertRaises(NoWorkerReady, Sticky().choose, [], ("10.0.0.1", 1))
 
+    def test_onlyStickyNeedsTheClientBehindAProxy(self) -> None:
+        """
+        The master reads PROXY headers (L{twisted_cluster.proxypeek}) only
+        for a policy that keys on the client.
+        """
+        self.assertTrue(Sticky.keysOnClients)
+        for policy in (RoundRobin, LeastConnections, SharedListeners):
+            self.assertFalse(policy.keysOnClients, policy)
+
 
 class SharedListenersTests(SynchronousTestCase):
     def test_workersAcceptThemselves(self) -> None:

@@ -47,12 +47,17 @@ def _readResponse(sock: socket.socket) -> tuple[dict[str, str], bytes]:
 
 
 def request(
-    port: int, source: str = "127.0.0.1", keepOpen: bool = False, path: str = "/"
+    port: int,
+    source: str = "127.0.0.1",
+    keepOpen: bool = False,
+    path: str = "/",
+    proxyHeader: bytes = b"",
 ) -> tuple[dict[str, str], bytes, socket.socket | None]:
     """
-    One GET on a new connection from C{source}; with C{keepOpen}, the
-    connection stays open (keep-alive) and is returned.  Blocking: run it
-    with L{deferToThread}.
+    One GET on a new connection from C{source}, after C{proxyHeader} (what
+    a load balancer sends first); with C{keepOpen}, the connection stays
+    open (keep-alive) and is returned.  Blocking: run it with
+    L{deferToThread}.
     """
     sock = socket.socket()
     sock.settimeout(15)
@@ -60,7 +65,8 @@ def request(
     sock.connect(("127.0.0.1", port))
     connection = "keep-alive" if keepOpen else "close"
     sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n".encode()
+        proxyHeader
+        + f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n".encode()
     )
     headers, body = _readResponse(sock)
     if keepOpen:
@@ -144,6 +150,27 @@ class StickyTests(TestCase):
                 source = f"127.0.0.{i}"
                 worker, _ = await workerOf(cluster.port, source=source)
                 workers.setdefault(source, set()).add(worker)
+        self.assertEqual({len(seen) for seen in workers.values()}, {1})
+        self.assertEqual(set().union(*workers.values()), {"1", "2"})
+
+    async def test_behindABalancerTheClientInTheProxyHeaderIsTheKey(self) -> None:
+        """
+        Behind a balancer that speaks the PROXY protocol every connection
+        comes from the balancer (here 127.0.0.1); the client its header
+        names is what stays on one worker.  Sixteen clients, three
+        connections each, are spread over both workers.
+        """
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--dispatch", "sticky", waitReady=2,
+            listen="haproxy:tcp:0:interface=127.0.0.1",
+        )
+        workers: dict[str, set[str]] = {}
+        for _ in range(3):
+            for i in range(16):
+                client = f"198.51.100.{i + 1}"
+                header = f"PROXY TCP4 {client} 127.0.0.1 {40000 + i} {cluster.port}\r\n"
+                worker, _ = await workerOf(cluster.port, proxyHeader=header.encode())
+                workers.setdefault(client, set()).add(worker)
         self.assertEqual({len(seen) for seen in workers.values()}, {1})
         self.assertEqual(set().union(*workers.values()), {"1", "2"})
 

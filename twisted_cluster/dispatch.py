@@ -45,6 +45,15 @@ class IDispatchPolicy(Interface):
         """
     )
 
+    keysOnClients = Attribute(
+        """
+        C{True} when C{choose} depends on the client's address: behind a
+        C{haproxy:} listener the master then reads it from the PROXY header
+        (L{twisted_cluster.proxypeek}) instead of passing the balancer's.
+        Optional: a policy without it is taken as C{False}.
+        """
+    )
+
     def choose(ready: Sequence[Hashable], peer: object) -> Hashable:
         """
         Pick one of C{ready} for the next connection.  The master calls it
@@ -79,6 +88,7 @@ class RoundRobin:
     """
 
     sharesListeners = False
+    keysOnClients = False
 
     def __init__(self) -> None:
         self._last: Hashable | None = None
@@ -153,6 +163,7 @@ class SharedListeners(RoundRobin):
     """
 
     sharesListeners = True
+    keysOnClients = False
 
 
 @implementer(IDispatchPolicy)
@@ -168,6 +179,7 @@ class LeastConnections:
     """
 
     sharesListeners = False
+    keysOnClients = False
 
     def __init__(self) -> None:
         self._open: dict[Hashable, int] = {}
@@ -238,6 +250,7 @@ class Sticky:
     """
 
     sharesListeners = False
+    keysOnClients = True
 
     def __init__(self, remember: int = 65536, hash: Callable[[object], int] = hash) -> None:
         """

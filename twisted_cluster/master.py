@@ -32,8 +32,10 @@ from twisted_cluster.recycle import RecyclePolicy, Recycler
 from twisted_cluster.rollout import RollingRestart
 from twisted_cluster.listening import Listener, listen, parseEndpoint
 from twisted_cluster.process import READY, WorkerProcess
+from twisted_cluster.proxypeek import HeaderPeeker
 from twisted_cluster.supervisor import Supervisor
 from twisted_cluster.worker import WorkerConfig
+from twisted_cluster.wrapping import endpointKind
 
 log = Logger()
 
@@ -105,6 +107,7 @@ class ClusterService(ForwardingMasterContext, Service):
         self._appLocator = AppResponders(RelayLocator(self.calls), self.masterResponders)
         self.listeners: list[Listener] = []
         self._acceptors: list[Acceptor] = []
+        self._peekers: list[HeaderPeeker] = []
         self.supervisor: Supervisor | None = None
         self._health: HealthMonitor | None = None
         self._rollout: RollingRestart | None = None
@@ -234,8 +237,17 @@ class ClusterService(ForwardingMasterContext, Service):
     # Dispatch
 
     def _sink(self, index: int) -> Callable[[list[Accepted]], None]:
+        forward: Callable[[list[Connection], list[Any]], None] = self._dispatch
+        listener = self.listeners[index]
+        keysOnClients = getattr(self._policy, "keysOnClients", False)
+        if keysOnClients and endpointKind(listener.description) == "haproxy":
+            # The policy needs the client behind the balancer.
+            peeker = HeaderPeeker(self._reactor, listener.family, self._dispatch)
+            self._peekers.append(peeker)
+            forward = peeker.accepted
+
         def sink(accepted: list[Accepted]) -> None:
-            self._dispatch([(fd, index) for fd, _ in accepted], [a for _, a in accepted])
+            forward([(fd, index) for fd, _ in accepted], [a for _, a in accepted])
 
         return sink
 
@@ -480,6 +492,8 @@ class ClusterService(ForwardingMasterContext, Service):
             if acceptBacklog and self.supervisor and self.supervisor.ready():
                 acceptor.acceptAll()
             acceptor.pause()
+        for peeker in self._peekers:
+            peeker.flush()
         self._closeListeners()
 
     def _closeListeners(self) -> None:

@@ -179,7 +179,10 @@ class ClusterService(ForwardingMasterContext, Service):
         self.privilegedStartService()
         super().startService()
         self._acceptors = [
-            Acceptor(self._reactor, self._reactor, listener.socket, self._sink(index))
+            Acceptor(
+                self._reactor, self._reactor, listener.socket,
+                self._sink(index, self._clientsOf(listener)),
+            )
             for index, listener in enumerate(self.listeners)
         ]
         for listener in self.listeners:
@@ -236,20 +239,33 @@ class ClusterService(ForwardingMasterContext, Service):
 
     # Dispatch
 
-    def _sink(self, index: int) -> Callable[[list[Accepted]], None]:
-        forward: Callable[[list[Connection], list[Any]], None] = self._dispatch
-        listener = self.listeners[index]
-        keysOnClients = getattr(self._policy, "keysOnClients", False)
-        if keysOnClients and endpointKind(listener.description) == "haproxy":
-            # The policy needs the client behind the balancer.
-            peeker = HeaderPeeker(self._reactor, listener.family, self._dispatch)
-            self._peekers.append(peeker)
-            forward = peeker.accepted
+    def _sink(
+        self, index: int, forward: Callable[[list[Connection], list[Any]], None] | None = None
+    ) -> Callable[[list[Accepted]], None]:
+        """
+        What listener C{index}'s acceptor does with a batch: pass it to
+        C{forward} (by default, L{_dispatch}) as connections and peers.
+        """
+        forward = forward or self._dispatch
 
         def sink(accepted: list[Accepted]) -> None:
             forward([(fd, index) for fd, _ in accepted], [a for _, a in accepted])
 
         return sink
+
+    def _clientsOf(self, listener: Listener) -> Callable[[list[Connection], list[Any]], None]:
+        """
+        Where a listener's connections go before dispatch: through a
+        L{HeaderPeeker} when the policy keys on clients and they come from a
+        balancer speaking the PROXY protocol, straight to L{_dispatch}
+        otherwise.
+        """
+        keysOnClients = getattr(self._policy, "keysOnClients", False)
+        if not keysOnClients or endpointKind(listener.description) != "haproxy":
+            return self._dispatch
+        peeker = HeaderPeeker(self._reactor, listener.family, self._dispatch)
+        self._peekers.append(peeker)
+        return peeker.accepted
 
     def _dispatch(self, connections: list[Connection], peers: list[Any]) -> None:
         # The hot path: one policy choice per connection, one hand-off

@@ -115,18 +115,13 @@ class Server:
         if self.process is None:
             return
         pids = [self.process.pid] + _children(self.process.pid)
-        for pid in pids:
-            _kill(pid, signal.SIGTERM)
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        for pid in pids:
-            _kill(pid, signal.SIGKILL)
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                _kill(pid, signum)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         self.process = None
 
 

@@ -44,22 +44,19 @@ async def _burst(port: int, clients: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    ours, extra = argv, []
-    if "--" in argv:
-        cut = argv.index("--")
-        ours, extra = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.burst",
         description="Clients connecting all at once: time to answer.")
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--bursts", type=int, default=4)
-    options = parser.parse_args(ours)
+    parser.add_argument("cluster", nargs="*",
+                        help="options for twist cluster, after --")
+    options = parser.parse_args(argv)
     server = bench.Server(
         "twist cluster",
         [sys.executable, "-m", "twisted", "--log-format=json", "cluster",
          "--workers", "2", "--app", "benchmarks.hello.resource",
-         "--listen", "tcp:0:interface=127.0.0.1", *extra],
+         "--listen", "tcp:0:interface=127.0.0.1", *options.cluster],
         lambda: bench._jsonListening(2),
     )
     server.start()

@@ -120,19 +120,27 @@ class HandoffTests(ChannelMixin, SynchronousTestCase):
         self.sender.doRead()
         self.assertEqual(sum(a for a, _ in self.acks), 300)
 
-    def test_theAdopterOwnsTheDescriptor(self) -> None:
+    def keptDescriptor(self, greeting: bytes) -> int:
         """
-        The receiver passes each descriptor on as it came, without a copy
-        of its own to close: what the worker keeps is what it was sent.
+        Hand over one connection to a receiver whose adopter keeps what it
+        is given; return the descriptor the adopter got.
         """
         kept: list[int] = []
         receiver = HandoffReceiver(
             self.reactor, self.workerEnd, lambda fd, index: kept.append(fd), lambda: None
         )
-        self.sender.send([(self.clientConnection(b"x"), 0)])
+        self.sender.send([(self.clientConnection(greeting), 0)])
         receiver.doRead()
         [fd] = kept
         self.addCleanup(os.close, fd)
+        return fd
+
+    def test_theAdopterOwnsTheDescriptor(self) -> None:
+        """
+        The receiver passes each descriptor on as it came, without a copy
+        of its own to close: what the worker keeps is what it was sent.
+        """
+        fd = self.keptDescriptor(b"x")
         self.assertTrue(fdIsOpen(fd))
         self.assertEqual(os.read(fd, 10), b"x")
 
@@ -141,15 +149,7 @@ class HandoffTests(ChannelMixin, SynchronousTestCase):
         A subprocess the app spawns does not inherit its clients'
         connections.
         """
-        kept: list[int] = []
-        receiver = HandoffReceiver(
-            self.reactor, self.workerEnd, lambda fd, index: kept.append(fd), lambda: None
-        )
-        self.sender.send([(self.clientConnection(b"x"), 0)])
-        receiver.doRead()
-        [fd] = kept
-        self.addCleanup(os.close, fd)
-        self.assertFalse(os.get_inheritable(fd))
+        self.assertFalse(os.get_inheritable(self.keptDescriptor(b"x")))
 
     def test_ackEncoding(self) -> None:
         self.assertEqual(decodeAck(encodeAck(7, 3)), (7, 3))

@@ -163,7 +163,6 @@ class SharedListeners(RoundRobin):
     """
 
     sharesListeners = True
-    keysOnClients = False
 
 
 @implementer(IDispatchPolicy)

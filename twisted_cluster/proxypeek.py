@@ -215,9 +215,6 @@ class HeaderPeeker:
         waiting.giveUp = self._reactor.callLater(
             self._timeout, self._release, waiting, peer
         )
-        self._watch(waiting)
-
-    def _watch(self, waiting: _Waiting) -> None:
         waiting.reading = True
         self._reactor.addReader(waiting)
 

@@ -72,39 +72,77 @@ class AcceptorTests(SynchronousTestCase):
         self.reactor.advance(0.1)
         self.assertFalse(self.acceptor.paused)
 
-    def coalescingAfterOneConnection(self) -> Acceptor:
+    def test_aLoneConnectionIsHandedOffAtOnce(self) -> None:
         """
-        An acceptor that coalesces for 1 ms, right after it accepted one
-        connection.
+        A connection that arrives alone is handed off in the turn that
+        accepted it, and the acceptor goes on watching the socket: no timer,
+        no wait for company.
         """
+        self.acceptor.resume()
+        self.addCleanup(self.closeAccepted)
+        self.connect(1)
+        self.acceptor.doRead()
+        self.assertEqual([len(b) for b in self.batches], [1])
+        self.assertIn(self.acceptor, self.reactor.getReaders())
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_aStreamOfConnectionsIsNeverDelayed(self) -> None:
+        """
+        Under a steady stream, each connection is handed off in the turn
+        after it arrived: the acceptor never leaves the socket alone.
+        """
+        self.acceptor.resume()
+        self.addCleanup(self.closeAccepted)
+        for _ in range(5):
+            self.connect(1)
+            self.acceptor.doRead()
+            self.assertIn(self.acceptor, self.reactor.getReaders())
+        self.assertEqual([len(b) for b in self.batches], [1] * 5)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_connectionsWaitingTogetherTravelTogether(self) -> None:
+        """
+        The batch is what is already waiting: connections that arrived
+        before the turn are handed off in one batch.
+        """
+        self.acceptor.resume()
+        self.addCleanup(self.closeAccepted)
+        self.connect(3)
+        self.acceptor.doRead()
+        self.assertEqual([len(b) for b in self.batches], [3])
+
+    def test_exhaustionWarningsAreRateLimited(self) -> None:
+        """
+        Out of descriptors, the acceptor warns once, counts the repeats, and
+        sums them up in the next warning at most C{warnEvery} later.
+        """
+        events: list[dict] = []
+        observer = events.append
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+        def exhausted():
+            raise OSError(errno.EMFILE, "Too many open files")
+
         acceptor = Acceptor(
             self.reactor, self.reactor, self.listening, self.batches.append,
-            coalesce=0.001,
+            exhaustedPause=0.1, warnEvery=10.0,
         )
-        self.addCleanup(self.closeAccepted)
+        acceptor._accept = exhausted
         acceptor.resume()
-        self.connect(1)
-        acceptor.doRead()
-        return acceptor
-
-    def test_connectionsArrivingBackToBackAreAcceptedTogether(self) -> None:
-        """
-        After a batch, the acceptor leaves the socket alone for C{coalesce}
-        seconds: what arrives meanwhile is accepted in one batch after it.
-        """
-        acceptor = self.coalescingAfterOneConnection()
-        self.assertNotIn(acceptor, self.reactor.getReaders())
-        self.connect(3)
-        acceptor.resume()  # a worker becoming ready does not cut the wait short
-        self.assertNotIn(acceptor, self.reactor.getReaders())
-        self.reactor.advance(0.001)
-        self.assertIn(acceptor, self.reactor.getReaders())
-        acceptor.doRead()
-        self.assertEqual([len(b) for b in self.batches], [1, 3])
-
-    def test_pauseDuringTheCoalescingWaitStaysPaused(self) -> None:
-        acceptor = self.coalescingAfterOneConnection()
-        acceptor.pause()
-        self.reactor.advance(1)
-        self.assertTrue(acceptor.paused)
-        self.assertNotIn(acceptor, self.reactor.getReaders())
+        for _ in range(50):  # 5 s of retries every 0.1 s
+            acceptor.doRead()
+            self.reactor.advance(0.1)
+        warnings = [e for e in events if e.get("errno") == errno.EMFILE]
+        self.assertEqual(len(warnings), 1)
+        for _ in range(60):
+            acceptor.doRead()
+            self.reactor.advance(0.1)
+        warnings = [e for e in events if e.get("errno") == errno.EMFILE]
+        self.assertEqual(len(warnings), 2)
+        # Every attempt between the two warnings is counted in the second.
+        self.assertEqual(warnings[1]["repeated"], warnings[1]["exhausted"] - 2)
+        self.assertGreater(warnings[1]["repeated"], 90)
+        self.assertEqual(acceptor.exhaustedCount, 110)

@@ -285,6 +285,7 @@ class HandoffReceiver:
         onLost: Callable[[], None],
         adoptListener: Callable[[int, int], None] | None = None,
         closeDelay: float = 0.0,
+        afterAck: Callable[[], None] = lambda: None,
     ) -> None:
         """
         @param sock: the worker's end, non-blocking.
@@ -297,10 +298,14 @@ class HandoffReceiver:
         @param closeDelay: seconds a count of closed connections may wait
             to be coalesced with the next ones (0: the next turn of the
             reactor).
+        @param afterAck: called after each read that adopted connections,
+            once their acknowledgement left: from then on the worker may
+            read from them (see L{HandoffReceiver}).
         """
         self._reactor = reactor
         self._sock = sock
         self._adopt = adopt
+        self._afterAck = afterAck
         self._adoptListener = adoptListener
         self._onLost = onLost
         self._closeDelay = closeDelay
@@ -349,6 +354,7 @@ class HandoffReceiver:
         if adopted:
             self._unacknowledged += adopted
             self.flush()
+            self._afterAck()
 
     def connectionClosed(self) -> None:
         """

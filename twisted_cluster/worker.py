@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 
 from twisted_cluster import commands
 from twisted_cluster._amp import ControlAMP
-from twisted_cluster.adoption import adoptConnection
+from twisted_cluster.adoption import adoptConnection, readAtOnce
 from twisted_cluster.apploading import AppLoadError, loadWorkerApp
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.contexts import WorkerContext
@@ -179,6 +179,8 @@ class Worker:
         self._factories: list[IProtocolFactory] = []
         self._ports: list[Any] = []
         self._sessions = 0
+        #: Transports adopted in the current read of the hand-off channel.
+        self._fresh: list[Any] = []
         self._draining = False
         self._drainLoop: LoopingCall | None = None
         self._drainStarted = 0.0
@@ -218,6 +220,7 @@ class Worker:
         self._receiver = HandoffReceiver(
             self._reactor, sock, self._adopt, self.controlLost,
             adoptListener=self._adoptListener, closeDelay=CLOSE_DELAY,
+            afterAck=self._readFresh,
         )
         self.control.callRemote(commands.Ready, pid=os.getpid()).addErrback(
             self._controlFailed
@@ -274,8 +277,16 @@ class Worker:
             # the worker serves the others.
             self.log.failure("the app could not take a connection")
             transport = None
-        if transport is None and self._receiver is not None:
-            self._receiver.connectionClosed()
+        if transport is None:
+            if self._receiver is not None:
+                self._receiver.connectionClosed()
+        else:
+            self._fresh.append(transport)
+
+    def _readFresh(self) -> None:
+        # Their adoption is acknowledged: read the requests already there.
+        fresh, self._fresh = self._fresh, []
+        readAtOnce(self._reactor, fresh)
 
     def _adoptListener(self, fd: int, index: int) -> None:
         """

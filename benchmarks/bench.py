@@ -1,23 +1,34 @@
 """
-Compare C{twist cluster} with one twisted.web process (and Node's cluster).
+Compare C{twist cluster} with one twisted.web process (and Node's cluster),
+across concurrency.
 
-    /tmp/venv/bin/python -m benchmarks.bench            # the whole comparison
-    /tmp/venv/bin/python -m benchmarks.bench --quick    # a short smoke run
+    python -m benchmarks.bench                  # the whole sweep (about 8 minutes)
+    python -m benchmarks.bench -c 8,32 --policies round-robin --no-node
+    python -m benchmarks.bench --quick          # a short smoke run
 
 Every server serves the same hello world (L{benchmarks.hello}) on
-127.0.0.1 without an access log.  Each is driven by wrk (C{-t1 -c32 -d4s}
-by default; a small Python load generator when wrk is absent) in two
-regimes: keep-alive, and a new connection per request (C{Connection:
-close}).  The table gives requests/s, the ratio to the single Twisted
-process measured in the same run, wrk's p50/p99 latency, the CPU used
-during the run by the master (the process that accepts; for the single
-process, the process itself), by the workers and by the load generator, in
-percent of one core, and the server's CPU time per request (master plus
-workers, in microseconds: what a request costs, which other load on the
-machine disturbs less than requests/s).  With C{--rounds N} every server is
-measured N times, round after round; the table shows medians, and each
-ratio is the median of the ratios measured within one round.  With
-matplotlib installed, a chart goes to C{docs/performance.png}.
+127.0.0.1 without an access log.  Each is driven by wrk (C{-t1 -d4s}; a
+small Python load generator when wrk is absent) at every concurrency of
+C{-c} (default 1, 8, 32, 256 and 1024 connections) in two regimes:
+keep-alive, and a new connection per request (C{Connection: close}).
+
+Every server is started once and they are measured point by point, one
+after the other at each (regime, concurrency), in an order that turns
+round every other point and round: a drift of the machine's load weighs on
+all of them alike, and each ratio compares runs seconds apart.
+
+The table gives, per point: requests/s, the ratio to the single Twisted
+process at the same point (the median of the per-round ratios with
+C{--rounds N}), wrk's p50/p99 latency, the server's CPU time per request
+(master plus workers, in microseconds: what a request costs, which other
+load disturbs less than requests/s), the master's share of it (the
+process that accepts: what bounds how many workers one master can feed),
+and how busy the whole machine was during the run (every process on it,
+in percent of all its cores).  Before the sweep it reads the load average
+and the CPU time stolen by the hypervisor, and warns when the machine was
+not quiet: figures from a loaded machine mislead (issue 7 was closed on
+such figures).  With matplotlib installed, a chart of the ratios goes to
+C{--chart} (by default in the temporary directory, never in the tree).
 
 Load is bounded in time, every process started is killed by pid, and only
 127.0.0.1 is used.
@@ -37,6 +48,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -266,7 +278,8 @@ def parseWrk(output: str) -> Load:
 
 def runWrk(port: int, regime: str, options: argparse.Namespace, duration: float) -> Load:
     # wrk takes whole seconds.
-    argv = ["wrk", f"-t{options.threads}", f"-c{options.connections}",
+    connections = options.connections
+    argv = ["wrk", f"-t{min(options.threads, connections)}", f"-c{connections}",
             f"-d{max(round(duration), 1)}s", "--latency", "--timeout", "5s"]
     if regime == "close":
         argv += ["-H", "Connection: close"]
@@ -339,10 +352,13 @@ class Result:
 
     server: str
     regime: str
+    connections: int = 32
     runs: list[Load] = field(default_factory=list)
     masterCPU: list[float] = field(default_factory=list)
     workersCPU: list[float] = field(default_factory=list)
     costs: list[float] = field(default_factory=list)
+    masterCosts: list[float] = field(default_factory=list)
+    busy: list[float] = field(default_factory=list)
 
     def median(self, value: Callable[[Load], float | None]) -> float | None:
         values = [v for v in map(value, self.runs) if v is not None]
@@ -374,9 +390,12 @@ def measure(server: Server, regime: str, options: argparse.Namespace,
     master, workers = server.pids()
     masterBefore = cpuSeconds(master)
     workersBefore = {pid: cpuSeconds(pid) for pid in workers}
+    machineBefore = machineTimes()
     start = time.monotonic()
     load = drive(server.port, regime, options, options.duration)
     elapsed = time.monotonic() - start
+    busy, _ = machineBusy(machineBefore, machineTimes())
+    result.busy.append(busy)
     result.runs.append(load)
     result.masterCPU.append(100 * (cpuSeconds(master) - masterBefore) / elapsed)
     result.workersCPU.append(100 * sum(
@@ -386,6 +405,7 @@ def measure(server: Server, regime: str, options: argparse.Namespace,
         # sensitive to other load on the machine than requests/s.
         result.costs.append(
             1e4 * (result.masterCPU[-1] + result.workersCPU[-1]) / load.requests)
+        result.masterCosts.append(1e4 * result.masterCPU[-1] / load.requests)
     load.loadCPU = 100 * load.loadCPU / elapsed
 
 
@@ -406,37 +426,46 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def table(results: dict[tuple[str, str], Result], names: list[str],
-          regimes: list[str]) -> str:
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+Key = tuple[str, str, int]
+
+
+def table(results: dict[Key, Result], names: list[str], regimes: list[str],
+          concurrencies: list[int]) -> str:
     """
-    The results as a Markdown table, ratios against the first server.
+    The results as a Markdown table, ratios against the first server at the
+    same point.
     """
-    lines = ["| server | regime | req/s | vs single Twisted (same round) | p50 ms | p99 ms "
-             "| master CPU % | workers CPU % | load gen CPU % | CPU us/req | errors |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| regime | -c | server | req/s | vs single Twisted | p50 ms | p99 ms "
+             "| CPU us/req | master us/req | machine busy % | errors |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for regime in regimes:
-        base = results[(names[0], regime)]
-        for name in names:
-            r = results[(name, regime)]
-            ratio = r.ratio(base)
-            lines.append(
-                f"| {name} | {regime} | {r.requests:,.0f} | {_fmt(ratio, '.2f')}x "
-                f"| {_fmt(r.median(lambda l: l.p50), '.2f')} "
-                f"| {_fmt(r.median(lambda l: l.p99), '.2f')} "
-                f"| {_fmt(statistics.median(r.masterCPU), '.0f')} "
-                f"| {_fmt(statistics.median(r.workersCPU), '.0f')} "
-                f"| {_fmt(r.median(lambda l: l.loadCPU), '.0f')} "
-                f"| {_fmt(statistics.median(r.costs) if r.costs else None, '.0f')} "
-                f"| {sum(l.errors for l in r.runs)} |"
-            )
+        for c in concurrencies:
+            base = results[(names[0], regime, c)]
+            for name in names:
+                r = results[(name, regime, c)]
+                lines.append(
+                    f"| {regime} | {c} | {name} | {r.requests:,.0f} "
+                    f"| {_fmt(r.ratio(base), '.2f')}x "
+                    f"| {_fmt(r.median(lambda l: l.p50), '.2f')} "
+                    f"| {_fmt(r.median(lambda l: l.p99), '.2f')} "
+                    f"| {_fmt(_median(r.costs), '.0f')} "
+                    f"| {_fmt(_median(r.masterCosts), '.0f')} "
+                    f"| {_fmt(_median(r.busy), '.0f')} "
+                    f"| {sum(l.errors for l in r.runs)} |"
+                )
     return "\n".join(lines)
 
 
-def chart(results: dict[tuple[str, str], Result], names: list[str],
-          regimes: list[str], path: str, title: str) -> bool:
+def chart(results: dict[Key, Result], names: list[str], regimes: list[str],
+          concurrencies: list[int], path: str, title: str) -> bool:
     """
-    Write a grouped bar chart of req/s (ratio to single Twisted on each
-    bar) to C{path}; C{False} when matplotlib is not installed.
+    Write a chart of each server's ratio to the single Twisted process
+    against concurrency, one panel per regime, to C{path}; C{False} when
+    matplotlib is not installed.
     """
     try:
         import matplotlib
@@ -445,30 +474,63 @@ def chart(results: dict[tuple[str, str], Result], names: list[str],
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(11, 5.5))
-    width = 0.8 / len(regimes)
-    for i, regime in enumerate(regimes):
-        base = results[(names[0], regime)]
-        values = [results[(n, regime)].requests for n in names]
-        ratios = [results[(n, regime)].ratio(base) for n in names]
-        xs = [x + (i - (len(regimes) - 1) / 2) * width for x in range(len(names))]
-        bars = ax.bar(xs, values, width,
-                      label={"keep-alive": "keep-alive",
-                             "close": "new connection per request"}[regime])
-        for bar, value, ratio in zip(bars, values, ratios):
-            ax.annotate(f"{ratio:.2f}x" if ratio else "",
-                        (bar.get_x() + bar.get_width() / 2, value),
-                        ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([n.replace(" ", "\n", 2) for n in names], fontsize=8)
-    ax.set_ylabel("requests/s")
-    ax.set_title(title, fontsize=10)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(regimes), figsize=(12, 5), squeeze=False)
+    for ax, regime in zip(axes[0], regimes):
+        for name in names:
+            ratios = [results[(name, regime, c)].ratio(results[(names[0], regime, c)])
+                      for c in concurrencies]
+            ax.plot(concurrencies, [r or 0 for r in ratios], marker="o", label=name)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(concurrencies)
+        ax.set_xticklabels([str(c) for c in concurrencies])
+        ax.set_xlabel("concurrent connections (wrk -c)")
+        ax.set_ylabel("requests/s vs one twisted.web process")
+        ax.set_title({"keep-alive": "keep-alive",
+                      "close": "new connection per request"}[regime])
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def machineTimes() -> list[int]:
+    """
+    The machine's CPU time so far, from C{/proc/stat}, in ticks: user,
+    nice, system, idle, iowait, irq, softirq, steal (zeros elsewhere).
+    """
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return [0] * 8
+
+
+def machineBusy(before: list[int], after: list[int]) -> tuple[float, float]:
+    """
+    How busy the whole machine was between two L{machineTimes}: the share
+    of CPU time not idle, and the share stolen by the hypervisor, in %.
+    """
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta)
+    if total <= 0:
+        return 0.0, 0.0
+    idle = delta[3] + delta[4]
+    return 100 * (total - idle) / total, 100 * delta[7] / total
+
+
+def quietness(sample: float = 1.0) -> tuple[float, float, float]:
+    """
+    The 1-minute load average, and how busy the machine is and how much
+    CPU time is stolen from it over C{sample} seconds, before a run.
+    """
+    before = machineTimes()
+    time.sleep(sample)
+    busy, steal = machineBusy(before, machineTimes())
+    return os.getloadavg()[0], busy, steal
 
 
 def machine() -> str:
@@ -498,7 +560,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="seconds of load before each measured run (default 1)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat the whole comparison; the table shows medians")
-    parser.add_argument("--connections", "-c", type=int, default=32)
+    parser.add_argument("--connections", "-c", default="1,8,32,256,1024",
+                        help="comma-separated wrk -c values to sweep "
+                             "(default: 1,8,32,256,1024)")
     parser.add_argument("--threads", "-t", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--policies", default=",".join(POLICIES),
@@ -510,8 +574,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="leave Node's cluster out")
     parser.add_argument("--load", choices=("wrk", "python"), default=None,
                         help="load generator (default: wrk when installed)")
-    parser.add_argument("--chart", default=os.path.join(ROOT, "docs", "performance.png"),
-                        help="where to write the PNG chart ('' for none)")
+    parser.add_argument("--chart",
+                        default=os.path.join(tempfile.gettempdir(), "twisted-cluster-bench.png"),
+                        help="where to write the PNG chart ('' for none; default "
+                             "in the temporary directory)")
     options = parser.parse_args(argv)
     if options.quick:
         options.duration = min(options.duration, 2.0)
@@ -521,6 +587,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for policy in options.policies:
         if policy not in POLICIES:
             parser.error(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+    try:
+        options.concurrencies = [int(c) for c in options.connections.split(",") if c]
+    except ValueError:
+        parser.error(f"-c takes comma-separated numbers, not {options.connections!r}")
+    if not options.concurrencies or min(options.concurrencies) < 1:
+        parser.error("-c takes numbers of connections of 1 or more")
     options.regimes = [r for r in options.regimes.split(",") if r]
     for regime in options.regimes:
         if regime not in REGIMES:
@@ -530,39 +602,59 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return options
 
 
+def _point(options: argparse.Namespace, connections: int) -> argparse.Namespace:
+    point = argparse.Namespace(**vars(options))
+    point.connections = connections
+    return point
+
+
 def main(argv: list[str] | None = None) -> None:
     options = parse(sys.argv[1:] if argv is None else argv)
     drive = runWrk if options.load == "wrk" else runPython
     candidates = servers(options)
     names = [s.name for s in candidates]
-    results = {(n, r): Result(n, r) for n in names for r in options.regimes}
+    points = [(r, c) for r in options.regimes for c in options.concurrencies]
+    results = {(n, r, c): Result(n, r, c) for n in names for r, c in points}
     command = "python -m benchmarks.bench " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"# {machine()}")
     print(f"# load: {options.load} -t{options.threads} -c{options.connections} "
           f"-d{options.duration:g}s, {options.rounds} round(s)", flush=True)
-    for round in range(options.rounds):
-        # The baseline first in every round; the others in reverse order
-        # every other round, so that a drift of the machine's load over a
-        # round does not always favour the same servers.
-        others = candidates[1:] if round % 2 == 0 else candidates[:0:-1]
-        for server in [candidates[0], *others]:
+    load, busy, steal = quietness()
+    print(f"# before the run: load average {load:.2f}, machine {busy:.0f}% busy, "
+          f"{steal:.1f}% stolen", flush=True)
+    if load > 1.5 or busy > 15 or steal > 2:
+        print("# WARNING: the machine is not quiet: other load distorts every figure "
+              "(ratios least, requests/s most); quote none of them", flush=True)
+    started: list[Server] = []
+    try:
+        for server in candidates:
             server.start()
-            try:
-                check(server)
-                for regime in options.regimes:
-                    measure(server, regime, options, drive, results[(server.name, regime)])
-                    r = results[(server.name, regime)].runs[-1]
-                    print(f"  round {round + 1} {server.name:<40} {regime:<10} "
+            started.append(server)
+            check(server)
+        turn = 0
+        for round in range(options.rounds):
+            for regime, c in points:
+                # The order turns round at every point, so that a drift of
+                # the machine's load does not always favour the same servers.
+                order = candidates if turn % 2 == 0 else candidates[::-1]
+                turn += 1
+                for server in order:
+                    result = results[(server.name, regime, c)]
+                    measure(server, regime, _point(options, c), drive, result)
+                    r = result.runs[-1]
+                    print(f"  round {round + 1} {regime:<10} -c{c:<5} {server.name:<36} "
                           f"{r.requests:>9,.0f} req/s", flush=True)
-            finally:
-                server.stop()
+    finally:
+        for server in started:
+            server.stop()
     print()
-    print(table(results, names, options.regimes))
+    print(table(results, names, options.regimes, options.concurrencies))
     if options.chart:
-        title = (f"hello world, {options.load} -t{options.threads} -c{options.connections} "
-                 f"-d{options.duration:g}s on 127.0.0.1; {machine()}")
-        if chart(results, names, options.regimes, options.chart, title):
-            print(f"\nchart: {os.path.relpath(options.chart, ROOT)}")
+        title = (f"hello world, {options.load} -t{options.threads} -d{options.duration:g}s "
+                 f"on 127.0.0.1; {machine()}")
+        if chart(results, names, options.regimes, options.concurrencies,
+                 options.chart, title):
+            print(f"\nchart: {options.chart}")
         else:
             print("\nno chart: matplotlib is not installed")
     print(f"command: {command}")

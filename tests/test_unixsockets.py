@@ -12,10 +12,12 @@ and the round-robin mode, with real processes.
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import stat
 import sys
 from typing import Any
+from unittest import SkipTest
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -139,10 +141,12 @@ class _UNIXSocketLifeCycle:
     timeout = 90
     dispatch: str
 
-    async def startCluster(self, listen: str, workers: int = 2, **kwargs: Any) -> ClusterProcess:
+    async def startCluster(
+        self, listen: str, *args: str, workers: int = 2, **kwargs: Any
+    ) -> ClusterProcess:
         cluster = await ClusterProcess.start(
             self, "--workers", str(workers), "--app", PID_APP, "--control", "none",  # type: ignore[arg-type]
-            "--dispatch", self.dispatch, "--grace-period", "5",
+            "--dispatch", self.dispatch, "--grace-period", "5", *args,
             listen=listen, waitReady=0, **kwargs,
         )
         await waitUntil(lambda: len(cluster.workers) == workers, 30, f"{workers} ready workers")
@@ -195,6 +199,27 @@ class _UNIXSocketLifeCycle:
         """
         path = os.path.join(shortTempDir(self), "app.sock")
         cluster = await self.startCluster(f"unix:{path}:mode=600", workers=1)
+        self.assertEqual(await self.served(path), cluster.workers[1])
+        self.assertEqual(fileMode(path), 0o600)
+
+    async def test_workersOfAnotherUserServeOnTheMastersSocket(self) -> None:
+        """
+        Under C{--user nobody}, workers that may not even reach the socket
+        file (root's, mode 0600, in a directory only root may enter) serve
+        on it, and its mode holds.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("running workers as another user needs root")
+        try:
+            pwd.getpwnam("nobody")
+        except KeyError:
+            raise SkipTest("this system has no user 'nobody'") from None
+        directory = shortTempDir(self)
+        os.chmod(directory, 0o700)
+        path = os.path.join(directory, "app.sock")
+        cluster = await self.startCluster(
+            f"unix:{path}:mode=600", "--user", "nobody", workers=1
+        )
         self.assertEqual(await self.served(path), cluster.workers[1])
         self.assertEqual(fileMode(path), 0o600)
 

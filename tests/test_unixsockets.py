@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import socket
 import stat
+import subprocess
 import sys
 from typing import Any
 from unittest import SkipTest
@@ -63,6 +65,18 @@ def fileMode(path: str) -> int:
     return stat.S_IMODE(info.st_mode)
 
 
+def listenQueueLength(path: str) -> int:
+    """
+    The backlog of the listening UNIX socket bound at C{path}, as C{ss}
+    reports it (its C{Send-Q} column).
+    """
+    if shutil.which("ss") is None:
+        raise SkipTest("reads the backlog with ss (iproute2), which is not installed")
+    out = subprocess.run(["ss", "-xln"], capture_output=True, text=True, check=True).stdout
+    [queue] = [line.split()[3] for line in out.splitlines() if f" {path} " in line]
+    return int(queue)
+
+
 def events(cluster: ClusterProcess, fmt: str, **fields: Any) -> list[dict[str, Any]]:
     """
     The master's log events of format C{fmt} whose fields match C{fields}.
@@ -92,7 +106,7 @@ class AdoptListeningPortTests(TestCase):
         self.addCleanup(self.creator.close)
         self.creator.bind(self.path)
         os.chmod(self.path, 0o640)
-        self.creator.listen(8)
+        self.creator.listen(300)
         self.creator.setblocking(False)
 
     async def test_servesAndLeavesSocketAndFileToTheCreator(self) -> None:
@@ -120,6 +134,17 @@ class AdoptListeningPortTests(TestCase):
             self.creator.settimeout(5)
             accepted, _ = self.creator.accept()
             accepted.close()
+
+    async def test_backlogHolds(self) -> None:
+        """
+        Adopting does not call C{listen} again: the creator's backlog (the
+        master's C{--backlog}) holds, rather than Twisted's default of 50.
+        """
+        port = adoptListeningPort(
+            reactor, self.creator.fileno(), socket.AF_UNIX, Factory.forProtocol(Protocol)
+        )
+        self.addCleanup(port.stopListening)
+        self.assertEqual(listenQueueLength(self.path), 300)
 
     def test_otherFamiliesGoToTheReactor(self) -> None:
         """
@@ -192,15 +217,19 @@ class _UNIXSocketLifeCycle:
         self.assertTrue(os.path.exists(path))
         self.assertNotIn(await self.served(path), before)
 
-    async def test_modeAskedForHolds(self) -> None:
+    async def test_modeAndBacklogAskedForHold(self) -> None:
         """
-        C{mode=600} gives the socket file mode 0600 while workers serve on
-        it (in shared mode, after they adopted it).
+        C{mode=600} and C{--backlog 300} give the socket file mode 0600 and
+        the socket a queue of 300 while workers serve on it (in shared
+        mode, after they adopted it).
         """
         path = os.path.join(shortTempDir(self), "app.sock")
-        cluster = await self.startCluster(f"unix:{path}:mode=600", workers=1)
+        cluster = await self.startCluster(
+            f"unix:{path}:mode=600", "--backlog", "300", workers=1
+        )
         self.assertEqual(await self.served(path), cluster.workers[1])
         self.assertEqual(fileMode(path), 0o600)
+        self.assertEqual(listenQueueLength(path), 300)
 
     async def test_workersOfAnotherUserServeOnTheMastersSocket(self) -> None:
         """
@@ -226,7 +255,7 @@ class _UNIXSocketLifeCycle:
     async def test_socketSystemdPassedIsLeftAtStop(self) -> None:
         """
         C{--listen systemd:domain=UNIX:index=0} serves on the inherited
-        socket without changing its file's mode; neither a worker leaving
+        socket without changing its file's mode or its backlog; neither a worker leaving
         nor the master stopping removes the file, and systemd's socket
         still listens afterwards.
         """
@@ -245,6 +274,7 @@ class _UNIXSocketLifeCycle:
         )
         self.assertIn(await self.served(path), set(cluster.workers.values()))
         self.assertEqual(fileMode(path), 0o640)
+        self.assertEqual(listenQueueLength(path), 16)
         cluster.signal("TTOU")
         await waitUntil(
             lambda: events(cluster, "worker {worker_id} pid {pid} exited: {how}"),

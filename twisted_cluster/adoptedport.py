@@ -48,7 +48,7 @@ class _AdoptedUNIXPort(unix.Port):
         """
         # The descriptor Twisted keeps in reserve to accept and close
         # connections once the process has run out of descriptors.
-        tcp._reservedFD.reserve()  # type: ignore[attr-defined]
+        tcp._reservedFD.reserve()
         skt, self._preexistingSocket = self._preexistingSocket, None
         assert skt is not None and self.factory is not None, "built by adoptListeningPort"
         self.factory.doStart()
@@ -87,4 +87,4 @@ def adoptListeningPort(
         )
     port: Any = _AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
     port.startListening()
-    return port  # type: ignore[no-any-return]
+    return port

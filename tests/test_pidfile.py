@@ -70,7 +70,7 @@ class PIDFileTests(SynchronousTestCase):
         dead = _deadPid()
         for content in [b"important = true\n", b"", b"\n", b"%d\n\n" % dead,
                         b"%d\nsecret\n" % dead, b" %d" % dead, b"0\n", b"-5\n",
-                        b"9" * 40]:
+                        b"9" * 40, b"%d\n" % 2**31, b"99999999999\n"]:
             with open(self.path, "wb") as f:
                 f.write(content)
             error = self.assertRaises(PIDFileError, PIDFile(self.path).acquire)

@@ -40,10 +40,13 @@ from twisted.logger import Logger
 log = Logger()
 
 #: Exactly what a PID file of ours holds.
-_PID_CONTENT = re.compile(rb"[1-9][0-9]{0,18}\n?\Z")
+_PID_CONTENT = re.compile(rb"[1-9][0-9]{0,9}\n?\Z")
 
 #: More than any PID file of ours holds: a longer file is not one.
-_MAX_SIZE = 21
+_MAX_SIZE = 11
+
+#: Above any pid (C{pid_t} is a signed 32-bit number).
+_PID_LIMIT = 2**31
 
 
 class PIDFileError(Exception):
@@ -164,7 +167,7 @@ class PIDFile:
             raise PIDFileError(f"cannot read {self.path}: {e.strerror}") from None
         finally:
             os.close(fd)
-        if not _PID_CONTENT.match(content):
+        if not _PID_CONTENT.match(content) or int(content) >= _PID_LIMIT:
             raise self._notOurs("not a PID file (it holds more than a process id)")
         return (info.st_dev, info.st_ino), int(content)
 

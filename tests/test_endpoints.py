@@ -7,14 +7,18 @@ with a key that does not load), and for the listen queue's length
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import struct
 import sys
 from unittest import SkipTest
 
 from twisted.internet.testing import MemoryReactor
 from twisted.python.filepath import FilePath
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.support import shortTempDir
 
 from twisted_cluster.listening import (
     DEFAULT_BACKLOG,
@@ -143,3 +147,22 @@ class BacklogTests(SynchronousTestCase):
         self.assertFalse(ownsBacklog("systemd:domain=INET:index=0"))
         self.assertTrue(ownsBacklog("unix:/run/app.sock"))
         self.assertTrue(ownsBacklog("8080"))
+
+
+class UNIXListenerTests(TestCase):
+    """
+    The master creates the socket file of a C{unix:} listener, with the
+    mode asked for, and removes it when it closes the listener.
+    """
+
+    timeout = 10
+
+    async def test_creatorSetsModeAndRemovesTheFile(self) -> None:
+        from twisted.internet import reactor
+
+        path = os.path.join(shortTempDir(self), "app.sock")
+        listener = listen(reactor, f"unix:{path}:mode=600:lockfile=0")
+        self.assertEqual(stat.S_IMODE(os.lstat(path).st_mode), 0o600)
+        self.assertEqual(listener.address(), f"unix:{path}")
+        await listener.port.stopListening()
+        self.assertFalse(os.path.lexists(path))

@@ -6,15 +6,22 @@ C{tcp6:8080:interface=\\:\\:1}, C{unix:/run/app.sock}, C{systemd:...}).  The
 master lets Twisted's own endpoint parse and bind them, then takes the
 listening socket away from Twisted's port object so that the L{Acceptor}
 accepts on it without building a Protocol per connection.
+
+Whoever creates a socket file removes it, and nobody else: the master
+removes the file of a C{unix:PATH} listener it bound when it stops, never
+the file of a socket systemd passed it (C{systemd:domain=UNIX}), whose
+mode and backlog stay systemd's too (L{twisted_cluster.adoptedport}).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
 import attr
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.fdesc import setNonBlocking
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -22,6 +29,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 
+from twisted_cluster.adoptedport import adoptListeningPort
 from twisted_cluster.wrapping import endpointKind, explainParseError
 
 #: Connections the kernel queues on a listening socket before the master
@@ -80,7 +88,8 @@ class Listener:
 
     def close(self) -> None:
         """
-        Stop listening (for a UNIX socket, this removes the socket file).
+        Stop listening.  The file of a UNIX socket the master bound is
+        removed; a socket systemd passed is left as it is, file and all.
         """
         self.port.stopListening()
 
@@ -121,6 +130,8 @@ def listenNow(endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> ILi
     @raise ListenError: with the reason only (C{"Address already in use"},
         C{"endpoint is not immediate"}), for the caller to put in context.
     """
+    if isinstance(endpoint, AdoptedStreamServerEndpoint):
+        return _listenInherited(endpoint, factory)
     result: list[Any] = []
     endpoint.listen(factory).addBoth(result.append)
     if not result:
@@ -131,6 +142,28 @@ def listenNow(endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> ILi
         reason = getattr(error, "socketError", None) or error
         raise ListenError(getattr(reason, "strerror", None) or str(reason))
     return outcome
+
+
+def _listenInherited(
+    endpoint: AdoptedStreamServerEndpoint, factory: IProtocolFactory
+) -> IListeningPort:
+    """
+    Listen on a socket systemd passed, as C{endpoint.listen} would, except
+    that a UNIX socket keeps its file, mode and backlog, and its file is
+    not removed when the master stops: systemd created it.
+
+    @raise ListenError: with the reason only (C{"Bad file descriptor"}).
+    """
+    try:
+        setNonBlocking(endpoint.fileno)
+        port = adoptListeningPort(
+            endpoint.reactor, endpoint.fileno, endpoint.addressFamily, factory
+        )
+    except OSError as e:
+        raise ListenError(e.strerror or str(e)) from None
+    # The port holds its own duplicate, as with the endpoint's own listen.
+    os.close(endpoint.fileno)
+    return port
 
 
 def ownsBacklog(description: str) -> bool:

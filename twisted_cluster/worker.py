@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 
 from twisted_cluster import commands
 from twisted_cluster._amp import ControlAMP
+from twisted_cluster.adoptedport import adoptListeningPort
 from twisted_cluster.adoption import adoptConnection, readAtOnce
 from twisted_cluster.apploading import AppLoadError, loadWorkerApp
 from twisted_cluster.calling import AppResponders
@@ -291,14 +292,16 @@ class Worker:
     def _adoptListener(self, fd: int, index: int) -> None:
         """
         Accept on a copy of listener C{index} (C{--dispatch shared}) until
-        the worker drains.
+        the worker drains.  The master created the socket: the worker
+        leaves its file, mode and backlog alone, leaving included.
         """
         try:
             if self._draining or self._done:
                 return
             self._ports.append(
-                self._reactor.adoptStreamPort(
-                    fd, self.config.families[index], self._factories[index]
+                adoptListeningPort(
+                    self._reactor, fd, self.config.families[index],
+                    self._factories[index],
                 )
             )
         finally:

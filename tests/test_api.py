@@ -30,6 +30,7 @@ from twisted_cluster import (
 )
 from twisted_cluster import commands
 from twisted_cluster.apploading import asFactory, buildWorkerApp, checkApp
+from twisted_cluster.calling import callCommand, packBox
 from twisted_cluster.contexts import IMasterContext, WorkerContext
 from twisted_cluster.testing import FakeCluster
 
@@ -340,6 +341,47 @@ class ErrorTests(SynchronousTestCase):
 
     def test_missingArgumentFailsBeforeSending(self) -> None:
         self.failureResultOf(self.worker.callMaster(Deposit), amp.InvalidSignature)
+
+
+class ForgedRelayTests(SynchronousTestCase):
+    """
+    A worker that writes its own relayed box (hostile or broken code on
+    the raw control channel) cannot make the target read it as an answer or
+    an error: that would close the target's channel, and the target exits.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = FakeCluster(APP, workers=2)
+        # The calling worker's end of its control channel, as a worker's own
+        # code could reach it.
+        self.channel = self.cluster.workers[1].context._connection
+
+    def relay(self, box: dict[bytes, bytes]) -> Deferred[Any]:
+        return callCommand(
+            self.channel,
+            commands.Relay,
+            {"worker": 2, "command": b"Echo", "box": packBox(amp.AmpBox(box)), "timeout": None},
+        )
+
+    def test_forgedAnswerAndErrorKeysAreRefusedAndTheTargetLives(self) -> None:
+        for forged in (
+            {b"text": b"x", b"_answer": b"1"},
+            {b"text": b"x", b"_error": b"1", b"_error_code": b"X", b"_error_description": b"y"},
+            {b"text": b"x", b"_ask": b"99"},
+        ):
+            error = self.assertRaises(amp.UnknownRemoteError, self.cluster.result, self.relay(forged))
+            self.assertIn("reserved for AMP", str(error))
+            answer = self.cluster.result(self.cluster.callWorker(2, Echo, text="alive"))
+            self.assertEqual(answer, {"text": "alive", "worker": 2})
+
+    def test_aBoxThatDoesNotParseIsRefused(self) -> None:
+        d = callCommand(
+            self.channel,
+            commands.Relay,
+            {"worker": 2, "command": b"Echo", "box": b"\x00\x04text", "timeout": None},
+        )
+        self.assertRaises(amp.UnknownRemoteError, self.cluster.result, d)
+        self.assertEqual(self.cluster.result(self.cluster.callWorker(2, Echo, text="ok"))["text"], "ok")
 
 
 class SizeLimitTests(SynchronousTestCase):

@@ -11,7 +11,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -29,6 +30,7 @@ from twisted_cluster import (
     WorkerGone,
 )
 from twisted_cluster import commands
+from twisted_cluster._amp import ControlAMP
 from twisted_cluster.apploading import asFactory, buildWorkerApp, checkApp
 from twisted_cluster.calling import callCommand, packBox
 from twisted_cluster.contexts import IMasterContext, WorkerContext
@@ -428,6 +430,44 @@ class SizeLimitTests(SynchronousTestCase):
     def test_emptyBigValueTravels(self) -> None:
         answer = self.cluster.result(self.worker.callMaster(Blob, data=b""))
         self.assertEqual(answer, {"size": 0, "data": b""})
+
+
+class BoxSizeLimitTests(SynchronousTestCase):
+    """
+    AMP bounds each value but not the number of keys in a box: the control
+    channel closes on a box over its limit instead of holding it.
+    """
+
+    def setUp(self) -> None:
+        self.received: list[amp.AmpBox] = []
+        self.channel = ControlAMP()
+        self.channel.maxBoxSize = 10_000
+        self.channel.ampBoxReceived = self.received.append  # type: ignore[method-assign]
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+        self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def box(self, keys: int, value: bytes = b"v" * 100) -> bytes:
+        return amp.AmpBox({b"k%d" % n: value for n in range(keys)}).serialize()
+
+    def test_boxesUnderTheLimitArrive(self) -> None:
+        self.channel.dataReceived(self.box(50) * 3)
+        self.assertEqual(len(self.received), 3)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_aBoxOverTheLimitClosesTheChannel(self) -> None:
+        data = self.box(500)
+        for start in range(0, len(data), 1000):
+            self.channel.dataReceived(data[start : start + 1000])
+        self.assertEqual(self.received, [])
+        self.assertTrue(self.transport.disconnecting)
+        [event] = [e for e in self.logged if e.get("limit") == 10_000]
+        self.assertEqual(event["log_level"], LogLevel.error)
+
+    def test_emptyValuesCountTowardsTheLimit(self) -> None:
+        self.channel.dataReceived(self.box(5000, value=b""))
+        self.assertEqual(self.received, [])
+        self.assertTrue(self.transport.disconnecting)
 
 
 class ClusterAppLoadingTests(SynchronousTestCase):

@@ -157,6 +157,9 @@ class MasterControl(ControlAMP):
         super().__init__(appLocator)
         self._worker = worker
 
+    def logFields(self) -> dict[str, Any]:
+        return {"worker_id": self._worker.workerId, "worker_pid": self._worker.pid}
+
     @commands.Ready.responder
     def ready(self, pid: int) -> dict[str, Any]:
         self._worker._readyReceived()

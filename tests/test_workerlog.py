@@ -7,6 +7,7 @@ worker writes costs the master more than a bounded amount.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from twisted.logger import (
@@ -26,7 +27,9 @@ from twisted_cluster.workerlog import (
     LINE_LIMIT,
     TEXT_LIMIT,
     LineBuffer,
+    eventFromWorker,
     exceptionsAsText,
+    jsonLinesForMaster,
 )
 
 
@@ -68,6 +71,34 @@ class ExceptionsAsTextTests(SynchronousTestCase):
         event = {"log_format": "hello"}
         self.observer(event)
         self.assertIs(self.seen[0], event)
+
+
+class JSONLinesForMasterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.stream = io.StringIO()
+        self.observer = jsonLinesForMaster(self.stream)
+
+    def test_eventsAreJSONLines(self) -> None:
+        self.observer({"log_format": "served {path}", "path": "/", "log_level": LogLevel.info})
+        event = eventFromWorker(self.stream.getvalue().encode())
+        self.assertEqual(formatEvent(event), "served /")
+
+    def test_anEventTooLongForTheMasterIsSentAsAShortOne(self) -> None:
+        """
+        The master drops a line over L{EVENT_LIMIT}: the worker sends, in
+        its place, a short event with the beginning of its text.
+        """
+        self.observer({
+            "log_format": "got {body}", "body": "b" * EVENT_LIMIT,
+            "log_level": LogLevel.warn, "log_namespace": "app",
+        })
+        line = self.stream.getvalue().encode()
+        self.assertLess(len(line), 4096)
+        self.assertEqual(line.count(b"\n"), 1)
+        event = eventFromWorker(line)
+        self.assertGreater(event["size"], EVENT_LIMIT)
+        self.assertEqual((event["log_level"], event["log_namespace"]), (LogLevel.warn, "app"))
+        self.assertTrue(event["start"].startswith("got bbb"))
 
 
 class LineBufferTests(SynchronousTestCase):

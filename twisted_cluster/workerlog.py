@@ -6,7 +6,9 @@ lines of its stdout and stderr.
 Worker side: JSON carries a failure's type and traceback but not its
 exception, an arbitrary object: the master would print C{builtins.ValueError:
 {'unpersistable': True}} where the worker had C{ValueError: no such user}.
-So the exception travels as its text (L{exceptionsAsText}).
+So the exception travels as its text (L{exceptionsAsText}).  An event too
+long for the master is sent as a short one that says so
+(L{jsonLinesForMaster}).
 
 Master side: a worker is untrusted (with C{--user nobody} it is an
 unprivileged process talking to a root master), so everything it sends is
@@ -30,15 +32,16 @@ import math
 import os
 import re
 from string import Formatter
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from twisted.logger import (
+    FileLogObserver,
     ILogObserver,
     LogEvent,
     LogLevel,
+    eventAsJSON,
     eventFromJSON,
     globalLogBeginner,
-    jsonFileLogObserver,
 )
 from twisted.logger._flatten import KeyFlattener
 from twisted.python.failure import Failure
@@ -309,13 +312,43 @@ def exceptionsAsText(observer: ILogObserver) -> ILogObserver:
     return observe
 
 
+def jsonLinesForMaster(stream: IO[str]) -> ILogObserver:
+    """
+    An observer that writes each event to C{stream} as one line of JSON, as
+    L{twisted.logger.jsonFileLogObserver} does, except that an event whose
+    line would pass L{EVENT_LIMIT} (which the master drops) becomes a short
+    event that says so, with the level, namespace and beginning of the text
+    of the one it stands for.
+    """
+
+    def line(event: LogEvent) -> str:
+        text = eventAsJSON(event)
+        if len(text) < EVENT_LIMIT // 4 or len(text.encode("utf-8")) < EVENT_LIMIT:
+            return text + "\n"
+        start = boundedText(event, 1000)[0] if event.get("log_format") is not None else ""
+        summary = {
+            key: event[key]
+            for key in ("log_level", "log_namespace", "log_time", "log_system")
+            if key in event
+        }
+        summary.update(
+            log_format="a log event of {size} bytes, too long for the master, "
+            "began: {start}",
+            size=len(text),
+            start=start,
+        )
+        return eventAsJSON(summary) + "\n"
+
+    return FileLogObserver(stream, line)
+
+
 def logToMaster(fd: int) -> None:
     """
     Send every log event of this process to the master through C{fd}.
     """
     stream = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
     globalLogBeginner.beginLoggingTo(
-        [exceptionsAsText(jsonFileLogObserver(stream, recordSeparator=""))],
+        [exceptionsAsText(jsonLinesForMaster(stream))],
         discardBuffer=False,
         redirectStandardIO=False,
     )

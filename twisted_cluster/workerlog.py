@@ -326,7 +326,7 @@ def jsonLinesForMaster(stream: IO[str]) -> ILogObserver:
         if len(text) < EVENT_LIMIT // 4 or len(text.encode("utf-8")) < EVENT_LIMIT:
             return text + "\n"
         start = boundedText(event, 1000)[0] if event.get("log_format") is not None else ""
-        summary = {
+        summary: LogEvent = {
             key: event[key]
             for key in ("log_level", "log_namespace", "log_time", "log_system")
             if key in event

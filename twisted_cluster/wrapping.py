@@ -200,7 +200,7 @@ class StrictProxyFactory(HAProxyWrappingFactory):
     @ivar refusedCount: how many connections it closed for their header.
     """
 
-    protocol = _StrictProxyProtocol
+    protocol: type[HAProxyProtocolWrapper] = _StrictProxyProtocol
 
     def __init__(self, wrappedFactory: IProtocolFactory, clock: IReactorTime) -> None:
         super().__init__(wrappedFactory)

@@ -8,6 +8,7 @@ worker writes costs the master more than a bounded amount.
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 from twisted.logger import (
@@ -234,11 +235,13 @@ class WorkerOutputTests(SynchronousTestCase):
         A short format that repeats a long field cannot multiply it: the
         text stops at L{TEXT_LIMIT}, whatever Twisted's observers do with it.
         """
-        line = jsonLine(log_format="{x}" * 20000, x="y" * 5000)
+        line = json.dumps({"log_format": "{x}" * 20000, "x": "y" * 5000}).encode() + b"\n"
         self.output.childDataReceived(LOG_FD, line)
         [event] = self.events
+        self.assertEqual(event["worker_id"], 1)
+        self.assertEqual(event["log_format"], "{worker_text}")
         self.assertLessEqual(len(formatEvent(event)), TEXT_LIMIT + 3)
-        self.assertLessEqual(len(eventAsJSON(event)), 3 * len(line))
+        self.assertLessEqual(len(eventAsJSON(event)), len(line) + 4 * TEXT_LIMIT)
 
     def test_anOrdinaryEventKeepsItsFormatAndFields(self) -> None:
         """

@@ -11,7 +11,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -29,7 +30,9 @@ from twisted_cluster import (
     WorkerGone,
 )
 from twisted_cluster import commands
+from twisted_cluster._amp import ControlAMP
 from twisted_cluster.apploading import asFactory, buildWorkerApp, checkApp
+from twisted_cluster.calling import callCommand, packBox
 from twisted_cluster.contexts import IMasterContext, WorkerContext
 from twisted_cluster.testing import FakeCluster
 
@@ -342,6 +345,47 @@ class ErrorTests(SynchronousTestCase):
         self.failureResultOf(self.worker.callMaster(Deposit), amp.InvalidSignature)
 
 
+class ForgedRelayTests(SynchronousTestCase):
+    """
+    A worker that writes its own relayed box (hostile or broken code on
+    the raw control channel) cannot make the target read it as an answer or
+    an error: that would close the target's channel, and the target exits.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = FakeCluster(APP, workers=2)
+        # The calling worker's end of its control channel, as a worker's own
+        # code could reach it.
+        self.channel = self.cluster.workers[1].context._connection
+
+    def relay(self, box: dict[bytes, bytes]) -> Deferred[Any]:
+        return callCommand(
+            self.channel,
+            commands.Relay,
+            {"worker": 2, "command": b"Echo", "box": packBox(amp.AmpBox(box)), "timeout": None},
+        )
+
+    def test_forgedAnswerAndErrorKeysAreRefusedAndTheTargetLives(self) -> None:
+        for forged in (
+            {b"text": b"x", b"_answer": b"1"},
+            {b"text": b"x", b"_error": b"1", b"_error_code": b"X", b"_error_description": b"y"},
+            {b"text": b"x", b"_ask": b"99"},
+        ):
+            error = self.assertRaises(amp.UnknownRemoteError, self.cluster.result, self.relay(forged))
+            self.assertIn("reserved for AMP", str(error))
+            answer = self.cluster.result(self.cluster.callWorker(2, Echo, text="alive"))
+            self.assertEqual(answer, {"text": "alive", "worker": 2})
+
+    def test_aBoxThatDoesNotParseIsRefused(self) -> None:
+        d = callCommand(
+            self.channel,
+            commands.Relay,
+            {"worker": 2, "command": b"Echo", "box": b"\x00\x04text", "timeout": None},
+        )
+        self.assertRaises(amp.UnknownRemoteError, self.cluster.result, d)
+        self.assertEqual(self.cluster.result(self.cluster.callWorker(2, Echo, text="ok"))["text"], "ok")
+
+
 class SizeLimitTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.cluster = FakeCluster(APP, workers=2)
@@ -386,6 +430,44 @@ class SizeLimitTests(SynchronousTestCase):
     def test_emptyBigValueTravels(self) -> None:
         answer = self.cluster.result(self.worker.callMaster(Blob, data=b""))
         self.assertEqual(answer, {"size": 0, "data": b""})
+
+
+class BoxSizeLimitTests(SynchronousTestCase):
+    """
+    AMP bounds each value but not the number of keys in a box: the control
+    channel closes on a box over its limit instead of holding it.
+    """
+
+    def setUp(self) -> None:
+        self.received: list[amp.AmpBox] = []
+        self.channel = ControlAMP()
+        self.channel.maxBoxSize = 10_000
+        self.channel.ampBoxReceived = self.received.append  # type: ignore[method-assign]
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+        self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def box(self, keys: int, value: bytes = b"v" * 100) -> bytes:
+        return amp.AmpBox({b"k%d" % n: value for n in range(keys)}).serialize()
+
+    def test_boxesUnderTheLimitArrive(self) -> None:
+        self.channel.dataReceived(self.box(50) * 3)
+        self.assertEqual(len(self.received), 3)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_aBoxOverTheLimitClosesTheChannel(self) -> None:
+        data = self.box(500)
+        for start in range(0, len(data), 1000):
+            self.channel.dataReceived(data[start : start + 1000])
+        self.assertEqual(self.received, [])
+        self.assertTrue(self.transport.disconnecting)
+        [event] = [e for e in self.logged if e.get("limit") == 10_000]
+        self.assertEqual(event["log_level"], LogLevel.error)
+
+    def test_emptyValuesCountTowardsTheLimit(self) -> None:
+        self.channel.dataReceived(self.box(5000, value=b""))
+        self.assertEqual(self.received, [])
+        self.assertTrue(self.transport.disconnecting)
 
 
 class ClusterAppLoadingTests(SynchronousTestCase):

@@ -6,10 +6,17 @@ connections the way Twisted's own port for that endpoint would.
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import (
+    EventLoggingObserver,
+    MemoryReactor,
+    MemoryReactorClock,
+    StringTransport,
+)
+from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,7 +24,13 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from twisted_cluster.tracking import ConnectionTracker
-from twisted_cluster.wrapping import WrappingError, endpointKind, wrapperFor
+from twisted_cluster.wrapping import (
+    REFUSAL_LOG_INTERVAL,
+    WrappingError,
+    endpointKind,
+    v1HeaderProblem,
+    wrapperFor,
+)
 
 
 def selfSignedPEM(hostname: str = "localhost") -> tuple[bytes, bytes]:
@@ -63,6 +76,10 @@ def selfSignedPEM(hostname: str = "localhost") -> tuple[bytes, bytes]:
 class _Peer(Protocol):
     def connectionMade(self) -> None:
         self.peer = self.transport.getPeer()
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
 
 
 class EndpointKindTests(SynchronousTestCase):
@@ -78,7 +95,7 @@ class EndpointKindTests(SynchronousTestCase):
 
 class WrapperForTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = MemoryReactor()
+        self.reactor = MemoryReactorClock()
         self.app = Factory.forProtocol(_Peer)
 
     def test_plainEndpointsServeTheAppAsItIs(self) -> None:
@@ -159,6 +176,91 @@ class WrapperForTests(SynchronousTestCase):
         )
         self.assertIn("cannot set up TLS", str(error))
         self.assertIn(missing, str(error))
+
+
+BALANCER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+class StrictProxyHeaderTests(SynchronousTestCase):
+    """
+    Behind C{haproxy:}, a header that names no valid client is refused
+    before the app sees a byte: the connection is closed, counted, and
+    logged at most once per L{REFUSAL_LOG_INTERVAL}.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.factory = wrapperFor(self.reactor, "haproxy:tcp:8080")(
+            Factory.forProtocol(_Peer)
+        )
+        self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def send(self, data: bytes) -> tuple[Any, StringTransport]:
+        protocol = self.factory.buildProtocol(BALANCER)
+        transport = StringTransport(peerAddress=BALANCER)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(data)
+        return protocol.wrappedProtocol, transport
+
+    def refusals(self) -> list[dict[str, Any]]:
+        return [e for e in self.logged if "refused" in e]
+
+    def test_invalidV1HeadersAreRefusedBeforeTheApp(self) -> None:
+        for header in (
+            b"PROXY TCP4 999.1.1.1 10.0.0.1 5000 80\r\n",
+            b"PROXY TCP4 1.2.3.4 10.0.0.1 99999 80\r\n",
+            b"PROXY TCP4 1.2.3.4\x00 10.0.0.1 5000 80\r\n",
+            b"PROXY TCP4 1.2.3.4 10.0.0.1 +5000 80\r\n",
+            b"PROXY TCP4 2001:db8::1 10.0.0.1 5000 80\r\n",
+            b"PROXY TCP6 1.2.3.4 ::1 5000 80\r\n",
+            b"PROXY TCP4 1.2.3.4 10.0.0.1 5000 80 extra\r\n",
+            "PROXY TCP4 1.2.3.\u0664 10.0.0.1 5000 80\r\n".encode("utf-8"),
+            b"PROXY TCP4 1.2.3.4 10.0.0.1 50x0 80\r\n",
+        ):
+            app, transport = self.send(header + b"GET / HTTP/1.0\r\n\r\n")
+            self.assertEqual(app.received, b"", header)
+            self.assertTrue(transport.disconnecting, header)
+            self.assertEqual(app.transport.getPeer(), BALANCER, header)
+
+    def test_validHeadersPass(self) -> None:
+        for header, peer in (
+            (b"PROXY TCP4 203.0.113.7 10.0.0.1 0 65535\r\n", ("203.0.113.7", 0)),
+            (b"PROXY TCP6 2001:db8::7 ::1 51234 443\r\n", ("2001:db8::7", 51234)),
+            (b"PROXY UNKNOWN ffff::1 ::1 1 2\r\n", ("127.0.0.1", 40000)),
+        ):
+            app, transport = self.send(header + b"hello")
+            self.assertEqual(app.received, b"hello")
+            self.assertFalse(transport.disconnecting)
+            address = app.transport.getPeer()
+            self.assertEqual((address.host, address.port), peer)
+        self.assertEqual(self.refusals(), [])
+
+    def test_aNonASCIIHeaderIsOneStructuredLine(self) -> None:
+        """
+        Bytes Twisted's parser cannot decode close the connection with one
+        warning that says why, not a traceback.
+        """
+        self.send("PROXY TCP4 1.2.3.4 10.0.0.1 5000 8\u00e9\r\n".encode("utf-8"))
+        [event] = self.refusals()
+        self.assertEqual(event["peer"], str(BALANCER))
+        self.assertNotIn("log_failure", event)
+        self.assertEqual([e for e in self.logged if "log_failure" in e], [])
+
+    def test_refusalsAreLoggedOncePerIntervalWithTheirCount(self) -> None:
+        for _ in range(3):
+            self.send(b"PROXY TCP4 999.1.1.1 10.0.0.1 5000 80\r\n")
+        self.assertEqual([(e["refused"], e["unlogged"]) for e in self.refusals()], [(1, 0)])
+        self.reactor.advance(REFUSAL_LOG_INTERVAL)
+        self.send(b"PROXY TCP4 1.1.1.1 10.0.0.1 5000 99999\r\n")
+        self.assertEqual(
+            [(e["refused"], e["unlogged"]) for e in self.refusals()], [(1, 0), (4, 2)]
+        )
+        self.assertIn("is no port", self.refusals()[-1]["reason"])
+
+    def test_v1HeaderProblemNamesWhatIsWrong(self) -> None:
+        self.assertIsNone(v1HeaderProblem(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2"))
+        self.assertIn("999.1.1.1", v1HeaderProblem(b"PROXY TCP4 999.1.1.1 5.6.7.8 1 2") or "")
+        self.assertIn("printable", v1HeaderProblem(b"PROXY TCP4 1.2.3.4\x00 5.6.7.8 1 2") or "")
 
 
 class TrackerNegotiationTests(SynchronousTestCase):

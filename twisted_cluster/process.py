@@ -17,7 +17,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
@@ -30,6 +30,14 @@ from twisted_cluster.worker import (
     HANDOFF_FD,
     LOG_FD,
     WorkerConfig,
+)
+from twisted_cluster.workerlog import (
+    EVENT_LIMIT,
+    LINE_LIMIT,
+    BadEvent,
+    LineBuffer,
+    escapeControls,
+    eventFromWorker,
 )
 
 #: The states a worker goes through, in order.
@@ -56,45 +64,85 @@ class _WorkerOutput(ProcessProtocol):
     """
     Turns a worker's stdout and stderr lines, and its JSON log events, into
     events of the master's log, marked with the worker's id and pid.
+
+    The worker is untrusted: every stream is read through a
+    L{LineBuffer} (a line is at most L{LINE_LIMIT} bytes, an event
+    L{EVENT_LIMIT}), and every event through L{eventFromWorker}.  A line
+    that is no event is dropped and counted, and the next one is read.
+
+    @ivar dropped: how many lines of the log pipe were not forwarded.
     """
 
-    def __init__(self, worker: "WorkerProcess") -> None:
+    def __init__(
+        self, worker: "WorkerProcess", publisher: ILogObserver = globalLogPublisher
+    ) -> None:
+        """
+        @param publisher: where the worker's events go.
+        """
         self._worker = worker
-        self._partial: dict[int, bytes] = {}
+        self._publisher = publisher
+        self._loggers: dict[int, Logger] = {}
+        self.dropped = 0
+        self._streams = {
+            1: LineBuffer(LINE_LIMIT, lambda line, cut: self._printed(1, line, cut)),
+            2: LineBuffer(LINE_LIMIT, lambda line, cut: self._printed(2, line, cut)),
+            LOG_FD: LineBuffer(EVENT_LIMIT, self._event),
+        }
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        lines = (self._partial.pop(childFD, b"") + data).split(b"\n")
-        self._partial[childFD] = lines.pop()
-        for line in lines:
-            self._line(childFD, line)
+        stream = self._streams.get(childFD)
+        if stream is not None:
+            stream.feed(data)
 
     def childConnectionLost(self, childFD: int) -> None:
-        rest = self._partial.pop(childFD, b"")
-        if rest:
-            self._line(childFD, rest)
+        stream = self._streams.get(childFD)
+        if stream is not None:
+            stream.close()
 
-    def _line(self, childFD: int, line: bytes) -> None:
+    def _logger(self, childFD: int) -> Logger:
+        # Logger.emit sets log_namespace to the logger's own: the worker's
+        # name must be the logger's namespace to reach text logs.
+        logger = self._loggers.get(childFD)
+        if logger is None:
+            stream = {1: "stdout", 2: "stderr"}.get(childFD, "log")
+            logger = Logger(f"{self._worker.name} {stream}", observer=self._publisher)
+            self._loggers[childFD] = logger
+        return logger
+
+    def _printed(self, childFD: int, line: bytes, cut: bool) -> None:
         worker = self._worker
-        if childFD == LOG_FD:
-            try:
-                event = eventFromJSON(line.decode("utf-8"))
-            except ValueError:
-                return
-            event["log_namespace"] = f"{worker.name} {event.get('log_namespace', '')}"
-            event["worker_id"] = worker.workerId
-            event["worker_pid"] = worker.pid
-            globalLogPublisher(event)
-            return
-        stream = "stdout" if childFD == 1 else "stderr"
-        text = line.decode("utf-8", "replace").rstrip("\r")
-        emit = log.info if childFD == 1 else log.warn
+        text = escapeControls(line.decode("utf-8", "replace").rstrip("\r"))
+        emit = self._logger(childFD).info if childFD == 1 else self._logger(childFD).warn
         emit(
-            "{line}",
+            "{line} [cut at {limit} bytes]" if cut else "{line}",
             line=text,
-            log_namespace=f"{worker.name} {stream}",
+            truncated=cut,
+            limit=LINE_LIMIT,
             worker_id=worker.workerId,
             worker_pid=worker.pid,
         )
+
+    def _event(self, line: bytes, cut: bool) -> None:
+        worker = self._worker
+        try:
+            if cut:
+                raise BadEvent(f"longer than {EVENT_LIMIT} bytes")
+            event = eventFromWorker(line)
+        except BadEvent as e:
+            self.dropped += 1
+            self._logger(LOG_FD).warn(
+                "dropped a log event of worker {worker_id} pid {worker_pid}: "
+                "{reason} ({dropped} dropped so far)",
+                reason=str(e),
+                dropped=self.dropped,
+                worker_id=worker.workerId,
+                worker_pid=worker.pid,
+            )
+            return
+        event["log_namespace"] = f"{worker.name} {event.get('log_namespace', '')}"
+        event["worker_id"] = worker.workerId
+        event["worker_pid"] = worker.pid
+        self._publisher(event)
 
     def processEnded(self, reason: Failure) -> None:
         self._worker._ended(reason)
@@ -108,6 +156,9 @@ class MasterControl(ControlAMP):
     def __init__(self, worker: "WorkerProcess", appLocator: Any = None) -> None:
         super().__init__(appLocator)
         self._worker = worker
+
+    def logFields(self) -> dict[str, Any]:
+        return {"worker_id": self._worker.workerId, "worker_pid": self._worker.pid}
 
     @commands.Ready.responder
     def ready(self, pid: int) -> dict[str, Any]:

@@ -80,12 +80,16 @@ def _clientV1(data: bytes) -> Peer | None | _Incomplete:
     fields = data[:end].split(b" ")
     if len(fields) != 6 or fields[1] not in (b"TCP4", b"TCP6"):
         return None
+    kind = ipaddress.IPv4Address if fields[1] == b"TCP4" else ipaddress.IPv6Address
+    port = fields[4]
+    # bytes.isdigit is ASCII only: no sign, no "_", no other script's digits.
+    if not (port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+        return None
     try:
-        host = str(ipaddress.ip_address(fields[2].decode("ascii")))
-        port = int(fields[4])
+        host = str(kind(fields[2].decode("ascii")))
     except (UnicodeDecodeError, ValueError):
         return None
-    return host, port
+    return host, int(port)
 
 
 def _clientV2(data: bytes) -> Peer | None | _Incomplete:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -24,11 +25,12 @@ from twisted_cluster.calling import (
     callCommand,
     packBox,
     sendBox,
-    unpackBox,
     withTimeout,
 )
 from twisted_cluster.contexts import IMasterContext
 from twisted_cluster.errors import NoSuchWorker, WorkerGone
+
+log = Logger()
 
 
 @implementer(IMasterContext)
@@ -232,5 +234,48 @@ class RelayLocator(amp.CommandLocator):
                     f"the cluster's own command {command.decode()} is not relayed",
                 )
             )
-        d = self._calls.relay(worker, command, unpackBox(box), timeout)
+        try:
+            arguments = relayableBox(box)
+        except ValueError as e:
+            log.warn(
+                "refused to relay {command} to worker {target_worker}: {reason}",
+                command=command.decode("ascii", "replace")[:100],
+                target_worker=worker,
+                reason=str(e),
+            )
+            return fail(amp.RemoteAmpError(BAD_RELAY, str(e)))
+        d = self._calls.relay(worker, command, arguments, timeout)
         return d.addCallback(lambda answer: {"box": packBox(answer)})
+
+
+#: The error code of a relayed box that L{relayableBox} refuses.
+BAD_RELAY = b"BAD_RELAY"
+
+
+def relayableBox(data: bytes) -> amp.AmpBox:
+    """
+    The arguments box a worker asked the master to relay, from its bytes.
+
+    AMP reserves the keys that begin with an underscore (C{_ask},
+    C{_answer}, C{_error}, ...) for itself: the master adds C{_command} and
+    C{_ask} as it sends, and a box that came with C{_answer} or C{_error}
+    would be read by the target as the answer to a question it never asked,
+    which closes its channel.  So the calling worker's box may hold only its
+    command's arguments.
+
+    @raise ValueError: when C{data} is not one whole box, or holds a
+        reserved key.
+    """
+    try:
+        boxes = amp.parseString(data)
+    except Exception as e:
+        # A key or value too long, or bytes AMP cannot read at all.
+        raise ValueError(f"the box does not parse ({type(e).__name__})") from None
+    if len(boxes) != 1:
+        raise ValueError(f"{len(boxes)} boxes where one was expected")
+    [box] = boxes
+    reserved = sorted(key for key in box if key.startswith(b"_"))
+    if reserved:
+        names = ", ".join(key.decode("ascii", "replace") for key in reserved[:5])
+        raise ValueError(f"the box holds keys reserved for AMP: {names}")
+    return box

@@ -438,6 +438,28 @@ class EndpointTests(SynchronousTestCase):
         )
         self.assertFalse(os.path.exists(os.path.join(directory, f"{dead}.sock.lock")))
 
+    def test_tokenFilesOfDeadMastersAreRemoved(self) -> None:
+        """
+        Token files whose lock names a dead master are removed; those of a
+        live master, and files that are no token files of ours, are kept.
+        """
+        from twisted_cluster.controlauth import TokenFile
+
+        directory = os.path.join(self.runtime, "twisted-cluster")
+        os.mkdir(directory, 0o700)
+        live = TokenFile(os.path.join(directory, "tcp-1.token"))
+        live.create("a")
+        self.addCleanup(live.remove)
+        for name in ("tcp-2.token", "tcp-3.token"):
+            fd = os.open(os.path.join(directory, name), os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+            os.symlink(str(2**22 + 1), os.path.join(directory, name + ".lock"))
+        os.chmod(os.path.join(directory, "tcp-3.token"), 0o644)
+        defaultEndpoint(os.getpid())
+        self.assertEqual(
+            sorted(os.listdir(directory)), ["tcp-1.token", "tcp-1.token.lock", "tcp-3.token"]
+        )
+
     def test_sharedDirectoryOpenToOthersIsRefused(self) -> None:
         """
         A control directory that others may enter is not used.

@@ -122,7 +122,8 @@ def controlSockets(directory: str) -> list[tuple[int, str, bool]]:
 
 def _removeStale(directory: str) -> None:
     """
-    Remove the sockets (and lock files) that killed masters left behind.
+    Remove the sockets (and lock files) and the token files (and their
+    locks) that killed masters left behind.
     """
     for _, path, alive in controlSockets(directory):
         if not alive:
@@ -131,6 +132,9 @@ def _removeStale(directory: str) -> None:
                     os.unlink(leftover)
                 except FileNotFoundError:
                     pass
+    for name in os.listdir(directory):
+        if re.fullmatch(r"tcp-\d+\.token", name):
+            TokenFile(os.path.join(directory, name)).removeStale()
 
 
 def defaultTokenPath(port: int, uid: int | None = None) -> str:
@@ -598,6 +602,7 @@ class ControlServer:
         path = self._tokenPath
         if path is None:
             _privateDirectory(runtimeDirectory())
+            _removeStale(runtimeDirectory())
             path = defaultTokenPath(host.port)
         tokenFile = TokenFile(os.path.abspath(path))
         token = self._access.policy.token

@@ -244,7 +244,8 @@ class TokenFile:
     lock beside it (C{PATH.lock}, holding the master's pid) tells a token
     left by a killed master, which is replaced, from one in use, which is
     refused.  It is removed at stop only if it is still the file this
-    object created.
+    object created: the same inode, holding the same token (an inode
+    number is reused as soon as a file is deleted).
 
     @ivar path: where the token is.
     """
@@ -252,7 +253,7 @@ class TokenFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = FilesystemLock(path + ".lock")
-        self._created: tuple[int, int] | None = None
+        self._created: tuple[int, int, str] | None = None
 
     def create(self, token: str) -> None:
         """
@@ -279,7 +280,7 @@ class TokenFile:
         except BaseException:
             self._lock.unlock()
             raise
-        self._created = (status.st_dev, status.st_ino)
+        self._created = (status.st_dev, status.st_ino, token)
 
     def _open(self) -> int:
         """
@@ -293,13 +294,7 @@ class TokenFile:
             pass
         except OSError as e:
             raise TokenFileError(f"cannot create control token file {self.path}: {e.strerror}") from None
-        status = os.lstat(self.path)
-        if not (
-            stat.S_ISREG(status.st_mode)
-            and status.st_uid == os.getuid()
-            and stat.S_IMODE(status.st_mode) == 0o600
-            and status.st_size <= _TOKEN_FILE_MAX
-        ):
+        if not self._replaceable(os.lstat(self.path)):
             raise TokenFileError(
                 f"{self.path} exists and is not a control token file of ours: "
                 "remove it or pass another --control-token"
@@ -310,6 +305,50 @@ class TokenFile:
         except OSError as e:
             raise TokenFileError(f"cannot create control token file {self.path}: {e.strerror}") from None
 
+    def removeStale(self) -> None:
+        """
+        Remove L{path} if the master that wrote it is gone (its lock names
+        a dead process, and we could take it), and release the lock.
+        """
+        try:
+            if not os.path.islink(self._lock.name) or not self._lock.lock():
+                return
+        except OSError:
+            return
+        try:
+            if self._replaceable(os.lstat(self.path)):
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            self._lock.unlock()
+
+    def _replaceable(self, status: os.stat_result) -> bool:
+        """
+        Whether a file found at L{path} can be a token file a master of ours
+        left: a small regular file of ours, mode 0600.
+        """
+        return (
+            stat.S_ISREG(status.st_mode)
+            and status.st_uid == os.getuid()
+            and stat.S_IMODE(status.st_mode) == 0o600
+            and status.st_size <= _TOKEN_FILE_MAX
+        )
+
+    def _holds(self, device: int, inode: int, token: str) -> bool:
+        """
+        Whether L{path} is still the file holding C{token} that was created
+        as inode C{inode} of C{device}.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False
+        with os.fdopen(fd, "rb") as f:
+            status = os.fstat(fd)
+            text = f.read(_TOKEN_FILE_MAX + 1)
+        return (status.st_dev, status.st_ino) == (device, inode) and text.strip() == token.encode()
+
     def remove(self) -> None:
         """
         Remove L{path} if it is still the file L{create} made; release the
@@ -318,11 +357,7 @@ class TokenFile:
         created, self._created = self._created, None
         if created is None:
             return
-        try:
-            status = os.lstat(self.path)
-        except FileNotFoundError:
-            status = None
-        if status is not None and (status.st_dev, status.st_ino) == created:
+        if self._holds(*created):
             try:
                 os.unlink(self.path)
             except OSError as e:

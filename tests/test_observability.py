@@ -148,8 +148,11 @@ class StatusTests(TestCase):
         os.kill(old, signal.SIGKILL)
         await waitUntil(lambda: cluster.workers[1] != old, 10, "worker 1 replaced")
         new = cluster.workers[1]
+        # /metrics may be up to a second old (it is rendered at most once a
+        # second): wait for the render that shows the crash.
         after = await Poll(cluster, metrics).until(
-            lambda m: m.get(("twisted_cluster_workers", (("state", "ready"),))) == 2,
+            lambda m: m.get(("twisted_cluster_workers", (("state", "ready"),))) == 2
+            and m.get(("twisted_cluster_restarts_total", (("cause", "crash"),))) == 1,
             10, "2 ready workers again",
         )
         self.assertEqual(after[("twisted_cluster_restarts_total", (("cause", "crash"),))], 1)

@@ -33,6 +33,7 @@ from twisted.web.server import Request
 from twisted.web.static import File
 
 from twisted_cluster.apploading import quietSite
+from twisted_cluster.controlbudget import BudgetedFactory
 from twisted_cluster.controlauth import (
     AccessPolicy,
     Peer,
@@ -562,7 +563,9 @@ class ControlServer:
         site.noisy = False
         endpoint = _parseEndpoint(self._reactor, self._description)
         try:
-            self._port = listenNow(endpoint, site)
+            # Under a budget: scraping must not starve the hand-off of
+            # connections, which runs in the same reactor.
+            self._port = listenNow(endpoint, BudgetedFactory(site, self._reactor))
         except ListenError as e:
             raise ControlError(
                 f"cannot serve --control on {self._description!r}: {e}"

@@ -421,6 +421,24 @@ class EndpointTests(SynchronousTestCase):
         options.parseOptions(["--workers", "1", "--control", "none"])
         self.assertIsNone(options.config().control)
 
+    def test_commandLineTokenFileAndOptOut(self) -> None:
+        """
+        C{--control-token} names the token file (made absolute: C{twistd}
+        may change directory), C{--control-no-auth} turns the checks off;
+        by default they are on.
+        """
+        from twisted_cluster.tap import Options
+
+        options = Options()
+        options.parseOptions(["--workers", "1"])
+        self.assertEqual((options.config().controlToken, options.config().controlAuth),
+                         (None, True))
+        options = Options()
+        options.parseOptions(["--workers", "1", "--control-token", "t.token",
+                              "--control-no-auth"])
+        self.assertEqual((options.config().controlToken, options.config().controlAuth),
+                         (os.path.abspath("t.token"), False))
+
     def test_socketsOfDeadMastersAreRemoved(self) -> None:
         """
         Choosing the default endpoint removes the sockets that killed

@@ -24,10 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IReactorTime
-from twisted.logger import Logger
+from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-
-log = Logger()
+from twisted.python.failure import Failure
 
 #: Control site reads (about one per request) per second, on average.
 RATE = 200.0
@@ -77,6 +76,8 @@ class _BudgetedProtocol(ProtocolWrapper):
     """
 
     factory: "BudgetedFactory"
+    # The connection's own transport (TCP, UNIX or TLS), which can pause.
+    transport: Any
 
     def __init__(self, factory: "BudgetedFactory", wrappedProtocol: IProtocol) -> None:
         super().__init__(factory, wrappedProtocol)
@@ -105,7 +106,7 @@ class _BudgetedProtocol(ProtocolWrapper):
         self.transport.resumeProducing()
         self.dataReceived(b"".join(held))
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._resume is not None:
             self._resume.cancel()
             self._resume = None
@@ -113,7 +114,7 @@ class _BudgetedProtocol(ProtocolWrapper):
         super().connectionLost(reason)
 
 
-class BudgetedFactory(WrappingFactory):
+class BudgetedFactory(WrappingFactory["_BudgetedProtocol"]):
     """
     Wraps the control site's factory: its connections share one
     L{RequestBudget}, and at most C{maxConnections} are open at once.
@@ -133,7 +134,7 @@ class BudgetedFactory(WrappingFactory):
         self.budget = budget if budget is not None else RequestBudget(clock)
         self.maxConnections = maxConnections
 
-    def buildProtocol(self, addr: IAddress) -> Any:
+    def buildProtocol(self, addr: IAddress | None) -> Any:
         if len(self.protocols) >= self.maxConnections:
             return None
         return super().buildProtocol(addr)

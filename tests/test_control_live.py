@@ -174,6 +174,31 @@ class TokenTests(TestCase):
         self.assertFalse(os.path.exists(tokenPath))
 
 
+    async def test_operatorsTokenFileIsUsedAndKept(self) -> None:
+        """
+        With C{--control-token-from}, the site wants the token of a file
+        the operator made; the master does not remove it at stop.
+        """
+        directory = shortTempDir(self)
+        given = os.path.join(directory, "prometheus.token")
+        token = "operator-made-token-0123456789"
+        with open(given, "w") as f:
+            f.write(token + "\n")
+        os.chmod(given, 0o640)
+        cluster = await ClusterProcess.start(
+            self, "--workers", "1", "--control", "tcp:0:interface=127.0.0.1",
+            "--control-token-from", given,
+        )
+        [site] = logged(cluster, "control site on {address}")
+        code, _ = await fetch(site["address"] + "metrics")
+        self.assertEqual(code, 401)
+        code, _ = await fetch(site["address"] + "metrics", token=token)
+        self.assertEqual(code, 200)
+        cluster.signal("TERM")
+        self.assertEqual(await cluster.waitExit(), 0)
+        self.assertEqual(os.listdir(directory), ["prometheus.token"])
+
+
 class PeerCredentialTests(TestCase):
     timeout = 60
 

@@ -17,6 +17,7 @@ from twisted_cluster.controlauth import (
     Peer,
     TokenFile,
     TokenFileError,
+    loadToken,
     newToken,
     presentedToken,
     readToken,
@@ -162,3 +163,37 @@ class TokenFileTests(SynchronousTestCase):
             f.write("someone else's\n")
         tokenFile.remove()
         self.assertTrue(os.path.exists(self.path))
+
+
+class LoadTokenTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = shortTempDir(self)
+
+    def write(self, text: str, mode: int) -> str:
+        path = os.path.join(self.directory, "given.token")
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def test_operatorsTokenFileIsRead(self) -> None:
+        """
+        A token file the operator made, of mode 0600 or 0640 (a group such
+        as Prometheus's may read it), gives its token.
+        """
+        for mode in (0o600, 0o640, 0o400):
+            self.assertEqual(loadToken(self.write("a" * 20 + "\n", mode)), "a" * 20)
+
+    def test_fileOthersMayReadOrWriteIsRefused(self) -> None:
+        for mode in (0o644, 0o660, 0o602):
+            self.assertRaises(TokenFileError, loadToken, self.write("a" * 20, mode))
+
+    def test_shortOrOddTokenIsRefused(self) -> None:
+        for text in ("short", "a" * 10 + " " + "b" * 10, "a" * 200, ""):
+            self.assertRaises(TokenFileError, loadToken, self.write(text, 0o600))
+
+    def test_symlinkIsRefused(self) -> None:
+        target = self.write("a" * 20, 0o600)
+        link = os.path.join(self.directory, "link.token")
+        os.symlink(target, link)
+        self.assertRaises(TokenFileError, loadToken, link)

@@ -69,6 +69,8 @@ class ClusterConfig:
     @ivar controlToken: the file a TCP control site writes its token to
         (C{--control-token}), or C{None} for
         L{twisted_cluster.control.defaultTokenPath}.
+    @ivar controlTokenFrom: a file the operator made whose token a TCP
+        control site wants instead of a new one (C{--control-token-from}).
     @ivar controlAuth: whether the control site checks who asks (the
         token over TCP, the peer's uid over UNIX sockets);
         C{--control-no-auth} turns it off.
@@ -96,5 +98,6 @@ class ClusterConfig:
     pythonPath: tuple[str, ...] = ()
     control: str | None = None
     controlToken: str | None = None
+    controlTokenFrom: str | None = None
     controlAuth: bool = True
     credentials: Credentials | None = None

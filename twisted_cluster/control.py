@@ -23,6 +23,7 @@ import os
 import re
 from typing import Any, Callable
 
+import attr
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
@@ -36,6 +37,7 @@ from twisted_cluster.apploading import quietSite
 from twisted_cluster.controlbudget import BudgetedFactory
 from twisted_cluster.controlauth import (
     AccessPolicy,
+    loadToken,
     Peer,
     RefusalLog,
     TokenFile,
@@ -519,6 +521,7 @@ class ControlServer:
         description: str,
         tokenPath: str | None = None,
         authenticate: bool | None = None,
+        tokenFrom: str | None = None,
     ) -> None:
         """
         @param service: the cluster to show and control.
@@ -527,6 +530,10 @@ class ControlServer:
             the service's C{config.controlToken}, else L{defaultTokenPath}).
         @param authenticate: C{False} lets every peer in (default: the
             service's C{config.controlAuth}, else C{True}).
+        @param tokenFrom: a file the operator made, whose token the site
+            wants instead of a new one (default: the service's
+            C{config.controlTokenFrom}); the master neither writes nor
+            removes it.
         """
         config = getattr(service, "config", None)
         self._reactor = reactor
@@ -537,6 +544,9 @@ class ControlServer:
         )
         enforce = authenticate if authenticate is not None else getattr(
             config, "controlAuth", True
+        )
+        self._tokenFrom = tokenFrom if tokenFrom is not None else getattr(
+            config, "controlTokenFrom", None
         )
         self._access = Access(AccessPolicy(newToken(), os.getuid(), enforce), reactor)
         self.history = RateHistory(reactor, service.accepted)
@@ -558,6 +568,14 @@ class ControlServer:
         @raise ControlError: when the endpoint cannot be bound or the token
             file cannot be written.
         """
+        if self._tokenFrom is not None and self._tokenPath is not None:
+            raise ControlError("--control-token and --control-token-from exclude each other")
+        if self._tokenFrom is not None and self._access.policy.enforce:
+            try:
+                token = loadToken(self._tokenFrom)
+            except TokenFileError as e:
+                raise ControlError(str(e)) from None
+            self._access.policy = attr.evolve(self._access.policy, token=token)
         resource = controlResource(self._service, self.status, self._access, self._reactor)
         site = quietSite(resource)
         site.noisy = False
@@ -601,6 +619,9 @@ class ControlServer:
         @raise ControlError: when it cannot be written safely.
         """
         if getattr(host, "port", None) is None or not self._access.policy.enforce:
+            return
+        if self._tokenFrom is not None:
+            log.info("control token from {token_file}", token_file=self._tokenFrom)
             return
         path = self._tokenPath
         if path is None:

@@ -367,6 +367,47 @@ class TokenFile:
         self._lock.unlock()
 
 
+#: The shortest token L{loadToken} takes from a file the operator wrote.
+MIN_TOKEN_LENGTH = 16
+
+
+def loadToken(path: str) -> str:
+    """
+    The token in a file the operator made for the master to use (for
+    example one that Prometheus reads too, through its group).  It must be
+    a regular file (not a symlink), owned by the master's user or root, that
+    no one else may write or, unless through its group, read.
+
+    @raise TokenFileError: when it is not such a file or holds no token of
+        at least L{MIN_TOKEN_LENGTH} characters.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise TokenFileError(f"cannot read control token file {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        status = os.fstat(fd)
+        text = f.read(_TOKEN_FILE_MAX + 1)
+    if (
+        not stat.S_ISREG(status.st_mode)
+        or status.st_uid not in (os.getuid(), 0)
+        or status.st_mode & 0o027
+    ):
+        raise TokenFileError(
+            f"control token file {path} must be a regular file of this user or root, "
+            "that no one else may write and others may not read (e.g. mode 0600 or 0640)"
+        )
+    token = text.decode("ascii", "replace").strip()
+    if len(text) > _TOKEN_FILE_MAX or len(token) < MIN_TOKEN_LENGTH or any(
+        c.isspace() or not c.isprintable() for c in token
+    ):
+        raise TokenFileError(
+            f"control token file {path} must hold one token of {MIN_TOKEN_LENGTH} to "
+            f"{_TOKEN_FILE_MAX} printable characters"
+        )
+    return token
+
+
 def readToken(path: str) -> str:
     """
     The token in the file at C{path}, for clients (L{twisted_cluster.ctl}).

@@ -141,6 +141,10 @@ class Options(usage.Options):
          "The file a TCP control site writes its random token to (mode 0600, "
          "removed at stop; default: tcp-PORT.token in the control socket "
          "directory, where python -m twisted_cluster.ctl finds it)."],
+        ["control-token-from", None, None,
+         "Use the token in this file, which you made (owned by you or root, "
+         "not writable by others, e.g. mode 0640 with Prometheus's group), "
+         "instead of writing a new one at every start."],
         ["user", None, None,
          "Run the workers as this user (name or uid); the master stays the "
          "user it was started as (root, to bind ports below 1024 and read TLS "
@@ -219,6 +223,10 @@ class Options(usage.Options):
             control=None if self["control"] == "none" else self["control"],
             controlToken=(
                 os.path.abspath(self["control-token"]) if self["control-token"] else None
+            ),
+            controlTokenFrom=(
+                os.path.abspath(self["control-token-from"])
+                if self["control-token-from"] else None
             ),
             controlAuth=not self["control-no-auth"],
         )

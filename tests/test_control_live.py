@@ -199,6 +199,44 @@ class TokenTests(TestCase):
         self.assertEqual(os.listdir(directory), ["prometheus.token"])
 
 
+class UnprivilegedWorkerTests(TestCase):
+    timeout = 60
+
+    async def test_workersRunAsNobodyCannotReadTheToken(self) -> None:
+        """
+        With C{--user nobody}, the token file (the master's, mode 0600) is
+        not readable by the workers' uid, and the token is in neither their
+        environment nor their command line.
+        """
+        try:
+            nobody = pwd.getpwnam("nobody").pw_uid
+        except KeyError:
+            raise self.skipTest("this system has no user 'nobody'") from None
+        if os.getuid() != 0:
+            raise self.skipTest("--user needs root")
+        runtime = shortTempDir(self)
+        env = dict(testEnvironment(), XDG_RUNTIME_DIR=runtime)
+        cluster = await ClusterProcess.start(
+            self, "--workers", "1", "--user", "nobody",
+            "--control", "tcp:0:interface=127.0.0.1", env=env,
+        )
+        [written] = logged(cluster, "control token in {token_file}")
+        with open(written["token_file"]) as f:
+            token = f.read().strip()
+        [pid] = cluster.workers.values()
+        with open(f"/proc/{pid}/status") as f:
+            uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+        self.assertEqual(set(map(int, uids)), {nobody})
+        os.seteuid(nobody)
+        try:
+            self.assertRaises(PermissionError, open, written["token_file"])
+        finally:
+            os.seteuid(0)
+        for name in ("environ", "cmdline"):
+            with open(f"/proc/{pid}/{name}", "rb") as f:
+                self.assertNotIn(token.encode(), f.read(), name)
+
+
 class PeerCredentialTests(TestCase):
     timeout = 60
 

@@ -618,7 +618,15 @@ class ControlServer:
 
         @raise ControlError: when it cannot be written safely.
         """
-        if getattr(host, "port", None) is None or not self._access.policy.enforce:
+        if getattr(host, "port", None) is None:
+            if self._tokenPath is not None:
+                log.warn(
+                    "control token file {token_file} not written: on a UNIX socket "
+                    "the peer's uid decides who gets in",
+                    token_file=self._tokenPath,
+                )
+            return
+        if not self._access.policy.enforce:
             return
         if self._tokenFrom is not None:
             log.info("control token from {token_file}", token_file=self._tokenFrom)

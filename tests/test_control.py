@@ -21,7 +21,6 @@ from twisted.web.test.requesthelper import DummyRequest
 from tests.observability_fakes import FakeService, twoWorkers
 from tests.support import shortTempDir
 from twisted_cluster.control import (
-    Access,
     ControlError,
     checkEndpoint,
     controlResource,
@@ -30,7 +29,7 @@ from twisted_cluster.control import (
     resolveEndpoint,
     runtimeDirectory,
 )
-from twisted_cluster.controlauth import AccessPolicy
+from twisted_cluster.controlauth import Access, AccessPolicy
 from twisted_cluster.metrics import clusterStatus
 
 #: The token the sites under test want.

@@ -34,20 +34,17 @@ from twisted.web.server import Request
 from twisted.web.static import File
 
 from twisted_cluster.apploading import quietSite
-from twisted_cluster.controlbudget import BudgetedFactory
 from twisted_cluster.controlauth import (
+    Access,
     AccessPolicy,
-    loadToken,
     Peer,
-    RefusalLog,
     TokenFile,
     TokenFileError,
     Verdict,
+    loadToken,
     newToken,
-    presentedToken,
-    requestPeer,
-    socketCredentials,
 )
+from twisted_cluster.controlbudget import BudgetedFactory
 from twisted_cluster.listening import ListenError, listenNow
 from twisted_cluster.metrics import RateHistory, clusterRegistry, clusterStatus
 from twisted_cluster.pidfile import pidAlive
@@ -232,37 +229,6 @@ def _json(request: Request, document: Any, code: int = 200) -> bytes:
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
     return json.dumps(document, indent=1).encode("utf-8") + b"\n"
-
-
-class Access:
-    """
-    The control site's gate: applies an L{AccessPolicy} to each request
-    and logs the refusals (rate-limited).
-    """
-
-    def __init__(
-        self,
-        policy: AccessPolicy,
-        clock: IReactorTime,
-        credentials: Callable[[Any], tuple[int, int] | None] = socketCredentials,
-    ) -> None:
-        """
-        @param credentials: reads (pid, uid) from a UNIX socket transport
-            (L{socketCredentials}; tests pass another).
-        """
-        self.policy = policy
-        self._credentials = credentials
-        self._refusals = RefusalLog(clock)
-
-    def admit(self, request: Request) -> tuple[Peer, Verdict]:
-        """
-        Who sent C{request} and whether they may go on; a refusal is logged.
-        """
-        peer = requestPeer(request, self._credentials)
-        verdict = self.policy.decide(peer, presentedToken(request))
-        if not verdict.allowed:
-            self._refusals.refused(peer, request.method, request.path, verdict)
-        return peer, verdict
 
 
 class _Protected(Resource):

@@ -235,6 +235,37 @@ class RefusalLog:
         self._quietUntil = now + self._interval
 
 
+class Access:
+    """
+    The control site's gate: applies an L{AccessPolicy} to each request
+    and logs the refusals (rate-limited).
+    """
+
+    def __init__(
+        self,
+        policy: AccessPolicy,
+        clock: IReactorTime,
+        credentials: Callable[[Any], tuple[int, int] | None] = socketCredentials,
+    ) -> None:
+        """
+        @param credentials: reads (pid, uid) from a UNIX socket transport
+            (L{socketCredentials}; tests pass another).
+        """
+        self.policy = policy
+        self._credentials = credentials
+        self._refusals = RefusalLog(clock)
+
+    def admit(self, request: Request) -> tuple[Peer, Verdict]:
+        """
+        Who sent C{request} and whether they may go on; a refusal is logged.
+        """
+        peer = requestPeer(request, self._credentials)
+        verdict = self.policy.decide(peer, presentedToken(request))
+        if not verdict.allowed:
+            self._refusals.refused(peer, request.method, request.path, verdict)
+        return peer, verdict
+
+
 class TokenFile:
     """
     A file that holds the control token, readable by its owner only.

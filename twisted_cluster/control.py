@@ -603,10 +603,8 @@ class ControlServer:
             _removeStale(runtimeDirectory())
             path = defaultTokenPath(host.port)
         tokenFile = TokenFile(os.path.abspath(path))
-        token = self._access.policy.token
-        assert token is not None
         try:
-            tokenFile.create(token)
+            tokenFile.create(self._access.policy.token)
         except TokenFileError as e:
             raise ControlError(str(e)) from None
         self.tokenFile = tokenFile

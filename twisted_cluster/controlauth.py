@@ -168,13 +168,12 @@ class AccessPolicy:
     """
     The rule of who may use the control site.
 
-    @ivar token: the token TCP peers must present; C{None} when the master
-        serves only UNIX sockets.
+    @ivar token: the token TCP peers must present.
     @ivar ownerUid: the master's uid, let in over UNIX sockets (root too).
     @ivar enforce: C{False} lets everyone in (C{--control-no-auth}).
     """
 
-    token: str | None
+    token: str
     ownerUid: int
     enforce: bool = True
 
@@ -191,8 +190,6 @@ class AccessPolicy:
             if peer.uid in (self.ownerUid, 0):
                 return Verdict(True, True, "peer uid")
             return Verdict(False, False, f"uid {peer.uid} is not the master's")
-        if self.token is None:
-            return Verdict(False, False, "no token is configured")
         if presented is None:
             return Verdict(False, False, "no token")
         if not hmac.compare_digest(presented.encode("utf-8"), self.token.encode("ascii")):

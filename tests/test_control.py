@@ -280,6 +280,15 @@ class AuthenticationTests(SynchronousTestCase):
             [("wrong token", 0, "127.0.0.1:40000"), ("no token", 4, "127.0.0.1:40000")],
         )
         self.assertNotIn("guess", repr(list(self.events)))
+
+    def test_refusalLogShowsNoControlCharacters(self) -> None:
+        """
+        The path in a refusal's log is the client's: control characters in
+        it do not reach the log line.
+        """
+        call(twoWorkers(), b"POST", "/add/\x1b[2J\n", token=None)
+        [refusal] = self.formats("control: refused")
+        self.assertEqual(refusal["path"], "/add/?[2J?")
         self.assertEqual(self.formats("control: {operation} requested"), [])
 
     def test_unixPeerOfAnotherUidIsRefused(self) -> None:

@@ -116,7 +116,7 @@ class TokenTests(TestCase):
         code, _ = await fetch(base + "readyz")
         self.assertEqual(code, 200)
         [refusal] = await waitUntil(lambda: refusals(cluster), 5, "the refusal's log")
-        self.assertEqual((refusal["reason"], refusal["path"]), ("no token", "'/add'"))
+        self.assertEqual((refusal["reason"], refusal["path"]), ("no token", "/add"))
         self.assertEqual(operations(cluster), [])
 
         out, err, code = await getProcessOutputAndValue(

@@ -197,6 +197,15 @@ class AccessPolicy:
         return Verdict(True, True, "token")
 
 
+def _printable(raw: bytes, limit: int) -> str:
+    """
+    Client bytes, cut to C{limit} characters, as a string fit for a log
+    line: control and other unprintable characters become C{?}.
+    """
+    text = raw[:limit].decode("latin-1")
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 class RefusalLog:
     """
     Logs refused requests, at most one event per C{interval} seconds (a
@@ -221,9 +230,9 @@ class RefusalLog:
             return
         log.warn(
             "control: refused {method} {path} from {peer}: {reason} "
-            "({suppressed} more refusals not logged)",
-            method=method.decode("latin-1")[:10],
-            path=repr(path[:100].decode("latin-1")),
+            "({suppressed} more refused since the last such line)",
+            method=_printable(method, 10),
+            path=_printable(path, 100),
             reason=verdict.reason,
             suppressed=self._suppressed,
             **peer.fields(),

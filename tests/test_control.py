@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+from typing import Any
 
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
@@ -25,30 +29,57 @@ from twisted_cluster.control import (
     resolveEndpoint,
     runtimeDirectory,
 )
+from twisted_cluster.controlauth import Access, AccessPolicy
 from twisted_cluster.metrics import clusterStatus
+
+#: The token the sites under test want.
+TOKEN = "s3cret-token"
+
+#: A TCP peer on the loopback.
+LOOPBACK = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
 def call(
     service: FakeService, method: bytes, path: str, header: bool = True,
-    host: bytes = b"127.0.0.1:9100",
+    host: bytes = b"127.0.0.1:9100", token: str | None = TOKEN,
+    peer: Any = LOOPBACK, access: Access | None = None, clock: Clock | None = None,
+    uid: int | None = None,
 ) -> tuple[int, bytes]:
     """
-    Send one request to the control site of C{service}; the status code
-    and the body.
+    Send one request to the control site of C{service}, whose token is
+    L{TOKEN}; the status code and the body.
+
+    @param token: sent as a bearer token when not C{None}.
+    @param peer: the client's address (a L{UNIXAddress} for a UNIX socket
+        peer, whose uid is then C{uid}).
     """
+    clock = clock or Clock()
+    if access is None:
+        access = Access(
+            AccessPolicy(TOKEN, os.getuid()), clock,
+            credentials=lambda transport: None if uid is None else (4321, uid),
+        )
     path, _, query = path.partition("?")
     request = DummyRequest(path.encode().split(b"/")[1:])
     request.method = method
-    request.uri = path.encode()
+    request.uri = request.path = path.encode()
+    request.client = peer
+    request.transport = None
     for pair in filter(None, query.split("&")):
         key, _, value = pair.partition("=")
         request.addArg(key.encode(), value.encode())
     if header:
         request.requestHeaders.addRawHeader(b"X-Cluster-Control", b"1")
+    if token is not None:
+        request.requestHeaders.addRawHeader(b"authorization", f"Bearer {token}".encode())
     request.requestHeaders.addRawHeader(b"host", host)
-    root = controlResource(service, lambda: clusterStatus(service, Clock()))
+    root = controlResource(service, lambda: clusterStatus(service, Clock()), access, clock)
     body = getChildForRequest(root, request).render(request)
     return request.responseCode or 200, body
+
+
+def target(service: FakeService) -> int:
+    return int(clusterStatus(service, Clock())["cluster"]["target"])
 
 
 class StatusResourceTests(SynchronousTestCase):
@@ -174,6 +205,156 @@ class OperationTests(SynchronousTestCase):
         self.assertEqual(call(service, b"POST", "/restart")[0], 501)
 
 
+class AuthenticationTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver()
+        globalLogPublisher.addObserver(self.events)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events)
+
+    def formats(self, prefix: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["log_format"].startswith(prefix)]
+
+    def test_operationWithoutTheTokenIs401AndChangesNothing(self) -> None:
+        """
+        Over TCP, an operation without the token, or with a wrong one, is
+        answered 401 and does not run.
+        """
+        service = twoWorkers()
+        for token in (None, "wrong", TOKEN + "x", ""):
+            for path in ("/add", "/scale?workers=5", "/restart", "/remove"):
+                code, _ = call(service, b"POST", path, token=token)
+                self.assertEqual(code, 401, (token, path))
+        self.assertEqual((target(service), service.rollouts), (2, []))
+
+    def test_readingTheFiguresNeedsTheTokenToo(self) -> None:
+        """
+        C{/status.json} and C{/metrics} say what the cluster runs: they need
+        the token as well.
+        """
+        service = twoWorkers()
+        for path in ("/status.json", "/metrics"):
+            self.assertEqual(call(service, b"GET", path, token=None)[0], 401, path)
+            self.assertEqual(call(service, b"GET", path)[0], 200, path)
+
+    def test_probesAndThePageAreOpen(self) -> None:
+        """
+        Load balancers probe without credentials, and the page's own files
+        hold no figures: they answer without a token.
+        """
+        service = twoWorkers()
+        service.stopping = False  # type: ignore[attr-defined]
+        service.workerTable = lambda: [{"state": "ready"}]  # type: ignore[attr-defined]
+        for path in ("/healthz", "/readyz", "/status.js"):
+            self.assertEqual(call(service, b"GET", path, token=None)[0], 200, path)
+
+    def test_operationIsLoggedWithWhoAsked(self) -> None:
+        """
+        Each operation is logged once, with the peer and how it proved who
+        it is.
+        """
+        service = twoWorkers()
+        call(service, b"POST", "/add")
+        [event] = self.formats("control: {operation} requested")
+        self.assertEqual(
+            {k: event[k] for k in ("operation", "peer", "peer_uid", "authenticated", "how")},
+            {"operation": "add", "peer": "127.0.0.1:40000", "peer_uid": None,
+             "authenticated": True, "how": "token"},
+        )
+
+    def test_refusalsAreLoggedRateLimitedWithoutTheToken(self) -> None:
+        """
+        A refusal is logged with the peer and the reason; a flood of them
+        gives one event per interval, which counts the ones not logged.
+        The token, even a wrong one in the query, is never logged.
+        """
+        service = twoWorkers()
+        clock = Clock()
+        access = Access(AccessPolicy(TOKEN, os.getuid()), clock)
+        for _ in range(5):
+            call(service, b"POST", "/add?token=guess", token="guess", access=access, clock=clock)
+        clock.advance(10)
+        call(service, b"POST", "/add", token=None, access=access, clock=clock)
+        refusals = self.formats("control: refused")
+        self.assertEqual(
+            [(e["reason"], e["suppressed"], e["peer"]) for e in refusals],
+            [("wrong token", 0, "127.0.0.1:40000"), ("no token", 4, "127.0.0.1:40000")],
+        )
+        self.assertNotIn("guess", repr(list(self.events)))
+
+    def test_refusalLogShowsNoControlCharacters(self) -> None:
+        """
+        The path in a refusal's log is the client's: control characters in
+        it do not reach the log line.
+        """
+        call(twoWorkers(), b"POST", "/add/\x1b[2J\n", token=None)
+        [refusal] = self.formats("control: refused")
+        self.assertEqual(refusal["path"], "/add/?[2J?")
+        self.assertEqual(self.formats("control: {operation} requested"), [])
+
+    def test_unixPeerOfAnotherUidIsRefused(self) -> None:
+        """
+        Over a UNIX socket, the peer's uid decides: the master's own and
+        root get in without a token, any other is refused.
+        """
+        service = twoWorkers()
+        unix = UNIXAddress(b"/run/c.sock")
+        self.assertEqual(call(service, b"POST", "/add", token=None, peer=unix,
+                              uid=os.getuid() + 1)[0], 401)
+        self.assertEqual(target(service), 2)
+        self.assertEqual(call(service, b"POST", "/add", token=None, peer=unix,
+                              uid=os.getuid())[0], 202)
+        self.assertEqual(call(service, b"POST", "/add", token=None, peer=unix, uid=0)[0], 202)
+        self.assertEqual(target(service), 4)
+        event = self.formats("control: {operation} requested")[0]
+        self.assertEqual((event["peer_uid"], event["peer_pid"], event["how"]),
+                         (os.getuid(), 4321, "peer uid"))
+
+    def test_unixPeerWithUnknownCredentialsIsRefused(self) -> None:
+        """
+        When the kernel does not say who connected, nobody is let in.
+        """
+        service = twoWorkers()
+        code, _ = call(service, b"POST", "/add", peer=UNIXAddress(b"/c.sock"), uid=None)
+        self.assertEqual((code, target(service)), (401, 2))
+
+    def test_optOutLetsEveryoneInAndSaysSo(self) -> None:
+        """
+        With authentication off, an operation without a token runs and is
+        logged as not authenticated.
+        """
+        service = twoWorkers()
+        access = Access(AccessPolicy(TOKEN, os.getuid(), enforce=False), Clock())
+        self.assertEqual(call(service, b"POST", "/add", token=None, access=access)[0], 202)
+        [event] = self.formats("control: {operation} requested")
+        self.assertEqual((event["authenticated"], event["how"]), (False, "authentication is off"))
+
+
+class MetricsCacheTests(SynchronousTestCase):
+    def test_metricsAreRenderedAtMostOncePerSecond(self) -> None:
+        """
+        Scrapes within a second get the text rendered by the first one; the
+        next second renders afresh.
+        """
+        service = twoWorkers()
+        clock = Clock()
+        access = Access(AccessPolicy(TOKEN, os.getuid()), clock)
+        root = controlResource(service, lambda: clusterStatus(service, clock), access, clock)
+        metrics = root.children[b"metrics"]
+
+        def scrape() -> bytes:
+            request = DummyRequest([])
+            request.client = LOOPBACK
+            request.requestHeaders.addRawHeader(b"authorization", f"Bearer {TOKEN}".encode())
+            return bytes(metrics.render(request))
+
+        first = scrape()
+        service.acceptedCount = 99
+        clock.advance(0.5)
+        self.assertEqual(scrape(), first)
+        clock.advance(0.5)
+        self.assertIn(b"twisted_cluster_connections_accepted_total 99.0", scrape())
+
+
 class EndpointTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.runtime = os.path.join(shortTempDir(self), "run")
@@ -248,6 +429,24 @@ class EndpointTests(SynchronousTestCase):
         options.parseOptions(["--workers", "1", "--control", "none"])
         self.assertIsNone(options.config().control)
 
+    def test_commandLineTokenFileAndOptOut(self) -> None:
+        """
+        C{--control-token} names the token file (made absolute: C{twistd}
+        may change directory), C{--control-no-auth} turns the checks off;
+        by default they are on.
+        """
+        from twisted_cluster.tap import Options
+
+        options = Options()
+        options.parseOptions(["--workers", "1"])
+        self.assertEqual((options.config().controlToken, options.config().controlAuth),
+                         (None, True))
+        options = Options()
+        options.parseOptions(["--workers", "1", "--control-token", "t.token",
+                              "--control-no-auth"])
+        self.assertEqual((options.config().controlToken, options.config().controlAuth),
+                         (os.path.abspath("t.token"), False))
+
     def test_socketsOfDeadMastersAreRemoved(self) -> None:
         """
         Choosing the default endpoint removes the sockets that killed
@@ -264,6 +463,28 @@ class EndpointTests(SynchronousTestCase):
             [(os.getpid(), os.path.join(directory, f"{os.getpid()}.sock"), True)],
         )
         self.assertFalse(os.path.exists(os.path.join(directory, f"{dead}.sock.lock")))
+
+    def test_tokenFilesOfDeadMastersAreRemoved(self) -> None:
+        """
+        Token files whose lock names a dead master are removed; those of a
+        live master, and files that are no token files of ours, are kept.
+        """
+        from twisted_cluster.controlauth import TokenFile
+
+        directory = os.path.join(self.runtime, "twisted-cluster")
+        os.mkdir(directory, 0o700)
+        live = TokenFile(os.path.join(directory, "tcp-1.token"))
+        live.create("a")
+        self.addCleanup(live.remove)
+        for name in ("tcp-2.token", "tcp-3.token"):
+            fd = os.open(os.path.join(directory, name), os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+            os.symlink(str(2**22 + 1), os.path.join(directory, name + ".lock"))
+        os.chmod(os.path.join(directory, "tcp-3.token"), 0o644)
+        defaultEndpoint(os.getpid())
+        self.assertEqual(
+            sorted(os.listdir(directory)), ["tcp-1.token", "tcp-1.token.lock", "tcp-3.token"]
+        )
 
     def test_sharedDirectoryOpenToOthersIsRefused(self) -> None:
         """

@@ -11,7 +11,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.observability_fakes import FakeProcess, twoWorkers
-from twisted_cluster.ctl import CtlError, Target, findTarget, formatStatus
+from tests.support import shortTempDir
+from twisted_cluster.ctl import CtlError, Target, findTarget, findToken, formatStatus
 from twisted_cluster.metrics import clusterStatus
 
 
@@ -70,6 +71,51 @@ class FindTargetTests(SynchronousTestCase):
         error, not a guess.
         """
         self.assertRaises(CtlError, findTarget, "ssl:443")
+
+
+class FindTokenTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.runtime = shortTempDir(self)
+        self.patch(os, "environ", dict(os.environ, XDG_RUNTIME_DIR=self.runtime))
+        self.directory = os.path.join(self.runtime, "twisted-cluster")
+        os.mkdir(self.directory, 0o700)
+
+    def write(self, name: str, text: str) -> str:
+        path = os.path.join(self.directory, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_defaultTokenFileIsFoundFromThePort(self) -> None:
+        """
+        For a TCP control site, the token is read from C{tcp-PORT.token} in
+        the runtime directory, whether the site was named by endpoint
+        string or URL.
+        """
+        self.write("tcp-9100.token", "abc\n")
+        for control in ("tcp:9100:interface=127.0.0.1", "http://127.0.0.1:9100/"):
+            self.assertEqual(findToken(findTarget(control)), "abc", control)
+
+    def test_namedTokenFileWins(self) -> None:
+        self.write("tcp-9100.token", "abc\n")
+        other = self.write("other.token", "xyz\n")
+        self.assertEqual(findToken(findTarget("tcp:9100"), other), "xyz")
+
+    def test_noDefaultTokenFileSendsNone(self) -> None:
+        """
+        Without a token file (a master with C{--control-no-auth}), no token
+        is sent; over a UNIX socket none is needed.
+        """
+        self.assertIsNone(findToken(findTarget("tcp:9100")))
+        self.write("tcp-9100.token", "abc\n")
+        self.assertIsNone(findToken(findTarget("unix:/run/c.sock")))
+
+    def test_unreadableNamedTokenFileIsAClearError(self) -> None:
+        missing = os.path.join(self.directory, "missing.token")
+        error = self.assertRaises(CtlError, findToken, findTarget("tcp:9100"), missing)
+        self.assertIn(missing, str(error))
+        empty = self.write("empty.token", "\n")
+        self.assertRaises(CtlError, findToken, findTarget("tcp:9100"), empty)
 
 
 class FormatTests(SynchronousTestCase):

@@ -186,7 +186,7 @@ class SharedListenersTests(TestCase):
         """
         cluster = await ClusterProcess.start(
             self, "--workers", "2", "--dispatch", "shared",
-            "--control", "tcp:0:interface=127.0.0.1", waitReady=2,
+            "--control", "tcp:0:interface=127.0.0.1", "--control-no-auth", waitReady=2,
         )
         held = []
         served = Counter()

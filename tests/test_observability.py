@@ -43,24 +43,41 @@ def controlAddress(cluster: ClusterProcess) -> str:
     raise AssertionError("the master did not log its control site")
 
 
-async def fetch(url: str, method: str = "GET", control: bool = True) -> tuple[int, bytes]:
+def controlToken(cluster: ClusterProcess) -> str:
     """
-    One request on a new connection; (status, body).
+    The token of the cluster's TCP control site, from the file the master
+    logged.
+    """
+    for event in cluster.events:
+        if event.get("log_format") == "control token in {token_file}":
+            with open(event["token_file"]) as f:
+                return f.read().strip()
+    raise AssertionError("the master did not log its control token file")
+
+
+async def fetch(
+    url: str, method: str = "GET", control: bool = True, token: str | None = None
+) -> tuple[int, bytes]:
+    """
+    One request on a new connection, with the bearer C{token} if given;
+    (status, body).
     """
     pool = HTTPConnectionPool(reactor, persistent=False)
     headers = {"X-Cluster-Control": "1"} if control else {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     response = await treq.request(method, url, headers=headers, pool=pool, timeout=10)
     return response.code, await response.content()
 
 
 async def status(cluster: ClusterProcess) -> dict[str, Any]:
-    code, body = await fetch(controlAddress(cluster) + "status.json")
+    code, body = await fetch(controlAddress(cluster) + "status.json", token=controlToken(cluster))
     assert code == 200, code
     return json.loads(body)
 
 
 async def metrics(cluster: ClusterProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    code, body = await fetch(controlAddress(cluster) + "metrics")
+    code, body = await fetch(controlAddress(cluster) + "metrics", token=controlToken(cluster))
     assert code == 200, code
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -131,8 +148,11 @@ class StatusTests(TestCase):
         os.kill(old, signal.SIGKILL)
         await waitUntil(lambda: cluster.workers[1] != old, 10, "worker 1 replaced")
         new = cluster.workers[1]
+        # /metrics may be up to a second old (it is rendered at most once a
+        # second): wait for the render that shows the crash.
         after = await Poll(cluster, metrics).until(
-            lambda m: m.get(("twisted_cluster_workers", (("state", "ready"),))) == 2,
+            lambda m: m.get(("twisted_cluster_workers", (("state", "ready"),))) == 2
+            and m.get(("twisted_cluster_restarts_total", (("cause", "crash"),))) == 1,
             10, "2 ready workers again",
         )
         self.assertEqual(after[("twisted_cluster_restarts_total", (("cause", "crash"),))], 1)
@@ -151,21 +171,21 @@ class OperationTests(TestCase):
         nothing happens.
         """
         cluster = await ClusterProcess.start(self, "--workers", "2", *FAST, waitReady=2)
-        base = controlAddress(cluster)
-        code, _ = await fetch(base + "add", "POST", control=False)
+        base, token = controlAddress(cluster), controlToken(cluster)
+        code, _ = await fetch(base + "add", "POST", control=False, token=token)
         self.assertEqual(code, 403)
-        code, _ = await fetch(base + "add", "POST")
+        code, _ = await fetch(base + "add", "POST", token=token)
         self.assertEqual(code, 202)
         await Poll(cluster, status).until(
             lambda s: s["cluster"]["states"]["ready"] == 3, 10, "3 ready workers"
         )
-        code, _ = await fetch(base + "remove", "POST")
+        code, _ = await fetch(base + "remove", "POST", token=token)
         self.assertEqual(code, 202)
         await Poll(cluster, status).until(
             lambda s: [w["id"] for w in s["workers"]] == [1, 2], 15, "worker 3 gone"
         )
         old = set(cluster.workers[i] for i in (1, 2))
-        code, _ = await fetch(base + "restart", "POST")
+        code, _ = await fetch(base + "restart", "POST", token=token)
         self.assertEqual(code, 202)
         document = await Poll(cluster, status).until(
             lambda s: len(s["workers"]) == 2

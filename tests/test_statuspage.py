@@ -16,7 +16,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from tests.support import ClusterProcess, waitUntil
-from tests.test_observability import FAST, controlAddress
+from tests.test_observability import FAST, controlAddress, controlToken
 
 CHROMIUM = shutil.which("chromium")
 
@@ -74,7 +74,8 @@ class StatusPageTests(TestCase):
         worker is killed, the page shows its replacement.
         """
         cluster = await ClusterProcess.start(self, "--workers", "2", *FAST, waitReady=2)
-        url = controlAddress(cluster)
+        # The token goes in the fragment, which the browser never sends.
+        url = controlAddress(cluster) + "#token=" + controlToken(cluster)
         rows = await renderedRows(self, url)
         self.assertEqual(
             rows, [(1, cluster.workers[1], "ready"), (2, cluster.workers[2], "ready")]

@@ -66,6 +66,14 @@ class ClusterConfig:
         metrics, operations): a Twisted server endpoint string, C{"auto"}
         for a private UNIX socket, or C{None} for none (see
         L{twisted_cluster.control}).
+    @ivar controlToken: the file a TCP control site writes its token to
+        (C{--control-token}), or C{None} for
+        L{twisted_cluster.control.defaultTokenPath}.
+    @ivar controlTokenFrom: a file the operator made whose token a TCP
+        control site wants instead of a new one (C{--control-token-from}).
+    @ivar controlAuth: whether the control site checks who asks (the
+        token over TCP, the peer's uid over UNIX sockets);
+        C{--control-no-auth} turns it off.
     @ivar credentials: whom the workers run as (C{--user}/C{--group}), or
         C{None} for the master's own user.
     """
@@ -89,4 +97,7 @@ class ClusterConfig:
     python: str = attr.ib(factory=lambda: __import__("sys").executable)
     pythonPath: tuple[str, ...] = ()
     control: str | None = None
+    controlToken: str | None = None
+    controlTokenFrom: str | None = None
+    controlAuth: bool = True
     credentials: Credentials | None = None

@@ -6,10 +6,13 @@ C{/metrics}, and POST operations: rolling restart, add or remove a worker).
 By default it listens on a UNIX socket of mode 0600 in a directory of mode
 0700 that only the master's user can enter (see L{defaultEndpoint}): other
 users of the machine can neither read the figures nor restart the cluster.
-Operations also require C{POST} and the L{CONTROL_HEADER} header, so that a
-web page in a browser cannot trigger them on a TCP control endpoint
-(a cross-site form cannot set that header, and a cross-site script needs a
-CORS pre-flight that this site never grants).
+Everything but the probes and the page's files also checks who asks
+(L{twisted_cluster.controlauth}): the peer's uid on a UNIX socket, a token
+from a file only the master's user can read over TCP.  Operations also
+require C{POST} and the L{CONTROL_HEADER} header, so that a web page in a
+browser cannot trigger them on a TCP control endpoint (a cross-site form
+cannot set that header, and a cross-site script needs a CORS pre-flight
+that this site never grants).  Each operation is logged with who asked.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import os
 import re
 from typing import Any, Callable
 
+import attr
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -30,6 +34,17 @@ from twisted.web.server import Request
 from twisted.web.static import File
 
 from twisted_cluster.apploading import quietSite
+from twisted_cluster.controlauth import (
+    Access,
+    AccessPolicy,
+    Peer,
+    TokenFile,
+    TokenFileError,
+    Verdict,
+    loadToken,
+    newToken,
+)
+from twisted_cluster.controlbudget import BudgetedFactory
 from twisted_cluster.listening import ListenError, listenNow
 from twisted_cluster.metrics import RateHistory, clusterRegistry, clusterStatus
 from twisted_cluster.pidfile import pidAlive
@@ -107,7 +122,8 @@ def controlSockets(directory: str) -> list[tuple[int, str, bool]]:
 
 def _removeStale(directory: str) -> None:
     """
-    Remove the sockets (and lock files) that killed masters left behind.
+    Remove the sockets (and lock files) and the token files (and their
+    locks) that killed masters left behind.
     """
     for _, path, alive in controlSockets(directory):
         if not alive:
@@ -116,6 +132,19 @@ def _removeStale(directory: str) -> None:
                     os.unlink(leftover)
                 except FileNotFoundError:
                     pass
+    for name in os.listdir(directory):
+        if re.fullmatch(r"tcp-\d+\.token", name):
+            TokenFile(os.path.join(directory, name)).removeStale()
+
+
+def defaultTokenPath(port: int, uid: int | None = None) -> str:
+    """
+    Where a master whose control site listens on TCP port C{port} writes
+    its token when C{--control-token} names no file:
+    C{tcp-PORT.token} in L{runtimeDirectory}.  L{twisted_cluster.ctl}
+    finds it there from the port alone.
+    """
+    return os.path.join(runtimeDirectory(uid), f"tcp-{port}.token")
 
 
 def defaultEndpoint(pid: int) -> str:
@@ -202,37 +231,84 @@ def _json(request: Request, document: Any, code: int = 200) -> bytes:
     return json.dumps(document, indent=1).encode("utf-8") + b"\n"
 
 
-class _Status(Resource):
+class _Protected(Resource):
+    """
+    A resource only those L{Access} admits may use; others get C{401}
+    and nothing runs.
+    """
+
     isLeaf = True
 
-    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, access: Access) -> None:
         super().__init__()
+        self._access = access
+
+    def render(self, request: Request) -> bytes:
+        peer, verdict = self._access.admit(request)
+        if not verdict.allowed:
+            request.setHeader(b"www-authenticate", b'Bearer realm="twisted-cluster"')
+            error = (
+                "the control site needs Authorization: Bearer TOKEN, with the token "
+                "from the master's token file (see docs/observability.md)"
+                if not peer.unix else "this user may not use the control site"
+            )
+            return _json(request, {"error": error}, 401)
+        return self.renderAdmitted(request, peer, verdict)
+
+    def renderAdmitted(self, request: Request, peer: Peer, verdict: Verdict) -> bytes:
+        """
+        Answer an admitted request (by default: C{render_METHOD}).
+        """
+        answer: bytes = super().render(request)
+        return answer
+
+
+class _Status(_Protected):
+    def __init__(self, access: Access, status: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(access)
         self._status = status
 
     def render_GET(self, request: Request) -> bytes:
         return _json(request, self._status())
 
 
-class _Metrics(Resource):
+#: Seconds a rendered C{/metrics} answer is served again before the next
+#: render.  Prometheus scrapes every 15 s or so; a client scraping
+#: thousands of times a second then costs the master a cached write, not
+#: a walk over every worker's figures.
+METRICS_CACHE_SECONDS = 1.0
+
+
+class _Metrics(_Protected):
     """
-    The Prometheus exposition, rendered in the reactor thread: the
-    collector reads live state that only the reactor thread may touch
-    (prometheus_client's own Twisted resource would read it from a thread
-    pool).
+    The Prometheus exposition, rendered in the reactor thread (the
+    collector reads live state that only the reactor thread may touch;
+    prometheus_client's own Twisted resource would read it from a thread
+    pool), at most once per L{METRICS_CACHE_SECONDS}.
     """
 
-    isLeaf = True
-
-    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        access: Access,
+        status: Callable[[], dict[str, Any]],
+        clock: IReactorTime,
+        cacheSeconds: float = METRICS_CACHE_SECONDS,
+    ) -> None:
+        super().__init__(access)
         self._registry = clusterRegistry(status)
+        self._clock = clock
+        self._cacheSeconds = cacheSeconds
+        self._cached: tuple[float, bytes] | None = None
 
     def render_GET(self, request: Request) -> bytes:
         from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
-        return generate_latest(self._registry)
+        now = self._clock.seconds()
+        if self._cached is None or now - self._cached[0] >= self._cacheSeconds:
+            self._cached = (now, generate_latest(self._registry))
+        return self._cached[1]
 
 
 def _literalHost(host: bytes | None) -> bool:
@@ -256,33 +332,31 @@ def _literalHost(host: bytes | None) -> bool:
     return True
 
 
-class _Operation(Resource):
+class _Operation(_Protected):
     """
     One operation: C{POST} with the L{CONTROL_HEADER} header, to an IP
-    address or C{localhost} (not a DNS name), runs it and answers C{202}
-    with the new status, C{409} when the cluster refuses (for example
-    removing the last worker), C{501} when this master has no such
-    operation.
+    address or C{localhost} (not a DNS name), from a peer L{Access}
+    admits, runs it, logs who asked, and answers C{202} with the new
+    status, C{409} when the cluster refuses (for example removing the last
+    worker), C{501} when this master has no such operation.
     """
-
-    isLeaf = True
 
     def __init__(
         self,
+        access: Access,
         name: str,
         run: Callable[[Request], Any],
         status: Callable[[], dict[str, Any]],
     ) -> None:
-        super().__init__()
+        super().__init__(access)
         self._name = name
         self._run = run
         self._status = status
 
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"allow", b"POST")
-        return _json(request, {"error": f"{self._name} needs POST"}, 405)
-
-    def render_POST(self, request: Request) -> bytes:
+    def renderAdmitted(self, request: Request, peer: Peer, verdict: Verdict) -> bytes:
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            return _json(request, {"error": f"{self._name} needs POST"}, 405)
         if request.getHeader(CONTROL_HEADER) is None:
             return _json(
                 request,
@@ -297,7 +371,14 @@ class _Operation(Resource):
                 {"error": "operations need an IP address or localhost as Host"},
                 403,
             )
-        log.info("control: {operation} requested", operation=self._name)
+        log.info(
+            "control: {operation} requested by {peer} (uid {peer_uid}, pid {peer_pid}; "
+            "authenticated: {authenticated}, by {how})",
+            operation=self._name,
+            authenticated=verdict.authenticated,
+            how=verdict.reason,
+            **peer.fields(),
+        )
         result = maybeDeferred(self._run, request)
         outcome: list[Any] = []
 
@@ -366,13 +447,16 @@ def _scale(service: Any, status: Callable[[], dict[str, Any]], request: Request)
         _operation(service, step)()
 
 
-def controlResource(service: Any, status: Callable[[], dict[str, Any]]) -> Resource:
+def controlResource(
+    service: Any, status: Callable[[], dict[str, Any]], access: Access, clock: IReactorTime
+) -> Resource:
     """
-    The control site's resource tree for C{service}.
+    The control site's resource tree for C{service}: the page's files and
+    the probes open to all, the rest behind C{access}.
     """
     root = File(STATIC)
-    root.putChild(b"status.json", _Status(status))
-    root.putChild(b"metrics", _Metrics(status))
+    root.putChild(b"status.json", _Status(access, status))
+    root.putChild(b"metrics", _Metrics(access, status, clock))
     addProbes(root, service)
     operations = {
         b"restart": lambda request: _operation(service, "rollingRestart")(),
@@ -381,7 +465,7 @@ def controlResource(service: Any, status: Callable[[], dict[str, Any]]) -> Resou
         b"scale": lambda request: _scale(service, status, request),
     }
     for name, run in operations.items():
-        root.putChild(name, _Operation(name.decode(), run, status))
+        root.putChild(name, _Operation(access, name.decode(), run, status))
     return root
 
 
@@ -392,18 +476,48 @@ class ControlServer:
     @ivar address: where it can be reached, once listening: C{unix:PATH}
         or C{http://HOST:PORT/}.
     @ivar history: the accepted-connections rate history for the chart.
+    @ivar tokenFile: the file holding the token TCP clients must present,
+        while a TCP site with authentication listens; else C{None}.
     """
 
-    def __init__(self, reactor: Any, service: Any, description: str) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        service: Any,
+        description: str,
+        tokenPath: str | None = None,
+        authenticate: bool | None = None,
+        tokenFrom: str | None = None,
+    ) -> None:
         """
         @param service: the cluster to show and control.
         @param description: a Twisted server endpoint string.
+        @param tokenPath: where to write the token for a TCP site (default:
+            the service's C{config.controlToken}, else L{defaultTokenPath}).
+        @param authenticate: C{False} lets every peer in (default: the
+            service's C{config.controlAuth}, else C{True}).
+        @param tokenFrom: a file the operator made, whose token the site
+            wants instead of a new one (default: the service's
+            C{config.controlTokenFrom}); the master neither writes nor
+            removes it.
         """
+        config = getattr(service, "config", None)
         self._reactor = reactor
         self._service = service
         self._description = description
+        self._tokenPath = tokenPath if tokenPath is not None else getattr(
+            config, "controlToken", None
+        )
+        enforce = authenticate if authenticate is not None else getattr(
+            config, "controlAuth", True
+        )
+        self._tokenFrom = tokenFrom if tokenFrom is not None else getattr(
+            config, "controlTokenFrom", None
+        )
+        self._access = Access(AccessPolicy(newToken(), os.getuid(), enforce), reactor)
         self.history = RateHistory(reactor, service.accepted)
         self.address: str | None = None
+        self.tokenFile: TokenFile | None = None
         self._port: IListeningPort | None = None
 
     def status(self) -> dict[str, Any]:
@@ -414,37 +528,101 @@ class ControlServer:
 
     def listen(self) -> None:
         """
-        Bind the endpoint and serve; start sampling the connection rate.
+        Bind the endpoint and serve; over TCP, write the token file; start
+        sampling the connection rate.
 
-        @raise ControlError: when the endpoint cannot be bound.
+        @raise ControlError: when the endpoint cannot be bound or the token
+            file cannot be written.
         """
-        site = quietSite(controlResource(self._service, self.status))
+        if self._tokenFrom is not None and self._tokenPath is not None:
+            raise ControlError("--control-token and --control-token-from exclude each other")
+        if self._tokenFrom is not None and self._access.policy.enforce:
+            try:
+                token = loadToken(self._tokenFrom)
+            except TokenFileError as e:
+                raise ControlError(str(e)) from None
+            self._access.policy = attr.evolve(self._access.policy, token=token)
+        resource = controlResource(self._service, self.status, self._access, self._reactor)
+        site = quietSite(resource)
         site.noisy = False
         endpoint = _parseEndpoint(self._reactor, self._description)
         try:
-            self._port = listenNow(endpoint, site)
+            # Under a budget: scraping must not starve the hand-off of
+            # connections, which runs in the same reactor.
+            self._port = listenNow(endpoint, BudgetedFactory(site, self._reactor))
         except ListenError as e:
             raise ControlError(
                 f"cannot serve --control on {self._description!r}: {e}"
             ) from None
         self.address = _portAddress(self._port, self._description)
+        host: Any = self._port.getHost()
+        try:
+            self._writeToken(host)
+        except ControlError:
+            self._port.stopListening()
+            self._port = None
+            raise
         self.history.start()
         log.info("control site on {address}", address=self.address)
-        host = getattr(self._port.getHost(), "host", None)
-        if host is not None and not ipaddress.ip_address(host.split("%")[0]).is_loopback:
+        if not self._access.policy.enforce:
             log.warn(
-                "control site on {address} is reachable from other machines: "
+                "control site on {address} checks no credentials (--control-no-auth): "
                 "whoever can connect can restart and resize the cluster",
                 address=self.address,
             )
+        ip = getattr(host, "host", None)
+        if ip is not None and not ipaddress.ip_address(ip.split("%")[0]).is_loopback:
+            log.warn(
+                "control site on {address} is reachable from other machines, in "
+                "plain HTTP unless its endpoint is ssl:",
+                address=self.address,
+            )
+
+    def _writeToken(self, host: Any) -> None:
+        """
+        Write the token file of a TCP site that checks credentials.
+
+        @raise ControlError: when it cannot be written safely.
+        """
+        if getattr(host, "port", None) is None:
+            if self._tokenPath is not None:
+                log.warn(
+                    "control token file {token_file} not written: on a UNIX socket "
+                    "the peer's uid decides who gets in",
+                    token_file=self._tokenPath,
+                )
+            return
+        if not self._access.policy.enforce:
+            return
+        if self._tokenFrom is not None:
+            log.info("control token from {token_file}", token_file=self._tokenFrom)
+            return
+        path = self._tokenPath
+        if path is None:
+            _privateDirectory(runtimeDirectory())
+            _removeStale(runtimeDirectory())
+            path = defaultTokenPath(host.port)
+        tokenFile = TokenFile(os.path.abspath(path))
+        try:
+            tokenFile.create(self._access.policy.token)
+        except TokenFileError as e:
+            raise ControlError(str(e)) from None
+        self.tokenFile = tokenFile
+        log.info("control token in {token_file}", token_file=tokenFile.path)
 
     def stop(self) -> Deferred[None]:
         """
-        Stop serving (a UNIX socket file is removed).
+        Stop serving; remove a UNIX socket file and the token file.
         """
         self.history.stop()
         port, self._port = self._port, None
+        tokenFile, self.tokenFile = self.tokenFile, None
         if port is None:
             return succeed(None)
         stopped: Deferred[Any] = maybeDeferred(port.stopListening)
-        return stopped.addCallback(lambda _: None)
+
+        def removeToken(_: Any) -> None:
+            if tokenFile is not None:
+                tokenFile.remove()
+
+        return stopped.addCallback(removeToken)

@@ -10,6 +10,11 @@ C{python -m twisted_cluster.ctl}: talk to a running master's control site.
 Without C{--control}, it finds the master the way the master picks its
 socket (L{twisted_cluster.control.runtimeDirectory}): the one live master
 of this user, or a list to choose from when there are several.
+
+Over TCP it sends the master's token (C{Authorization: Bearer}), read from
+C{--token-file}, or from where the master writes it by default for that
+port (L{twisted_cluster.control.defaultTokenPath}).  Over a UNIX socket
+the kernel tells the master who is asking, and no token is needed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from urllib.parse import urlsplit
 from typing import Any, Sequence
 
 import attr
@@ -28,7 +34,13 @@ from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
-from twisted_cluster.control import CONTROL_HEADER, controlSockets, runtimeDirectory
+from twisted_cluster.control import (
+    CONTROL_HEADER,
+    controlSockets,
+    defaultTokenPath,
+    runtimeDirectory,
+)
+from twisted_cluster.controlauth import readToken
 
 #: Seconds a request to the master may take.
 TIMEOUT = 15.0
@@ -100,6 +112,37 @@ def findTarget(control: str | None, directory: str | None = None) -> Target:
     raise CtlError(f"cannot reach control endpoint {control!r}: use a URL, unix:PATH or tcp:PORT")
 
 
+def findToken(target: Target, tokenFile: str | None = None) -> str | None:
+    """
+    The token to send to C{target}: from C{tokenFile} when given, else,
+    over TCP, from the master's default token file for that port if it
+    exists (a master run with C{--control-no-auth} writes none).  C{None}
+    over a UNIX socket without C{tokenFile}.
+
+    @raise CtlError: when the file exists or was named but cannot be read.
+    """
+    if tokenFile is None:
+        if target.unixPath is not None:
+            return None
+        url = urlsplit(target.base)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        tokenFile = defaultTokenPath(port)
+        try:
+            return readToken(tokenFile)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise CtlError(f"cannot read the control token in {tokenFile}: {_why(e)}") from None
+    try:
+        return readToken(tokenFile)
+    except (OSError, ValueError) as e:
+        raise CtlError(f"cannot read the control token in {tokenFile}: {_why(e)}") from None
+
+
+def _why(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
 class _UNIXEndpoints:
     """
     An endpoint factory for L{Agent}: every request goes to one socket.
@@ -140,11 +183,13 @@ def _readBody(response: Any) -> Deferred[bytes]:
 
 
 async def request(
-    reactor: Any, target: Target, method: bytes, path: str
+    reactor: Any, target: Target, method: bytes, path: str, token: str | None = None
 ) -> tuple[int, Any]:
     """
     Send one request to the control site; return the status code and the
     decoded JSON body.
+
+    @param token: sent as C{Authorization: Bearer TOKEN} when given.
     """
     if target.unixPath is not None:
         agent = Agent.usingEndpointFactory(reactor, _UNIXEndpoints(reactor, target.unixPath))
@@ -153,6 +198,8 @@ async def request(
     headers = Headers({b"accept": [b"application/json"]})
     if method == b"POST":
         headers.addRawHeader(CONTROL_HEADER, b"1")
+    if token is not None:
+        headers.addRawHeader(b"authorization", b"Bearer " + token.encode("ascii"))
     url = (target.base + path).encode("ascii")
     d = agent.request(method, url, headers)
     d.addTimeout(TIMEOUT, reactor)
@@ -243,6 +290,11 @@ def parser() -> argparse.ArgumentParser:
         "or a URL (default: the one master of this user, found in "
         f"{runtimeDirectory()})",
     )
+    top.add_argument(
+        "--token-file",
+        help="the file holding the master's control token, for a TCP control site "
+        "(default: tcp-PORT.token in the directory above, where the master writes it)",
+    )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status = commands.add_parser("status", help="show the workers as a table")
     status.add_argument("--json", action="store_true", help="print /status.json as is")
@@ -261,16 +313,22 @@ async def run(reactor: Any, argv: Sequence[str], out: Any = sys.stdout) -> int:
     args = parser().parse_args(argv)
     try:
         target = findTarget(args.control)
+        token = findToken(target, args.token_file)
         if args.command == "status":
-            code, document = await request(reactor, target, b"GET", "status.json")
+            code, document = await request(reactor, target, b"GET", "status.json", token)
         elif args.command == "scale":
             code, document = await request(
-                reactor, target, b"POST", f"scale?workers={args.workers}"
+                reactor, target, b"POST", f"scale?workers={args.workers}", token
             )
         else:
-            code, document = await request(reactor, target, b"POST", args.command)
+            code, document = await request(reactor, target, b"POST", args.command, token)
     except CtlError as e:
         sys.stderr.write(f"ctl: error: {e}\n")
+        return 1
+    if code == 401:
+        hint = "" if target.unixPath else " (pass --token-file: the master's --control-token)"
+        sys.stderr.write(f"ctl: error: {args.command}: refused by the master: "
+                         f"{document.get('error', code)}{hint}\n")
         return 1
     if code >= 400:
         sys.stderr.write(f"ctl: error: {args.command}: {document.get('error', code)}\n")

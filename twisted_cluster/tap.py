@@ -133,7 +133,18 @@ class Options(usage.Options):
          "/metrics, operations): a Twisted server endpoint string such as "
          "tcp:9100:interface=127.0.0.1, 'auto' for a private UNIX socket "
          "(mode 0600) in $XDG_RUNTIME_DIR/twisted-cluster or "
-         "/tmp/twisted-cluster-UID, named MASTERPID.sock, or 'none'."],
+         "/tmp/twisted-cluster-UID, named MASTERPID.sock, or 'none'.  Over TCP "
+         "every client but /healthz and /readyz must send the token from "
+         "--control-token's file; over UNIX sockets only the master's user "
+         "and root get in."],
+        ["control-token", None, None,
+         "The file a TCP control site writes its random token to (mode 0600, "
+         "removed at stop; default: tcp-PORT.token in the control socket "
+         "directory, where python -m twisted_cluster.ctl finds it)."],
+        ["control-token-from", None, None,
+         "Use the token in this file, which you made (owned by you or root, "
+         "not writable by others, e.g. mode 0640 with Prometheus's group), "
+         "instead of writing a new one at every start."],
         ["user", None, None,
          "Run the workers as this user (name or uid); the master stays the "
          "user it was started as (root, to bind ports below 1024 and read TLS "
@@ -144,6 +155,13 @@ class Options(usage.Options):
         ["pidfile", None, None,
          "Write the master's pid to this file while it runs; refuse to start "
          "while another live master holds it."],
+    ]
+
+    optFlags = [
+        ["control-no-auth", None,
+         "Let every client that can connect use the control site: no token over "
+         "TCP, no peer uid check on UNIX sockets.  Any local user (and the "
+         "workers' code) can then restart and resize the cluster."],
     ]
 
     def __init__(self) -> None:
@@ -203,6 +221,14 @@ class Options(usage.Options):
             maxMemory=self["max-memory"],
             credentials=self["credentials"],
             control=None if self["control"] == "none" else self["control"],
+            controlToken=(
+                os.path.abspath(self["control-token"]) if self["control-token"] else None
+            ),
+            controlTokenFrom=(
+                os.path.abspath(self["control-token-from"])
+                if self["control-token-from"] else None
+            ),
+            controlAuth=not self["control-no-auth"],
         )
 
 

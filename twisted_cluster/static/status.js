@@ -124,9 +124,29 @@
     document.body.dataset.updated = status.time;
   }
 
+  // The control token arrives once in the URL's fragment (/#token=...),
+  // which the browser never sends to the server; it is kept for this tab
+  // only (sessionStorage is per origin, port included) and removed from
+  // the address bar.  No cookie: cookies go to every port of the host.
+  var match = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if (match) {
+    sessionStorage.setItem("twisted-cluster-token", decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+
+  function headers(extra) {
+    var token = sessionStorage.getItem("twisted-cluster-token");
+    if (token) extra.Authorization = "Bearer " + token;
+    return extra;
+  }
+
   function refresh() {
-    fetch("status.json", {cache: "no-store"})
-      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+    fetch("status.json", {cache: "no-store", headers: headers({})})
+      .then(function (r) {
+        if (r.status === 401) throw new Error("HTTP 401: open this page as /#token=TOKEN, with the token from the master's token file");
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json();
+      })
       .then(function (status) { $("error").hidden = true; render(status); })
       .catch(function (e) { $("error").hidden = false; $("error").textContent = "cannot reach the master: " + e.message; })
       .then(function () { setTimeout(refresh, PERIOD); });
@@ -135,7 +155,7 @@
   Array.prototype.forEach.call(document.querySelectorAll("button[data-op]"), function (button) {
     button.addEventListener("click", function () {
       var op = button.dataset.op;
-      fetch(op, {method: "POST", headers: {"X-Cluster-Control": "1"}})
+      fetch(op, {method: "POST", headers: headers({"X-Cluster-Control": "1"})})
         .then(function (r) { return r.json(); })
         .then(function (answer) { $("opresult").textContent = answer.error ? op + ": " + answer.error : op + ": accepted"; });
     });

@@ -293,10 +293,10 @@ class RefusedConnectionsTests(SynchronousTestCase):
         an episode began, C{"again"} when it ended.
         """
         return [
-            ("full" if "count" in e else "again", e["worker_id"], e["pid"],
-             e.get("count", e.get("returned")))
+            ("full" if "refused" in e else "again", e["worker_id"], e["pid"],
+             e.get("refused", e.get("refused_total")))
             for e in self.events
-            if "worker_id" in e and ("count" in e or "returned" in e)
+            if "refused" in e or "refused_total" in e
         ]
 
     def test_returnedConnectionsGoToAnotherWorker(self) -> None:

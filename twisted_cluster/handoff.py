@@ -248,6 +248,11 @@ class HandoffSender:
 
     def _checkStall(self) -> None:
         self._stallTimer = None
+        # An acknowledgement may be waiting for this very turn of the
+        # reactor (the master was slow, not the worker): read it first.
+        self.doRead()
+        if self._lost or self._stallTimer is not None:
+            return
         since = self.waitingSince
         if since is None or self._stallAfter is None:
             return

@@ -66,6 +66,30 @@ STALL_LOG_AFTER = 1.0
 REFUSAL_REST = 1.0
 
 
+def _takenFirst(ready: list[WorkerProcess]) -> list[WorkerProcess]:
+    """
+    The workers of C{ready} that took everything they were sent, or all of
+    C{ready} when none did (or all did, the usual case: no copy then).
+
+    A worker that has not yet acknowledged its last connection gets the
+    next one only when every other worker is in the same case: a worker
+    that has just stopped takes one connection with it, not one in two
+    until its stall shows (L{STALL_AFTER}).  A batch accepted at once goes
+    to the workers that took theirs; the next batch, to whichever of them
+    took that one.
+    """
+    for process in ready:
+        handoff = process.handoff
+        if handoff is not None and handoff.waitingSince is not None:
+            break
+    else:
+        return ready
+    taken = [
+        p for p in ready if p.handoff is None or p.handoff.waitingSince is None
+    ]
+    return taken or ready
+
+
 @attr.s(auto_attribs=True)
 class _Refusals:
     """
@@ -251,11 +275,7 @@ class ClusterService(ForwardingMasterContext, Service):
             onLost=self._workerLost,
             listWorkers=self.workerTable,
             appLocator=self._appLocator,
-            stallAfter=(
-                STICKY_STALL_AFTER
-                if getattr(self._policy, "keysOnClients", False)
-                else STALL_AFTER
-            ),
+            stallAfter=STICKY_STALL_AFTER if self._keysOnClients else STALL_AFTER,
             onStall=self._workerStalled,
         )
 
@@ -309,6 +329,8 @@ class ClusterService(ForwardingMasterContext, Service):
         if not ready:
             self._hold(connections, peers)
             return
+        if len(ready) > 1 and not self._keysOnClients:
+            ready = _takenFirst(ready)
         # The policy's keys are our worker processes.
         choose: Callable[..., Any] = self._policy.choose
         if len(connections) == 1:
@@ -324,6 +346,10 @@ class ClusterService(ForwardingMasterContext, Service):
                 batch.append(connection)
         for worker, batch in batches.items():
             worker.send(batch)
+
+    @property
+    def _keysOnClients(self) -> bool:
+        return getattr(self._policy, "keysOnClients", False)
 
     def _usable(self, ready: list[WorkerProcess]) -> list[WorkerProcess]:
         """
@@ -481,10 +507,10 @@ class ClusterService(ForwardingMasterContext, Service):
                 del self._refusals[process]
                 log.info(
                     "worker {worker_id} pid {pid} takes connections again "
-                    "({returned} returned meanwhile)",
+                    "({refused_total} returned meanwhile)",
                     worker_id=process.workerId,
                     pid=process.pid,
-                    returned=refusals.count,
+                    refused_total=refusals.count,
                 )
 
     def _refused(self, process: WorkerProcess, connections: list[Connection]) -> None:
@@ -503,12 +529,12 @@ class ClusterService(ForwardingMasterContext, Service):
         if refusals is None:
             self._refusals[process] = _Refusals(count, now)
             log.warn(
-                "worker {worker_id} pid {pid} could not take {count} connections "
+                "worker {worker_id} pid {pid} could not take {refused} connections "
                 "(out of file descriptors): handing them to other workers, and "
                 "none to it until it closes some",
                 worker_id=process.workerId,
                 pid=process.pid,
-                count=count,
+                refused=count,
             )
         else:
             refusals.count += count

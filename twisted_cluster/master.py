@@ -141,6 +141,7 @@ class ClusterService(ForwardingMasterContext, Service):
         self._reactor = reactor
         self.config = config
         self._policy = policy if policy is not None else policyNamed(config.dispatch)
+        self._keysOnClients: bool = getattr(self._policy, "keysOnClients", False)
         self._onFatal = onFatal
         self.calls = WorkerCalls(reactor, self._readyConnections)
         #: The app's master-side responders, built with this service.
@@ -313,8 +314,7 @@ class ClusterService(ForwardingMasterContext, Service):
         balancer speaking the PROXY protocol, straight to L{_dispatch}
         otherwise.
         """
-        keysOnClients = getattr(self._policy, "keysOnClients", False)
-        if not keysOnClients or endpointKind(listener.description) != "haproxy":
+        if not self._keysOnClients or endpointKind(listener.description) != "haproxy":
             return self._dispatch
         peeker = HeaderPeeker(self._reactor, listener.family, self._dispatch)
         self._peekers.append(peeker)
@@ -346,10 +346,6 @@ class ClusterService(ForwardingMasterContext, Service):
                 batch.append(connection)
         for worker, batch in batches.items():
             worker.send(batch)
-
-    @property
-    def _keysOnClients(self) -> bool:
-        return getattr(self._policy, "keysOnClients", False)
 
     def _usable(self, ready: list[WorkerProcess]) -> list[WorkerProcess]:
         """
@@ -389,6 +385,7 @@ class ClusterService(ForwardingMasterContext, Service):
         if report.active():
             report.cancel()
         else:
+            # The report fired STALL_LOG_AFTER into the stall.
             log.info(
                 "worker {worker_id} pid {pid} acknowledges its connections again "
                 "after {stalled_for:.1f}s",

@@ -554,6 +554,8 @@ class ClusterService(ForwardingMasterContext, Service):
         if rest.active():
             rest.cancel()
         self._usableFrom = None
+        # A queue that fills again is logged again (L{_hold}).
+        self._droppedWaiting = 0
         if self._waiting:
             waiting = list(self._waiting)
             self._waiting.clear()

@@ -4,7 +4,9 @@ the reactor is a L{MemoryReactorClock} and the tests call C{doRead}.
 """
 
 import os
+import resource
 import socket
+from typing import Callable
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -13,7 +15,9 @@ from twisted_cluster.handoff import (
     HandoffReceiver,
     HandoffSender,
     decodeAck,
+    decodeBatch,
     encodeAck,
+    encodeBatch,
     socketpair,
 )
 from tests.support import fdIsOpen
@@ -25,16 +29,23 @@ class ChannelMixin:
     C{self.sender}, the worker's end in C{self.workerEnd}.
     """
 
-    def makeChannel(self) -> None:
+    def makeChannel(self, stallAfter: float | None = None) -> None:
         self.reactor = MemoryReactorClock()
         masterEnd, workerEnd = socketpair()
         workerEnd.setblocking(False)
         self.acks: list[tuple[int, int]] = []
+        self.returned: list[tuple[int, int]] = []
         self.lost: list[list[tuple[int, int]]] = []
+        self.stalls: list[bool] = []
         self.sender = HandoffSender(
-            self.reactor, masterEnd, lambda a, c: self.acks.append((a, c)), self.lost.append
+            self.reactor, masterEnd, self.acknowledged, self.lost.append,
+            stallAfter=stallAfter, onStall=self.stalls.append,
         )
         self.workerEnd = workerEnd
+
+    def acknowledged(self, taken: int, closed: int, returned: list[tuple[int, int]]) -> None:
+        self.acks.append((taken, closed))
+        self.returned.extend(returned)
 
 
 class HandoffTests(ChannelMixin, SynchronousTestCase):
@@ -152,7 +163,197 @@ class HandoffTests(ChannelMixin, SynchronousTestCase):
         self.assertFalse(os.get_inheritable(self.keptDescriptor(b"x")))
 
     def test_ackEncoding(self) -> None:
-        self.assertEqual(decodeAck(encodeAck(7, 3)), (7, 3))
+        self.assertEqual(decodeAck(encodeAck(7, 3, 2)), (7, 3, 2))
+        self.assertEqual(decodeAck(encodeAck(7, 3)), (7, 3, 0))
+
+
+def _limitDescriptors(testCase: SynchronousTestCase, room: int) -> Callable[[], None]:
+    """
+    Lower this process's C{RLIMIT_NOFILE} so that exactly C{room} more
+    descriptors can be opened (the kernel gives the lowest free numbers
+    below the limit).
+
+    @return: what restores the limit (the test's clean-up calls it too).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def restore() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    testCase.addCleanup(restore)
+    used = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    # The listing's own descriptor is closed by now: only count open ones.
+    used = [fd for fd in used if fdIsOpen(fd)]
+    limit = 0
+    free = 0
+    while free < room or limit in used:
+        if limit not in used:
+            free += 1
+        limit += 1
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    return restore
+
+
+class TruncatedBatchTests(ChannelMixin, SynchronousTestCase):
+    """
+    A worker out of descriptors receives the whole payload but only the
+    descriptors the kernel had room for: it returns the rest, which the
+    master hands to another worker.
+    """
+
+    def setUp(self) -> None:
+        self.makeChannel()
+        self.addCleanup(self.workerEnd.close)
+        self.adopted: list[bytes] = []
+        self.receiver = HandoffReceiver(self.reactor, self.workerEnd, self.adopt, lambda: None)
+
+    def adopt(self, fd: int, index: int) -> None:
+        self.adopted.append(os.read(fd, 100))
+        os.close(fd)
+
+    def connections(self, count: int, start: int = 0) -> list[tuple[int, int]]:
+        fds = []
+        for i in range(start, start + count):
+            client, server = socket.socketpair()
+            self.addCleanup(client.close)
+            client.send(b"%d" % i)
+            fd = server.detach()
+            self.addCleanup(lambda fd=fd: fdIsOpen(fd) and os.close(fd))
+            fds.append((fd, 0))
+        return fds
+
+    def test_aTooSmallAncillaryBufferLosesTheLastDescriptors(self) -> None:
+        """
+        The kernel installs the first descriptors that fit and discards the
+        others: L{decodeBatch} counts the ones missing at the end.
+        """
+        sent = self.connections(5)
+        self.sender.send(sent)
+        payload, ancillary, flags, _ = self.workerEnd.recvmsg(
+            250, socket.CMSG_SPACE(2 * 4)
+        )
+        self.assertTrue(flags & socket.MSG_CTRUNC)
+        received, missing = decodeBatch(payload, ancillary)
+        self.assertEqual((len(received), missing), (2, 3))
+        self.assertEqual([os.read(fd, 10) for fd, _ in received], [b"0", b"1"])
+        for fd, _ in received:
+            os.close(fd)
+
+    def test_aWorkerOutOfDescriptorsReturnsWhatItCouldNotTake(self) -> None:
+        """
+        With room for two descriptors, a batch of five is taken in part:
+        the worker serves the first two, the master closes its copies of
+        those and gets the last three back, still open, in order.
+        """
+        sent = self.connections(5)
+        self.sender.send(sent)
+        restore = _limitDescriptors(self, 2)
+        self.receiver.doRead()
+        restore()
+        self.sender.doRead()
+        self.assertEqual(self.adopted, [b"0", b"1"])
+        self.assertEqual(self.acks, [(2, 0)])
+        self.assertEqual(self.returned, sent[2:])
+        self.assertEqual([fdIsOpen(fd) for fd, _ in sent], [False] * 2 + [True] * 3)
+        self.assertEqual(self.sender.pending, 0)
+        self.assertEqual(self.receiver.returned, 3)
+
+    def test_nextBatchIsCountedAfterTheReturnedOnes(self) -> None:
+        """
+        The receiver reads nothing after a truncated message until it has
+        returned its tail: the returned descriptors are always the last
+        ones an acknowledgement covers, so the master knows which they are.
+        """
+        first, second = self.connections(3), self.connections(2, start=3)
+        self.sender.send(first)
+        self.sender.send(second)
+        restore = _limitDescriptors(self, 1)
+        self.receiver.doRead()
+        restore()
+        self.receiver.doRead()
+        self.sender.doRead()
+        self.assertEqual(self.adopted, [b"0", b"3", b"4"])
+        self.assertEqual(self.acks, [(1, 0), (2, 0)])
+        self.assertEqual(self.returned, first[1:])
+        self.assertEqual([fdIsOpen(fd) for fd, _ in first + second],
+                         [False, True, True, False, False])
+
+    def test_aReturnedListeningSocketIsClosed(self) -> None:
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        copy = os.dup(listener.fileno())
+        self.sender.shareListeners([(copy, 0)])
+        self.workerEnd.recvmsg(250, 0)
+        self.workerEnd.send(encodeAck(0, 0, 1))
+        self.sender.doRead()
+        self.assertEqual(self.returned, [])
+        self.assertFalse(fdIsOpen(copy))
+
+
+class StallTests(ChannelMixin, SynchronousTestCase):
+    """
+    The sender notices on its own timer that the worker leaves connections
+    unacknowledged: nothing needs to be dispatched for it to happen.
+    """
+
+    def setUp(self) -> None:
+        self.makeChannel(stallAfter=0.01)
+        self.addCleanup(self.workerEnd.close)
+
+    def connection(self) -> tuple[int, int]:
+        client, server = socket.socketpair()
+        self.addCleanup(client.close)
+        fd = server.detach()
+        self.addCleanup(lambda: fdIsOpen(fd) and os.close(fd))
+        return (fd, 0)
+
+    def ack(self, taken: int) -> None:
+        self.workerEnd.send(encodeAck(taken, 0))
+        self.sender.doRead()
+
+    def test_unacknowledgedConnectionsStallTheWorkerWithoutAnotherSend(self) -> None:
+        self.sender.send([self.connection()])
+        self.reactor.advance(0.0099)
+        self.assertEqual(self.stalls, [])
+        self.reactor.advance(0.0001)
+        self.assertEqual(self.stalls, [True])
+        self.assertTrue(self.sender.stalled)
+
+    def test_anAcknowledgementEndsTheStall(self) -> None:
+        self.sender.send([self.connection()])
+        self.reactor.advance(0.01)
+        self.ack(1)
+        self.assertEqual(self.stalls, [True, False])
+        self.assertFalse(self.sender.stalled)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_aWorkerThatKeepsAcknowledgingNeverStalls(self) -> None:
+        """
+        Connections that each wait less than the stall time make no stall,
+        however long the channel stays busy; one timer at a time.
+        """
+        for _ in range(10):
+            self.sender.send([self.connection()])
+            self.reactor.advance(0.006)
+            self.assertLessEqual(len(self.reactor.getDelayedCalls()), 1)
+            self.ack(1)
+        self.reactor.advance(1)
+        self.assertEqual(self.stalls, [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_aStallAfterAPartialAcknowledgementCountsFromIt(self) -> None:
+        self.sender.send([self.connection(), self.connection()])
+        self.reactor.advance(0.008)
+        self.ack(1)
+        self.reactor.advance(0.008)
+        self.assertEqual(self.stalls, [])
+        self.reactor.advance(0.002)
+        self.assertEqual(self.stalls, [True])
+
+    def test_aLostChannelLeavesNoTimer(self) -> None:
+        self.sender.send([self.connection()])
+        self.sender.close()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
 class AcknowledgementTimingTests(ChannelMixin, SynchronousTestCase):

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_cluster.config import ClusterConfig
 from twisted_cluster.dispatch import LeastConnections, Sticky
-from twisted_cluster.master import STALL_AFTER, ClusterService
+from twisted_cluster.master import REFUSAL_REST, STALL_LOG_AFTER, ClusterService
 from twisted_cluster.process import READY, STOPPED
 from tests.support import fdIsOpen
 
@@ -145,7 +145,7 @@ class WaitingQueueTests(SynchronousTestCase):
         self.supervisor.workers.append(worker)
         service._sink(0)(self.accepted(3))
         self.assertEqual(policy.openConnections(worker), 3)
-        service._workerAck(worker, 3, 2)  # type: ignore[arg-type]
+        service._workerAck(worker, 3, 2, [])  # type: ignore[arg-type]
         self.assertEqual(policy.openConnections(worker), 1)
         service._workerLost(worker, [])  # type: ignore[arg-type]
         self.assertEqual(policy.openConnections(worker), 0)
@@ -153,17 +153,19 @@ class WaitingQueueTests(SynchronousTestCase):
 
 class FakeHandoff:
     """
-    The part of a hand-off channel the master reads to spot a stalled
+    The part of a hand-off channel the master reads to describe a stalled
     worker.
     """
 
-    waitingSince = None
+    waitingSince = 0.0
+    pending = 3
 
 
 class StalledWorkerTests(SynchronousTestCase):
     """
-    A worker that leaves connections unadopted for C{STALL_AFTER} seconds
-    (its reactor is blocked) gets no new ones while another worker adopts.
+    A worker whose hand-off channel says it stalled (it left connections
+    unacknowledged: its reactor is stopped or blocked) gets no new ones
+    while another worker acknowledges.
     """
 
     def setUp(self) -> None:
@@ -182,31 +184,173 @@ class StalledWorkerTests(SynchronousTestCase):
         for _ in range(count):
             self.service._dispatch([(-1, 0)], [None])
 
-    def test_stalledWorkerIsPassedOverWithOneLogLine(self) -> None:
-        self.one.handoff.waitingSince = self.clock.seconds()  # type: ignore[union-attr]
-        self.clock.advance(STALL_AFTER)
+    def stall(self, worker: FakeWorker, stalled: bool = True) -> None:
+        self.service._workerStalled(worker, stalled)  # type: ignore[arg-type]
+
+    def stallEvents(self) -> list[tuple[str, int, int]]:
+        """
+        (kind, worker id, pid) of the stall events: C{"stalled"} when it
+        began, C{"again"} when it ended.
+        """
+        return [
+            ("stalled" if "pending" in e else "again", e["worker_id"], e["pid"])
+            for e in self.events
+            if "pending" in e or "stalled_for" in e
+        ]
+
+    def test_stalledWorkerIsPassedOver(self) -> None:
+        self.stall(self.one)
         self.dispatch(4)
         self.assertEqual((len(self.one.sent), len(self.two.sent)), (0, 4))
-        stalls = [e for e in self.events if "has not adopted" in e["log_format"]]
-        self.assertEqual([(e["worker_id"], e["pid"]) for e in stalls], [(1, 1001)])
 
-    def test_aShortWaitIsNoStall(self) -> None:
-        self.one.handoff.waitingSince = self.clock.seconds()  # type: ignore[union-attr]
-        self.clock.advance(STALL_AFTER / 2)
-        self.dispatch(4)
-        self.assertEqual((len(self.one.sent), len(self.two.sent)), (2, 2))
+    def test_aLongStallIsLoggedOnceAndSoIsItsEnd(self) -> None:
+        """
+        The stall is logged once it has lasted L{STALL_LOG_AFTER} (counted
+        from the oldest unacknowledged connection), whether or not anything
+        is dispatched meanwhile; its end too.
+        """
+        self.stall(self.one)
+        self.clock.advance(STALL_LOG_AFTER)
+        self.clock.advance(STALL_LOG_AFTER)
+        self.stall(self.one, False)
+        self.assertEqual(
+            self.stallEvents(), [("stalled", 1, 1001), ("again", 1, 1001)]
+        )
+        warning, end = [e for e in self.events if "pending" in e or "stalled_for" in e]
+        self.assertEqual((warning["pending"], warning["seconds"]), (3, STALL_LOG_AFTER))
+        self.assertEqual(end["stalled_for"], 2 * STALL_LOG_AFTER)
 
-    def test_workerThatAdoptsAgainIsServedAgain(self) -> None:
-        self.one.handoff.waitingSince = self.clock.seconds()  # type: ignore[union-attr]
-        self.clock.advance(STALL_AFTER)
+    def test_aShortStallIsNotLogged(self) -> None:
+        self.stall(self.one)
+        self.clock.advance(STALL_LOG_AFTER / 2)
+        self.stall(self.one, False)
+        self.clock.advance(STALL_LOG_AFTER)
+        self.assertEqual(self.stallEvents(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_workerThatAcknowledgesAgainIsServedAgain(self) -> None:
+        self.stall(self.one)
         self.dispatch(2)
-        self.one.handoff.waitingSince = None  # type: ignore[union-attr]
+        self.stall(self.one, False)
         self.dispatch(2)
         self.assertEqual((len(self.one.sent), len(self.two.sent)), (1, 3))
 
     def test_whenEveryWorkerIsStalledAllStayCandidates(self) -> None:
-        for worker in (self.one, self.two):
-            worker.handoff.waitingSince = self.clock.seconds()  # type: ignore[union-attr]
-        self.clock.advance(STALL_AFTER)
+        self.stall(self.one)
+        self.stall(self.two)
         self.dispatch(4)
         self.assertEqual((len(self.one.sent), len(self.two.sent)), (2, 2))
+
+    def test_aWorkerThatLeftIsForgotten(self) -> None:
+        self.stall(self.one)
+        self.service._workerLost(self.one, [])  # type: ignore[arg-type]
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.dispatch(2)
+        self.assertEqual((len(self.one.sent), len(self.two.sent)), (1, 1))
+
+
+class RefusedConnectionsTests(SynchronousTestCase):
+    """
+    A worker out of descriptors returns what it could not take: the master
+    hands it to another worker, sends that worker nothing for a while, and
+    keeps connections waiting (up to C{queueLimit}) while every worker is
+    full.  The connections are real descriptors, so that a leak or a close
+    shows.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.service = ClusterService(self.clock, ClusterConfig(workers=2, queueLimit=2))
+        self.supervisor = FakeSupervisor()
+        self.service.supervisor = self.supervisor  # type: ignore[assignment]
+        self.one, self.two = FakeWorker(1), FakeWorker(2)
+        for worker in (self.one, self.two):
+            self.supervisor.workers.append(worker)
+            self.service._workerReady(worker)  # type: ignore[arg-type]
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def connections(self, count: int) -> list[tuple[int, int]]:
+        made = []
+        for _ in range(count):
+            client, server = socket.socketpair()
+            self.addCleanup(client.close)
+            fd = server.detach()
+            self.addCleanup(lambda fd=fd: fdIsOpen(fd) and os.close(fd))
+            made.append((fd, 0))
+        return made
+
+    def dispatch(self, connections: list[tuple[int, int]]) -> None:
+        for connection in connections:
+            self.service._dispatch([connection], [None])
+
+    def ack(self, worker: FakeWorker, taken: int, closed: int,
+            returned: list[tuple[int, int]]) -> None:
+        self.service._workerAck(worker, taken, closed, returned)  # type: ignore[arg-type]
+
+    def refusalEvents(self) -> list[tuple[str, int, int, int]]:
+        """
+        (kind, worker id, pid, count) of the refusal events: C{"full"} when
+        an episode began, C{"again"} when it ended.
+        """
+        return [
+            ("full" if "refused" in e else "again", e["worker_id"], e["pid"],
+             e.get("refused", e.get("refused_total")))
+            for e in self.events
+            if "refused" in e or "refused_total" in e
+        ]
+
+    def test_returnedConnectionsGoToAnotherWorker(self) -> None:
+        returned = self.connections(3)
+        self.ack(self.one, 1, 0, returned)
+        self.assertEqual((self.one.sent, self.two.sent), ([], returned))
+        self.assertEqual(self.service.returned, 3)
+
+    def test_aWorkerThatReturnedConnectionsGetsNoneUntilItClosesSome(self) -> None:
+        self.ack(self.one, 0, 0, self.connections(1))
+        self.dispatch(self.connections(4))
+        self.assertEqual((len(self.one.sent), len(self.two.sent)), (0, 5))
+        self.ack(self.one, 0, 1, [])
+        self.dispatch(self.connections(2))
+        self.assertEqual((len(self.one.sent), len(self.two.sent)), (1, 6))
+
+    def test_orUntilItHasRested(self) -> None:
+        self.ack(self.one, 0, 0, self.connections(1))
+        self.clock.advance(REFUSAL_REST)
+        self.dispatch(self.connections(2))
+        self.assertEqual((len(self.one.sent), len(self.two.sent)), (1, 2))
+
+    def test_whenEveryWorkerIsFullConnectionsWaitUpToTheQueueLimit(self) -> None:
+        """
+        Nothing is lost: the connections wait in the master, those past the
+        queue limit are closed (their clients see it), and the waiting ones
+        go out once a worker has room.
+        """
+        [connection] = self.connections(1)
+        self.ack(self.one, 0, 0, [connection])
+        self.assertEqual(self.two.sent, [connection])
+        self.ack(self.two, 0, 0, [connection])
+        new = self.connections(3)
+        self.dispatch(new)
+        self.assertEqual(self.service.dropped, 2)
+        self.assertEqual([fdIsOpen(fd) for fd, _ in [connection] + new],
+                         [True, True, False, False])
+        self.ack(self.two, 0, 1, [])
+        self.assertEqual(self.two.sent, [connection, connection, new[0]])
+        self.assertEqual(self.one.sent, [])
+
+    def test_oneLogLinePerEpisode(self) -> None:
+        """
+        A worker that keeps returning connections is logged once, and once
+        more when it has taken connections for L{REFUSAL_REST} without
+        returning any.
+        """
+        for _ in range(3):
+            self.ack(self.one, 0, 0, self.connections(2))
+            self.clock.advance(REFUSAL_REST / 2)
+        self.ack(self.one, 1, 0, [])
+        self.clock.advance(REFUSAL_REST)
+        self.ack(self.one, 1, 0, [])
+        self.ack(self.one, 1, 0, [])
+        self.assertEqual(
+            self.refusalEvents(), [("full", 1, 1001, 2), ("again", 1, 1001, 6)]
+        )

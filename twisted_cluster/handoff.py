@@ -14,16 +14,42 @@ Wire format
     A listener index with the L{LISTENING} bit set marks a listening socket
     that the worker accepts on itself (C{--dispatch shared}), not a client
     connection.
-  - worker to master: 8 bytes, two unsigned 32-bit integers in network
-    order: how many descriptors the worker adopted since its last message,
-    and how many of its connections closed since then.  Adoptions are
-    acknowledged in one message per read of the channel, at once; closes
-    are coalesced (see L{HandoffReceiver}).
+  - worker to master: 12 bytes, three unsigned 32-bit integers in network
+    order, C{(taken, closed, returned)}.  The message covers the next
+    C{taken + returned} descriptors the master sent, oldest first: the
+    first C{taken} are the worker's now (the master closes its copies);
+    the C{returned} ones after them never reached the worker, and the
+    master hands its own copies to another worker.  C{closed} counts the
+    worker's connections that closed since its last message.  Adoptions
+    are acknowledged in one message per read of the channel, at once;
+    closes are coalesced (see L{HandoffReceiver}).
+
+Descriptors the kernel could not deliver
+========================================
+A worker out of descriptors (C{RLIMIT_NOFILE}), or reading with too small
+an ancillary buffer, still receives the whole payload, but the kernel
+installs only the descriptors it has room for and discards the rest,
+setting C{MSG_CTRUNC}.  It installs them in order and stops at the first
+one that does not fit: what arrives is always the first descriptors of
+the message, what is lost is its last C{len(payload) - received} ones.
+The worker detects it (fewer descriptors than payload bytes), acknowledges
+at once what came before them and returns the lost tail in that same
+message, so that they are always the last ones it covers; it reads no
+further message until that acknowledgement is sent.  The master still
+holds its copy of every one of them and hands them to another worker (see
+L{twisted_cluster.master}); a listening socket that was lost is closed.
 
 No connection is lost in the hand-off: the master keeps its own copy of
 every descriptor it sent until the worker acknowledges it.  When the worker
 dies first, L{HandoffSender.connectionLost} gives the unacknowledged
 descriptors back so that the master hands them to another worker.
+
+A worker whose reactor is stopped or blocked leaves what it was sent
+unacknowledged: the sender notices it on a timer (C{stallAfter}), whether
+or not the master sends anything more, and says so (C{onStall}).  What
+such a worker was already sent stays its own: it may resume and read it,
+and a connection read by two processes would be answered twice or not at
+all.
 """
 
 from __future__ import annotations
@@ -49,7 +75,7 @@ from zope.interface import implementer
 MAX_BATCH = 250
 #: The bit of a listener index that marks a listening socket.
 LISTENING = 0x80
-_ACK = struct.Struct("!II")
+_ACK = struct.Struct("!III")
 _FD_SIZE = array.array("i").itemsize
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_BATCH * _FD_SIZE)
 
@@ -73,10 +99,15 @@ def encodeBatch(connections: Sequence[Connection]) -> tuple[bytes, list]:
     return payload, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())]
 
 
-def decodeBatch(payload: bytes, ancillary: list) -> list[Connection]:
+def decodeBatch(payload: bytes, ancillary: list) -> tuple[list[Connection], int]:
     """
-    Decode one message received by C{recvmsg} into (fd, listener index)
-    pairs.  Descriptors without an index (a malformed message) are closed.
+    Decode one message received by C{recvmsg}.
+
+    @return: the (fd, listener index) pairs received, and how many
+        descriptors the payload announces that did not arrive (the kernel
+        discarded them: see the module docstring); the missing ones are
+        always the last ones of the message.  Descriptors without an index
+        (a malformed message) are closed.
     """
     fds = array.array("i")
     for level, kind, data in ancillary:
@@ -84,19 +115,19 @@ def decodeBatch(payload: bytes, ancillary: list) -> list[Connection]:
             fds.frombytes(data[: len(data) - (len(data) % _FD_SIZE)])
     for extra in fds[len(payload) :]:
         os.close(extra)
-    return list(zip(fds, payload))
+    return list(zip(fds, payload)), max(len(payload) - len(fds), 0)
 
 
-def encodeAck(adopted: int, closed: int) -> bytes:
+def encodeAck(taken: int, closed: int, returned: int = 0) -> bytes:
     """
-    Encode a worker's acknowledgement.
+    Encode a worker's acknowledgement (see the module docstring).
     """
-    return _ACK.pack(adopted, closed)
+    return _ACK.pack(taken, closed, returned)
 
 
-def decodeAck(message: bytes) -> tuple[int, int]:
+def decodeAck(message: bytes) -> tuple[int, int, int]:
     """
-    Decode a worker's acknowledgement into (adopted, closed).
+    Decode a worker's acknowledgement into (taken, closed, returned).
     """
     return _ACK.unpack(message[: _ACK.size])
 
@@ -119,25 +150,41 @@ class HandoffSender:
     @ivar waitingSince: since when (reactor time) the worker has had
         connections to acknowledge, or C{None}: a worker whose reactor is
         blocked stops acknowledging long before a health ping times out.
+    @ivar stalled: whether the worker has left connections unacknowledged
+        for C{stallAfter} seconds and acknowledged nothing since.
     """
 
     def __init__(
         self,
         reactor: _FDAndTime,
         sock: socket.socket,
-        onAck: Callable[[int, int], None],
+        onAck: Callable[[int, int, list[Connection]], None],
         onLost: Callable[[list[Connection]], None],
+        stallAfter: float | None = None,
+        onStall: Callable[[bool], None] = lambda stalled: None,
     ) -> None:
         """
         @param sock: the master's end, non-blocking.
-        @param onAck: called with (adopted, closed) for each acknowledgement.
+        @param onAck: called for each acknowledgement with how many
+            connections the worker took, how many of its connections closed,
+            and the connections it returned (it never got them: the master
+            owns them again and must hand them to another worker).
         @param onLost: called once, with the connections the worker never
             acknowledged, when the channel breaks.
+        @param stallAfter: seconds after which unacknowledged connections
+            make the worker L{stalled}, checked on a timer of C{reactor}
+            (C{None}: never).
+        @param onStall: called with C{True} when the worker becomes
+            L{stalled}, with C{False} when it acknowledges again.
         """
         self._reactor = reactor
         self._sock = sock
         self._onAck = onAck
         self._onLost = onLost
+        self._stallAfter = stallAfter
+        self._onStall = onStall
+        self._stallTimer: IDelayedCall | None = None
+        self.stalled = False
         self.inFlight: deque[Connection] = deque()
         self._backlog: deque[Connection] = deque()
         self._lost = False
@@ -187,6 +234,35 @@ class HandoffSender:
             self.inFlight.extend(batch)
             if self.waitingSince is None:
                 self.waitingSince = self._reactor.seconds()
+                self._watch()
+
+    def _watch(self) -> None:
+        """
+        Make sure a stall check is due: one timer at a time, kept across
+        acknowledgements (it re-arms itself for what still waits), so that
+        a busy channel costs one timer per C{stallAfter}, not one per
+        connection.
+        """
+        if self._stallTimer is None and self._stallAfter is not None and not self.stalled:
+            self._stallTimer = self._reactor.callLater(self._stallAfter, self._checkStall)
+
+    def _checkStall(self) -> None:
+        self._stallTimer = None
+        # An acknowledgement may be waiting for this very turn of the
+        # reactor (the master was slow, not the worker): read it first.
+        self.doRead()
+        if self._lost or self._stallTimer is not None:
+            return
+        since = self.waitingSince
+        if since is None or self._stallAfter is None:
+            return
+        due = since + self._stallAfter
+        now = self._reactor.seconds()
+        if now < due:
+            self._stallTimer = self._reactor.callLater(due - now, self._checkStall)
+            return
+        self.stalled = True
+        self._onStall(True)
 
     @property
     def pending(self) -> int:
@@ -204,7 +280,7 @@ class HandoffSender:
     def doRead(self) -> None:
         """
         Read the worker's acknowledgements; close the master's copies of what
-        it adopted.
+        it took, and give back what it returned.
         """
         while True:
             try:
@@ -217,16 +293,28 @@ class HandoffSender:
             if len(message) < _ACK.size:
                 self._lose()
                 return
-            adopted, closed = decodeAck(message)
+            taken, closed, returned = decodeAck(message)
             inFlight = self.inFlight
-            for _ in range(min(adopted, len(inFlight))):
+            for _ in range(min(taken, len(inFlight))):
                 os.close(inFlight.popleft()[0])
-            if adopted:
+            back: list[Connection] = []
+            for _ in range(min(returned, len(inFlight))):
+                fd, index = inFlight.popleft()
+                if index & LISTENING:
+                    os.close(fd)
+                else:
+                    back.append((fd, index))
+            if taken or returned:
                 # What is left was sent after what was acknowledged: it has
                 # waited at most since now.
                 self.waitingSince = self._reactor.seconds() if inFlight else None
-            self._onAck(adopted, closed)
-        if self._backlog:
+                if self.stalled:
+                    self.stalled = False
+                    self._onStall(False)
+                if inFlight:
+                    self._watch()
+            self._onAck(taken, closed, back)
+        if self._backlog and not self._lost:
             self._flush()
 
     def connectionLost(self, reason: Failure) -> None:
@@ -247,6 +335,10 @@ class HandoffSender:
         if self._lost:
             return
         self._lost = True
+        if self._stallTimer is not None:
+            if self._stallTimer.active():
+                self._stallTimer.cancel()
+            self._stallTimer = None
         self._reactor.removeReader(self)
         self._sock.close()
         unacknowledged = []
@@ -275,6 +367,13 @@ class HandoffReceiver:
     and those clients would wait forever.)  Counts of closed connections,
     which only feed the least-connections policy, are coalesced:
     C{closeDelay} seconds at most, or with the next acknowledgement.
+
+    A message whose descriptors the kernel could not all deliver (see the
+    module docstring) is acknowledged at once with its lost tail returned;
+    the receiver reads nothing more until that acknowledgement is sent.
+
+    @ivar returned: how many descriptors the master sent that never
+        arrived, since the worker started.
     """
 
     def __init__(
@@ -290,8 +389,9 @@ class HandoffReceiver:
         """
         @param sock: the worker's end, non-blocking.
         @param adopt: called with (fd, listener index); it owns C{fd} from
-            then on (it closes what it does not keep), and must not raise:
-            the receiver acknowledges every descriptor it received.
+            then on (it closes what it does not keep, and counts it with
+            L{connectionClosed}), and must not raise: the receiver
+            acknowledges every descriptor it received.
         @param onLost: called when the master's end closes.
         @param adoptListener: called like C{adopt} with a listening socket
             to accept on; without it, listening sockets are closed.
@@ -311,6 +411,8 @@ class HandoffReceiver:
         self._closeDelay = closeDelay
         self._closed = 0
         self._unacknowledged = 0
+        self._returned = 0
+        self.returned = 0
         self._timer: IDelayedCall | None = None
         self._lost = False
         reactor.addReader(self)
@@ -326,13 +428,17 @@ class HandoffReceiver:
         Adopt every connection waiting on the channel, then acknowledge them
         all in one message, at once (see L{HandoffReceiver}).
         """
+        if self._returned:
+            # Descriptors to return wait to be acknowledged: what is read
+            # next would be counted before them.
+            return
         adopted = 0
         adopt = self._adopt
         while True:
             try:
                 # Close-on-exec from the start: a subprocess the app spawns
                 # must not inherit its clients' connections.
-                payload, ancillary, flags, _ = self._sock.recvmsg(
+                payload, ancillary, _, _ = self._sock.recvmsg(
                     MAX_BATCH, _ANCILLARY_SPACE, socket.MSG_CMSG_CLOEXEC
                 )
             except BlockingIOError:
@@ -343,7 +449,8 @@ class HandoffReceiver:
             if not payload and not ancillary:
                 self._lose()
                 return
-            for fd, index in decodeBatch(payload, ancillary):
+            connections, missing = decodeBatch(payload, ancillary)
+            for fd, index in connections:
                 adopted += 1
                 if not index & LISTENING:
                     adopt(fd, index)
@@ -351,10 +458,27 @@ class HandoffReceiver:
                     self._adoptListener(fd, index & ~LISTENING)
                 else:
                     os.close(fd)
+            if missing:
+                # The kernel discarded the tail of this message (out of
+                # descriptors, MSG_CTRUNC): return it now, behind what came
+                # before it.
+                self._unacknowledged += adopted
+                self._returned = missing
+                self.returned += missing
+                self._pause()
+                self.flush()
+                return
         if adopted:
             self._unacknowledged += adopted
             self.flush()
             self._afterAck()
+
+    def _pause(self) -> None:
+        """
+        Read nothing more until the acknowledgement that returns descriptors
+        is sent (L{flush} resumes).
+        """
+        self._reactor.removeReader(self)
 
     def connectionClosed(self) -> None:
         """
@@ -373,10 +497,12 @@ class HandoffReceiver:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        if self._lost or not (self._unacknowledged or self._closed):
+        if self._lost or not (self._unacknowledged or self._closed or self._returned):
             return
         try:
-            self._sock.send(encodeAck(self._unacknowledged, self._closed))
+            self._sock.send(
+                encodeAck(self._unacknowledged, self._closed, self._returned)
+            )
         except BlockingIOError:
             # The master is behind on reading: the counts wait, nothing is
             # lost, and they go out together a moment later.
@@ -386,6 +512,9 @@ class HandoffReceiver:
             self._lose()
             return
         self._unacknowledged = self._closed = 0
+        if self._returned:
+            self._returned = 0
+            self._reactor.addReader(self)
 
     def _schedule(self, delay: float) -> None:
         if self._timer is None and not self._lost:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable
 
+import attr
 import os
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.protocols import amp
 from zope.interface import implementer
@@ -47,19 +49,56 @@ def _credentialFields(config: ClusterConfig) -> dict[str, Any]:
     return {"uid": credentials.uid, "gid": credentials.gid, "groups": credentials.groups}
 
 
-#: Seconds a worker may leave connections unadopted before the master sends
-#: new ones to the other workers (L{ClusterService._responsive}).
-STALL_AFTER = 1.0
+#: Seconds a worker may leave connections unacknowledged before the master
+#: sends new ones to the other workers (its hand-off channel checks on a
+#: timer, see L{HandoffSender}).  A worker that serves acknowledges on its
+#: next reactor turn, well within it; one whose turns take longer is busy,
+#: and new work is better off elsewhere.  A stopped worker costs what it
+#: holds and what reached it within this time.
+STALL_AFTER = 0.01
+#: The same for policies that keep a client on its worker (C{sticky}): a
+#: short wait does not move a client's session elsewhere, a stop does.
+STICKY_STALL_AFTER = 1.0
+#: Seconds a stall lasts before the master logs it (once per stall).
+STALL_LOG_AFTER = 1.0
+#: Seconds the master sends nothing to a worker that returned connections
+#: (it had no descriptor left for them), unless it reports closes first.
+REFUSAL_REST = 1.0
 
 
-def _waitingSince(process: WorkerProcess) -> float:
-    handoff = process.handoff
-    since = handoff.waitingSince if handoff is not None else None
-    return since if since is not None else float("inf")
+def _takenFirst(ready: list[WorkerProcess]) -> list[WorkerProcess]:
+    """
+    The workers of C{ready} that took everything they were sent, or all of
+    C{ready} when none did (or all did, the usual case: no copy then).
+
+    A worker that has not yet acknowledged its last connection gets the
+    next one only when every other worker is in the same case: a worker
+    that has just stopped takes one connection with it, not one in two
+    until its stall shows (L{STALL_AFTER}).  A batch accepted at once goes
+    to the workers that took theirs; the next batch, to whichever of them
+    took that one.
+    """
+    for process in ready:
+        handoff = process.handoff
+        if handoff is not None and handoff.waitingSince is not None:
+            break
+    else:
+        return ready
+    taken = [
+        p for p in ready if p.handoff is None or p.handoff.waitingSince is None
+    ]
+    return taken or ready
 
 
-def _stalled(process: WorkerProcess, now: float) -> bool:
-    return now - _waitingSince(process) >= STALL_AFTER
+@attr.s(auto_attribs=True)
+class _Refusals:
+    """
+    One episode of a worker returning connections: how many so far, and
+    when the last ones came back.
+    """
+
+    count: int
+    last: float
 
 
 @implementer(IMasterContext)
@@ -77,6 +116,8 @@ class ClusterService(ForwardingMasterContext, Service):
         waiting queue was full.
     @ivar redispatched: connections handed to another worker because the
         first one died before adopting them.
+    @ivar returned: connections a worker returned because it had no
+        descriptor left for them, handed to another worker.
     """
 
     name: str | None = "cluster"  # type: ignore[assignment]
@@ -100,6 +141,7 @@ class ClusterService(ForwardingMasterContext, Service):
         self._reactor = reactor
         self.config = config
         self._policy = policy if policy is not None else policyNamed(config.dispatch)
+        self._keysOnClients: bool = getattr(self._policy, "keysOnClients", False)
         self._onFatal = onFatal
         self.calls = WorkerCalls(reactor, self._readyConnections)
         #: The app's master-side responders, built with this service.
@@ -114,12 +156,22 @@ class ClusterService(ForwardingMasterContext, Service):
         #: Connections (and their peers) held while no worker is ready.
         self._waiting: deque[tuple[Connection, Any]] = deque()
         self._ready: list[WorkerProcess] = []
-        self._stalled: set[int | None] = set()
+        #: Stalled workers -> the call that logs the stall (spent once it
+        #: did).
+        self._stalled: dict[WorkerProcess, IDelayedCall] = {}
+        #: Workers sent nothing for now (they returned connections) -> the
+        #: call that ends the rest.
+        self._resting: dict[WorkerProcess, IDelayedCall] = {}
+        self._refusals: dict[WorkerProcess, _Refusals] = {}
+        #: The ready list that L{_usable} last filtered, and the result.
+        self._usableFrom: list[WorkerProcess] | None = None
+        self._usableWorkers: list[WorkerProcess] = []
         self._droppedWaiting = 0
         self._readyWaiters: list[Deferred[ClusterService]] = []
         self.fatalError: str | None = None
         self.dropped = 0
         self.redispatched = 0
+        self.returned = 0
         self._stopped: Deferred[None] | None = None
         self.control: ControlServer | None = None
 
@@ -224,6 +276,8 @@ class ClusterService(ForwardingMasterContext, Service):
             onLost=self._workerLost,
             listWorkers=self.workerTable,
             appLocator=self._appLocator,
+            stallAfter=STICKY_STALL_AFTER if self._keysOnClients else STALL_AFTER,
+            onStall=self._workerStalled,
         )
 
     def whenReady(self) -> Deferred["ClusterService"]:
@@ -260,8 +314,7 @@ class ClusterService(ForwardingMasterContext, Service):
         balancer speaking the PROXY protocol, straight to L{_dispatch}
         otherwise.
         """
-        keysOnClients = getattr(self._policy, "keysOnClients", False)
-        if not keysOnClients or endpointKind(listener.description) != "haproxy":
+        if not self._keysOnClients or endpointKind(listener.description) != "haproxy":
             return self._dispatch
         peeker = HeaderPeeker(self._reactor, listener.family, self._dispatch)
         self._peekers.append(peeker)
@@ -271,11 +324,13 @@ class ClusterService(ForwardingMasterContext, Service):
         # The hot path: one policy choice per connection, one hand-off
         # message per worker per batch, nothing logged.
         ready = self._readyWorkers()
+        if self._stalled or self._resting:
+            ready = self._usable(ready)
         if not ready:
             self._hold(connections, peers)
             return
-        if len(ready) > 1:
-            ready = self._responsive(ready)
+        if len(ready) > 1 and not self._keysOnClients:
+            ready = _takenFirst(ready)
         # The policy's keys are our worker processes.
         choose: Callable[..., Any] = self._policy.choose
         if len(connections) == 1:
@@ -292,33 +347,64 @@ class ClusterService(ForwardingMasterContext, Service):
         for worker, batch in batches.items():
             worker.send(batch)
 
-    def _responsive(self, ready: list[WorkerProcess]) -> list[WorkerProcess]:
+    def _usable(self, ready: list[WorkerProcess]) -> list[WorkerProcess]:
         """
-        C{ready} without the workers that left connections unadopted for
-        L{STALL_AFTER} seconds: a worker whose reactor is blocked gets no
-        more connections long before its health ping times out (and the
-        ones it holds go to other workers when it is killed).  When every
-        worker looks stalled, all of them stay candidates.
+        C{ready} without the workers that rest (they returned connections:
+        L{_workerAck}) and, unless every other one does too, without the
+        stalled ones (L{_workerStalled}): a worker whose reactor is stopped
+        or blocked gets no more connections long before its health ping
+        times out, and the ones it holds go to other workers if it is
+        killed.  Kept until a worker's state changes.
         """
-        now = self._reactor.seconds()
-        responsive = [p for p in ready if not _stalled(p, now)]
-        if len(responsive) == len(ready):
-            # The usual case, on the hot path: nothing more to compute.
-            self._stalled.clear()
-            return ready
-        stalled = {p.pid for p in ready if p not in responsive}
-        if stalled != self._stalled:
-            for process in ready:
-                if process.pid in stalled - self._stalled:
-                    log.warn(
-                        "worker {worker_id} pid {pid} has not adopted its connections "
-                        "for {seconds:.1f}s: new connections go to other workers",
-                        worker_id=process.workerId,
-                        pid=process.pid,
-                        seconds=now - _waitingSince(process),
-                    )
-            self._stalled = stalled
-        return responsive or ready
+        if self._usableFrom is not ready:
+            usable = [p for p in ready if p not in self._resting]
+            responsive = [p for p in usable if p not in self._stalled]
+            self._usableWorkers = responsive or usable
+            self._usableFrom = ready
+        return self._usableWorkers
+
+    def _workerStalled(self, process: WorkerProcess, stalled: bool) -> None:
+        """
+        C{process} left connections unacknowledged for its stall time
+        (C{stalled}), or acknowledges again.  A stall that lasts
+        L{STALL_LOG_AFTER} is logged, once, and so is its end.
+        """
+        self._usableFrom = None
+        if stalled:
+            handoff = process.handoff
+            since = handoff.waitingSince if handoff is not None else None
+            now = self._reactor.seconds()
+            due = (since if since is not None else now) + STALL_LOG_AFTER
+            self._stalled[process] = self._reactor.callLater(
+                max(due - now, 0.0), self._logStall, process
+            )
+            return
+        report = self._stalled.pop(process, None)
+        if report is None:
+            return
+        if report.active():
+            report.cancel()
+        else:
+            # The report fired STALL_LOG_AFTER into the stall.
+            log.info(
+                "worker {worker_id} pid {pid} acknowledges its connections again "
+                "after {stalled_for:.1f}s",
+                worker_id=process.workerId,
+                pid=process.pid,
+                stalled_for=self._reactor.seconds() - report.getTime() + STALL_LOG_AFTER,
+            )
+
+    def _logStall(self, process: WorkerProcess) -> None:
+        handoff = process.handoff
+        since = handoff.waitingSince if handoff is not None else None
+        log.warn(
+            "worker {worker_id} pid {pid} has not acknowledged {pending} connections "
+            "for {seconds:.1f}s: new connections go to the other workers",
+            worker_id=process.workerId,
+            pid=process.pid,
+            pending=handoff.pending if handoff is not None else 0,
+            seconds=self._reactor.seconds() - since if since is not None else 0.0,
+        )
 
     def _readyWorkers(self) -> list[WorkerProcess]:
         """
@@ -395,12 +481,94 @@ class ClusterService(ForwardingMasterContext, Service):
              for index, listener in enumerate(self.listeners)]
         )
 
-    def _workerAck(self, process: WorkerProcess, adopted: int, closed: int) -> None:
+    def _workerAck(
+        self, process: WorkerProcess, taken: int, closed: int, returned: list[Connection]
+    ) -> None:
+        """
+        An acknowledgement from C{process} (see L{twisted_cluster.handoff}).
+        Connections it returned go to other workers (or wait for one), and
+        it gets none for L{REFUSAL_REST} seconds or until it reports closes.
+        """
         if closed:
             self._policy.closed(process, closed)
+        if returned:
+            self._refused(process, returned)
+            return
+        if closed and process in self._resting:
+            self._rested(process)
+        if taken and self._refusals:
+            refusals = self._refusals.get(process)
+            if refusals is not None and (
+                self._reactor.seconds() - refusals.last >= REFUSAL_REST
+            ):
+                del self._refusals[process]
+                log.info(
+                    "worker {worker_id} pid {pid} takes connections again "
+                    "({refused_total} returned meanwhile)",
+                    worker_id=process.workerId,
+                    pid=process.pid,
+                    refused_total=refusals.count,
+                )
+
+    def _refused(self, process: WorkerProcess, connections: list[Connection]) -> None:
+        """
+        C{process} had no descriptor left for C{connections}: hand them to
+        another worker, and rest it.  Logged once per episode: until it
+        has taken connections for L{REFUSAL_REST} seconds without returning
+        any.
+        """
+        count = len(connections)
+        now = self._reactor.seconds()
+        self.returned += count
+        # They never opened there (least-connections counts them).
+        self._policy.closed(process, count)
+        refusals = self._refusals.get(process)
+        if refusals is None:
+            self._refusals[process] = _Refusals(count, now)
+            log.warn(
+                "worker {worker_id} pid {pid} could not take {refused} connections "
+                "(out of file descriptors): handing them to other workers, and "
+                "none to it until it closes some",
+                worker_id=process.workerId,
+                pid=process.pid,
+                refused=count,
+            )
+        else:
+            refusals.count += count
+            refusals.last = now
+        if process not in self._resting:
+            self._resting[process] = self._reactor.callLater(
+                REFUSAL_REST, self._rested, process
+            )
+            self._usableFrom = None
+        self._dispatch(connections, [None] * count)
+
+    def _rested(self, process: WorkerProcess) -> None:
+        """
+        C{process} may take connections again: those that waited for a
+        worker with room go out now.
+        """
+        rest = self._resting.pop(process, None)
+        if rest is None:
+            return
+        if rest.active():
+            rest.cancel()
+        self._usableFrom = None
+        # A queue that fills again is logged again (L{_hold}).
+        self._droppedWaiting = 0
+        if self._waiting:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._dispatch([c for c, _ in waiting], [peer for _, peer in waiting])
 
     def _workerLost(self, process: WorkerProcess, connections: list[Connection]) -> None:
         self._policy.forget(process)
+        for calls in (self._stalled, self._resting):
+            call = calls.pop(process, None)
+            if call is not None and call.active():
+                call.cancel()
+        self._refusals.pop(process, None)
+        self._usableFrom = None
         if not connections:
             return
         self.redispatched += len(connections)

@@ -196,11 +196,24 @@ class WorkerProcess:
         config: WorkerConfig,
         python: str,
         onReady: Callable[["WorkerProcess"], None],
-        onAck: Callable[["WorkerProcess", int, int], None],
+        onAck: Callable[["WorkerProcess", int, int, list[Connection]], None],
         onLost: Callable[["WorkerProcess", list[Connection]], None],
         listWorkers: Callable[[], list[dict[str, Any]]],
         appLocator: Any = None,
+        stallAfter: float | None = None,
+        onStall: Callable[["WorkerProcess", bool], None] = lambda process, stalled: None,
     ) -> None:
+        """
+        @param onAck: called with this process and each hand-off
+            acknowledgement: connections taken, connections closed, and the
+            connections it returned (see L{HandoffSender}).
+        @param onLost: called with this process and the connections it
+            never acknowledged when its hand-off channel breaks.
+        @param stallAfter: seconds of unacknowledged connections after which
+            the hand-off channel calls C{onStall} (C{None}: never).
+        @param onStall: called with this process and C{True} when it stalls,
+            C{False} when it acknowledges again.
+        """
         self._reactor = reactor
         self.workerId = workerId
         self._config = config
@@ -208,6 +221,8 @@ class WorkerProcess:
         self._onReady = onReady
         self._onAck = onAck
         self._onLost = onLost
+        self._stallAfter = stallAfter
+        self._onStall = onStall
         self._listWorkers = listWorkers
         self._appLocator = appLocator
         self.state = STARTING
@@ -265,8 +280,10 @@ class WorkerProcess:
         self.handoff = HandoffSender(
             self._reactor,
             handoffOurs,
-            lambda adopted, closed: self._onAck(self, adopted, closed),
+            lambda taken, closed, returned: self._onAck(self, taken, closed, returned),
             self._handoffLost,
+            stallAfter=self._stallAfter,
+            onStall=lambda stalled: self._onStall(self, stalled),
         )
 
     def _readyReceived(self) -> None:

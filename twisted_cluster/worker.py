@@ -18,6 +18,7 @@ group, and the master decides (they are its operator signals).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -60,6 +61,10 @@ IDLE_GRACE = 2.0
 
 #: Exit status of a worker that could not load its app.
 EXIT_APP_ERROR = 3
+
+#: Errors that mean the worker is out of a resource, not that the client
+#: is gone: logged once per episode, not once per connection.
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def _strings(values: Iterable[str]) -> tuple[str, ...]:
@@ -182,6 +187,9 @@ class Worker:
         self._sessions = 0
         #: Transports adopted in the current read of the hand-off channel.
         self._fresh: list[Any] = []
+        #: Connections received and closed unadopted for lack of a
+        #: resource since the last one adopted (0: none, nothing logged).
+        self._exhausted = 0
         self._draining = False
         self._drainLoop: LoopingCall | None = None
         self._drainStarted = 0.0
@@ -267,12 +275,23 @@ class Worker:
                 self._factories[index], self._sessions,
             )
         except OSError as e:
-            # The client is gone already (reset while the connection waited,
-            # e.g. handed over again after a worker died): one connection
-            # lost, not the hand-off channel.
-            self.log.info("dropped a connection reset before adoption: {error}",
-                          error=e)
             transport = None
+            if e.errno in _EXHAUSTED:
+                # Out of descriptors or memory: the connection is closed
+                # (the client sees it) and counted; one line per episode.
+                if not self._exhausted:
+                    self.log.warn(
+                        "worker {worker_id} cannot adopt connections ({error}): "
+                        "closing them until it can",
+                        worker_id=self.workerId, error=e,
+                    )
+                self._exhausted += 1
+            else:
+                # The client is gone already (reset while the connection
+                # waited, e.g. handed over again after a worker died): one
+                # connection lost, not the hand-off channel.
+                self.log.info("dropped a connection reset before adoption: {error}",
+                              error=e)
         except Exception:
             # The app's factory failed on this one connection: it is closed,
             # the worker serves the others.
@@ -281,11 +300,17 @@ class Worker:
         if transport is None:
             if self._receiver is not None:
                 self._receiver.connectionClosed()
-        else:
-            self._fresh.append(transport)
+            return
+        self._fresh.append(transport)
+        if self._exhausted:
+            self.log.info(
+                "worker {worker_id} adopts connections again ({count} closed unadopted)",
+                worker_id=self.workerId, count=self._exhausted,
+            )
+            self._exhausted = 0
 
     def _readFresh(self) -> None:
-        # Their adoption is acknowledged: read the requests already there.
+        # Read the requests already waiting on what was just adopted.
         fresh, self._fresh = self._fresh, []
         readAtOnce(self._reactor, fresh)
 

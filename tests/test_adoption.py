@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.support import fdIsOpen
-from twisted_cluster.adoption import AdoptedConnection, adoptConnection
+from twisted_cluster.adoption import AdoptedConnection, adoptConnection, readAtOnce
 
 
 @implementer(IReactorFDSet)
@@ -79,20 +79,24 @@ class RecordingFactory(Factory):
         return protocol
 
 
+def acceptedPair(case: SynchronousTestCase) -> tuple[socket.socket, int]:
+    """
+    A real TCP connection on 127.0.0.1: the client's socket, and the server
+    side's descriptor as the master would hand it over.
+    """
+    listener = socket.socket()
+    case.addCleanup(listener.close)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    case.addCleanup(client.close)
+    server, _ = listener.accept()
+    return client, server.detach()
+
+
 class AdoptConnectionTests(SynchronousTestCase):
     def accepted(self) -> tuple[socket.socket, int]:
-        """
-        A real TCP connection on 127.0.0.1: the client's socket, and the
-        server side's descriptor as the master would hand it over.
-        """
-        listener = socket.socket()
-        self.addCleanup(listener.close)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname(), timeout=5)
-        self.addCleanup(client.close)
-        server, _ = listener.accept()
-        return client, server.detach()
+        return acceptedPair(self)
 
     def test_theTransportTakesTheDescriptorOver(self) -> None:
         """
@@ -183,3 +187,71 @@ class AdoptConnectionTests(SynchronousTestCase):
             reactor.adoptedStreamConnections, [(fd, socket.AF_UNIX, factory)]
         )
         self.assertFalse(fdIsOpen(fd))
+
+
+class Collector(Protocol):
+    """
+    Keeps what it receives; optionally pauses its transport as soon as it is
+    connected (as an app applying back-pressure would).
+    """
+
+    def __init__(self, pause: bool = False) -> None:
+        self.pause = pause
+        self.received = b""
+
+    def connectionMade(self) -> None:
+        if self.pause:
+            self.transport.pauseProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+class ReadAtOnceTests(SynchronousTestCase):
+    """
+    L{readAtOnce} reads what an adopted connection already received within
+    the turn that adopted it, through a real (not running) epoll reactor.
+    """
+
+    def adopted(self, pause: bool = False) -> tuple[Any, Collector, socket.socket]:
+        from twisted.internet.epollreactor import EPollReactor
+
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        client, fd = acceptedPair(self)
+        client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        protocol = Collector(pause)
+        transport = adoptConnection(
+            reactor, fd, socket.AF_INET, Factory.forProtocol(lambda: protocol), 1
+        )
+        assert transport is not None
+        self.addCleanup(transport.connectionLost, Failure(ConnectionDone()))
+        return reactor, protocol, client
+
+    def test_waitingRequestIsReadInTheSameTurn(self) -> None:
+        reactor, protocol, _ = self.adopted()
+        self.assertEqual(protocol.received, b"")
+        readAtOnce(reactor, [protocol.transport])
+        self.assertEqual(protocol.received, b"GET / HTTP/1.1\r\n\r\n")
+
+    def test_pausedTransportIsLeftAlone(self) -> None:
+        reactor, protocol, _ = self.adopted(pause=True)
+        readAtOnce(reactor, [protocol.transport])
+        self.assertEqual(protocol.received, b"")
+
+    def test_reactorWithoutPollHandlingReadsLater(self) -> None:
+        """
+        A reactor without poll-like read handling is left to read at its
+        next turn: nothing is read now.
+        """
+        reads: list[int] = []
+
+        class Transport:
+            def fileno(self) -> int:
+                return 7
+
+            def doRead(self) -> None:
+                reads.append(1)
+
+        readAtOnce(MemoryReactor(), [Transport()])
+        self.assertEqual(reads, [])

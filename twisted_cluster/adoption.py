@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import Any, Iterable
 
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -82,3 +82,30 @@ def adoptConnection(
     )
     protocol.makeConnection(transport)
     return transport
+
+
+def readAtOnce(reactor: Any, transports: Iterable[ITransport]) -> None:
+    """
+    Read what the just adopted C{transports} have already received, now,
+    instead of at the reactor's next turn.
+
+    A client sends its request right after it connects, so by the time the
+    master has accepted the connection and handed it over, the request is
+    usually waiting: reading it at once saves the worker one turn of its
+    reactor (an C{epoll_wait} and the dispatch around it) per connection,
+    which is what a single process spends on its accept.  Only transports
+    the reactor watches for reading are read (an app that paused its
+    transport in C{connectionMade} is left alone), through the reactor's
+    own read handling so that errors and disconnections are dealt with as
+    in any turn.  Reactors without that handling (not C{poll}-like) read
+    at their next turn as before.
+    """
+    handle = getattr(reactor, "_doReadOrWrite", None)
+    reads = getattr(reactor, "_reads", None)
+    if handle is None or reads is None:
+        return
+    readable = reactor._POLL_IN
+    for transport in transports:
+        fd = transport.fileno()  # type: ignore[attr-defined]
+        if fd in reads:
+            handle(transport, fd, readable)

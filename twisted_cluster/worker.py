@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 
 from twisted_cluster import commands
 from twisted_cluster._amp import ControlAMP
-from twisted_cluster.adoption import adoptConnection
+from twisted_cluster.adoption import adoptConnection, readAtOnce
 from twisted_cluster.apploading import AppLoadError, loadWorkerApp
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.contexts import WorkerContext
@@ -50,7 +50,8 @@ HANDOFF_FD = 4
 LOG_FD = 5
 
 #: Seconds a worker may wait to coalesce its counts of closed connections
-#: (L{HandoffReceiver}); adoptions are always acknowledged at once.
+#: (L{HandoffReceiver}); adoptions wait as long as the master allows
+#: (L{WorkerConfig.ackDelay}).
 CLOSE_DELAY = 0.005
 
 #: Seconds a draining worker leaves idle connections (just adopted, or
@@ -88,6 +89,9 @@ class WorkerConfig:
     @ivar groups: that user's supplementary groups.
     @ivar pythonPath: directories put first on the worker's C{PYTHONPATH}
         (after C{twisted_cluster}'s own), so that it imports the app.
+    @ivar ackDelay: seconds the worker may wait to acknowledge adoptions
+        (L{twisted_cluster.handoff.HandoffReceiver}): 0 unless the master
+        holds the worker's end of the hand-off channel.
     """
 
     workerId: int
@@ -99,6 +103,7 @@ class WorkerConfig:
     gid: int | None = None
     groups: tuple[int, ...] = attr.ib(default=(), converter=tuple)
     pythonPath: tuple[str, ...] = attr.ib(default=(), converter=_strings)
+    ackDelay: float = 0.0
 
     def toJSON(self) -> str:
         return json.dumps(attr.asdict(self))
@@ -184,6 +189,8 @@ class Worker:
         self._factories: list[IProtocolFactory] = []
         self._ports: list[Any] = []
         self._sessions = 0
+        #: Transports adopted in the current read of the hand-off channel.
+        self._fresh: list[Any] = []
         #: Connections received and closed unadopted for lack of a
         #: resource since the last one adopted (0: none, nothing logged).
         self._exhausted = 0
@@ -226,6 +233,7 @@ class Worker:
         self._receiver = HandoffReceiver(
             self._reactor, sock, self._adopt, self.controlLost,
             adoptListener=self._adoptListener, closeDelay=CLOSE_DELAY,
+            ackDelay=self.config.ackDelay, afterAdopt=self._readFresh,
         )
         self.control.callRemote(commands.Ready, pid=os.getpid()).addErrback(
             self._controlFailed
@@ -296,12 +304,19 @@ class Worker:
         if transport is None:
             if self._receiver is not None:
                 self._receiver.connectionClosed()
-        elif self._exhausted:
+            return
+        self._fresh.append(transport)
+        if self._exhausted:
             self.log.info(
                 "worker {worker_id} adopts connections again ({count} closed unadopted)",
                 worker_id=self.workerId, count=self._exhausted,
             )
             self._exhausted = 0
+
+    def _readFresh(self) -> None:
+        # Read the requests already waiting on what was just adopted.
+        fresh, self._fresh = self._fresh, []
+        readAtOnce(self._reactor, fresh)
 
     def _adoptListener(self, fd: int, index: int) -> None:
         """

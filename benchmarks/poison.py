@@ -10,7 +10,7 @@ import os
 
 from twisted.web.server import Request
 
-from benchmarks.hello import BODY, Hello
+from benchmarks.hello import Hello
 
 #: The exit status of a worker that served the poison path.
 POISONED = 70

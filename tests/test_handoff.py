@@ -12,12 +12,12 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_cluster.handoff import (
+    LISTENING,
     HandoffReceiver,
     HandoffSender,
     decodeAck,
     decodeBatch,
     encodeAck,
-    encodeBatch,
     socketpair,
 )
 from tests.support import fdIsOpen
@@ -29,10 +29,15 @@ class ChannelMixin:
     C{self.sender}, the worker's end in C{self.workerEnd}.
     """
 
-    def makeChannel(self, stallAfter: float | None = None) -> None:
+    def makeChannel(self, stallAfter: float | None = None, peer: bool = False) -> None:
+        """
+        @param peer: whether the master holds the worker's end too (as
+            L{twisted_cluster.process} does).
+        """
         self.reactor = MemoryReactorClock()
         masterEnd, workerEnd = socketpair()
         workerEnd.setblocking(False)
+        self.reclaimed: list[tuple[int, int]] = []
         self.acks: list[tuple[int, int]] = []
         self.returned: list[tuple[int, int]] = []
         self.lost: list[list[tuple[int, int]]] = []
@@ -40,6 +45,7 @@ class ChannelMixin:
         self.sender = HandoffSender(
             self.reactor, masterEnd, self.acknowledged, self.lost.append,
             stallAfter=stallAfter, onStall=self.stalls.append,
+            peer=workerEnd.dup() if peer else None, onReclaim=self.reclaimed.extend,
         )
         self.workerEnd = workerEnd
 
@@ -483,3 +489,125 @@ class WaitingSinceTests(ChannelMixin, SynchronousTestCase):
         self.reactor.advance(3)
         self.ack(1)
         self.assertEqual(self.sender.waitingSince, 3)
+
+
+class PeerEndTests(ChannelMixin, SynchronousTestCase):
+    """
+    A master that holds the worker's end of the channel knows which
+    connections the worker never received: it takes those back, whole,
+    when the worker dies or stalls, and lets the worker acknowledge late.
+    The worker runs on a clock of its own (C{workerClock}) that the tests
+    advance only when the worker is meant to run.
+    """
+
+    def setUp(self) -> None:
+        self.makeChannel(stallAfter=0.01, peer=True)
+        self.workerClock = MemoryReactorClock()
+        self.adopted: list[int] = []
+        self.afterAdopt: list[int] = []
+
+    def receiver(self) -> HandoffReceiver:
+        return HandoffReceiver(
+            self.workerClock, self.workerEnd, self.adopt, lambda: None,
+            ackDelay=0.002, afterAdopt=lambda: self.afterAdopt.append(len(self.adopted)),
+        )
+
+    def adopt(self, fd: int, index: int) -> None:
+        self.adopted.append(fd)
+        self.addCleanup(os.close, fd)
+
+    def connections(self, n: int) -> list[tuple[int, int]]:
+        found = []
+        for _ in range(n):
+            client, server = socket.socketpair()
+            self.addCleanup(client.close)
+            found.append((server.detach(), 0))
+        return found
+
+    def test_adoptionsAreAcknowledgedTogetherWithinTheDelay(self) -> None:
+        receiver = self.receiver()
+        first, second = self.connections(2)
+        self.sender.send([first])
+        receiver.doRead()
+        self.sender.send([second])
+        receiver.doRead()
+        self.assertEqual(self.afterAdopt, [1, 2])
+        self.sender.doRead()
+        self.assertEqual(self.acks, [])  # nothing on the wire yet
+        self.workerClock.advance(0.002)
+        self.sender.doRead()
+        self.assertEqual(self.acks, [(2, 0)])
+        self.assertFalse(fdIsOpen(first[0]))
+        self.assertFalse(fdIsOpen(second[0]))
+
+    def test_whatTheWorkerNeverReceivedIsGivenBackWhenItDies(self) -> None:
+        sent = self.connections(3)
+        self.sender.send(sent[:2])
+        self.sender.send(sent[2:])
+        self.workerEnd.close()  # the worker died without reading
+        self.sender.close()
+        self.assertEqual(self.lost, [sent])
+        self.assertTrue(all(fdIsOpen(fd) for fd, _ in sent))
+        self.assertEqual(self.sender.closedWithWorker, 0)
+
+    def test_whatTheWorkerReceivedUnacknowledgedIsClosedWhenItDies(self) -> None:
+        """
+        The worker may have read a request from a connection it received:
+        handing it to another worker would leave the client waiting, so it
+        is closed; what it never received is given back.
+        """
+        receiver = self.receiver()
+        received, unreceived = self.connections(2)
+        self.sender.send([received])
+        receiver.doRead()
+        self.sender.send([unreceived])
+        self.workerEnd.close()  # died before acknowledging
+        self.sender.close()
+        self.assertEqual(self.lost, [[unreceived]])
+        self.assertFalse(fdIsOpen(received[0]))
+        self.assertTrue(fdIsOpen(unreceived[0]))
+        self.assertEqual(self.sender.closedWithWorker, 1)
+
+    def test_aStalledWorkerKeepsOnlyWhatItReceived(self) -> None:
+        receiver = self.receiver()
+        received = self.connections(1)
+        queued = self.connections(2)
+        self.sender.send(received)
+        receiver.doRead()  # then the worker stops: its clock never moves
+        self.sender.send(queued[:1])
+        self.sender.send(queued[1:])
+        self.reactor.advance(0.01)
+        self.assertEqual(self.stalls, [True])
+        self.assertEqual(self.reclaimed, queued)
+        self.assertEqual(list(self.sender.inFlight), received)
+        # It resumes: it acknowledges what it has, and finds nothing more.
+        self.workerClock.advance(0.002)
+        receiver.doRead()
+        self.sender.doRead()
+        self.assertEqual(self.acks, [(1, 0)])
+        self.assertEqual(self.adopted, [self.adopted[0]])
+        self.assertEqual(self.sender.pending, 0)
+        self.assertEqual(self.stalls, [True, False])
+
+    def test_reclaimFindsMessagesBehindOnesTheWorkerTook(self) -> None:
+        """
+        The worker and the master dequeue from the same queue: each message
+        goes to one of them, and the master recognises its own by the
+        sockets they carry, wherever they stand.
+        """
+        sent = self.connections(3)
+        for connection in sent:
+            self.sender.send([connection])
+        payload, ancillary, _, _ = self.workerEnd.recvmsg(10, 1024)  # the worker takes one
+        for _, _, data in ancillary:
+            os.close(int.from_bytes(data[:4], "little"))
+        self.assertEqual(self.sender.reclaim(), sent[1:])
+        self.assertEqual(list(self.sender.inFlight), sent[:1])
+
+    def test_aReclaimedListeningSocketIsSentAgain(self) -> None:
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        self.sender.shareListeners([(os.dup(listener.fileno()), 0)])
+        self.assertEqual(self.sender.reclaim(), [])
+        payload, _, _, _ = self.workerEnd.recvmsg(10, 1024)
+        self.assertEqual(payload, bytes([LISTENING]))

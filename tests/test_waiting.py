@@ -159,6 +159,7 @@ class FakeHandoff:
 
     waitingSince = 0.0
     pending = 3
+    closedWithWorker = 0
 
 
 class StalledWorkerTests(SynchronousTestCase):

@@ -12,7 +12,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import (
     EventLoggingObserver,
-    MemoryReactor,
     MemoryReactorClock,
     StringTransport,
 )

@@ -21,8 +21,9 @@ Wire format
     the C{returned} ones after them never reached the worker, and the
     master hands its own copies to another worker.  C{closed} counts the
     worker's connections that closed since its last message.  Adoptions
-    are acknowledged in one message per read of the channel, at once;
-    closes are coalesced (see L{HandoffReceiver}).
+    and closes are coalesced: one message at most every C{ackDelay}
+    seconds, which the master chooses (see L{HandoffReceiver}), and at once
+    when descriptors are returned.
 
 Descriptors the kernel could not deliver
 ========================================
@@ -40,16 +41,33 @@ holds its copy of every one of them and hands them to another worker (see
 L{twisted_cluster.master}); a listening socket that was lost is closed.
 
 No connection is lost in the hand-off: the master keeps its own copy of
-every descriptor it sent until the worker acknowledges it.  When the worker
-dies first, L{HandoffSender.connectionLost} gives the unacknowledged
-descriptors back so that the master hands them to another worker.
+every descriptor it sent until the worker acknowledges it, and it keeps the
+worker's end of the socketpair open too (C{peer}).  A message the worker
+has not received yet still sits in the receive queue of that end, and a
+C{SOCK_SEQPACKET} message is dequeued whole by exactly one C{recvmsg}: the
+master can take it back (L{HandoffSender.reclaim}) without any race with
+the worker.  So the master knows, at every moment, which connections the
+worker never saw:
+  - when the worker dies, what is still queued is given back to be served
+    by another worker, whole; what the worker had received and not yet
+    acknowledged is closed, since it may have read a request from it (the
+    client sees its connection closed, as with any request inside a worker
+    that crashes);
+  - when the worker stalls, what is still queued goes to the other
+    workers at once.
+Without the peer end (C{peer=None}), every unacknowledged connection is
+given back when the worker dies, which is right only if the worker
+acknowledges at once (C{ackDelay=0}), before reading a byte.  Since the
+acknowledgement no longer guards against loss, it is coalesced: a worker
+costs the master one wake-up per C{ackDelay} instead of one per
+connection.
 
 A worker whose reactor is stopped or blocked leaves what it was sent
 unacknowledged: the sender notices it on a timer (C{stallAfter}), whether
-or not the master sends anything more, and says so (C{onStall}).  What
-such a worker was already sent stays its own: it may resume and read it,
-and a connection read by two processes would be answered twice or not at
-all.
+or not the master sends anything more, says so (C{onStall}), and takes
+back what the worker has not received (C{onReclaim}).  What the worker did
+receive stays its own: it may resume and serve it, and a connection read by
+two processes would be answered twice or not at all.
 """
 
 from __future__ import annotations
@@ -78,6 +96,16 @@ LISTENING = 0x80
 _ACK = struct.Struct("!III")
 _FD_SIZE = array.array("i").itemsize
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_BATCH * _FD_SIZE)
+
+def _socketIdentity(fd: int) -> tuple[int, int]:
+    """
+    What names the socket behind C{fd} whatever the descriptor's number: two
+    descriptors of one socket (the master's copy and the one it takes back)
+    have the same identity.
+    """
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino
+
 
 class _FDAndTime(IReactorFDSet, IReactorTime):
     """
@@ -162,6 +190,8 @@ class HandoffSender:
         onLost: Callable[[list[Connection]], None],
         stallAfter: float | None = None,
         onStall: Callable[[bool], None] = lambda stalled: None,
+        peer: socket.socket | None = None,
+        onReclaim: Callable[[list[Connection]], None] = lambda connections: None,
     ) -> None:
         """
         @param sock: the master's end, non-blocking.
@@ -176,15 +206,26 @@ class HandoffSender:
             (C{None}: never).
         @param onStall: called with C{True} when the worker becomes
             L{stalled}, with C{False} when it acknowledges again.
+        @param peer: the worker's end of the channel, kept open by the
+            master so that it can take back what the worker has not
+            received (see the module docstring); the sender closes it.
+        @param onReclaim: called with the connections taken back from a
+            stalled worker: the master owns them again and hands them to
+            another worker.
         """
         self._reactor = reactor
         self._sock = sock
+        self._peer = peer
+        self._onReclaim = onReclaim
         self._onAck = onAck
         self._onLost = onLost
         self._stallAfter = stallAfter
         self._onStall = onStall
         self._stallTimer: IDelayedCall | None = None
         self.stalled = False
+        #: Connections the worker had received, and not acknowledged, when
+        #: it died: closed (see L{close}).
+        self.closedWithWorker = 0
         self.inFlight: deque[Connection] = deque()
         self._backlog: deque[Connection] = deque()
         self._lost = False
@@ -263,6 +304,9 @@ class HandoffSender:
             return
         self.stalled = True
         self._onStall(True)
+        reclaimed = self.reclaim()
+        if reclaimed:
+            self._onReclaim(reclaimed)
 
     @property
     def pending(self) -> int:
@@ -322,14 +366,90 @@ class HandoffSender:
 
     def close(self) -> None:
         """
-        The worker is gone: give back what it never acknowledged.  The
-        acknowledgements it sent before it died are read first: a connection
-        it adopted may have had its request read, and handing it to another
-        worker would leave the client waiting for an answer that never comes.
+        The worker is gone: give back what it never received.  The
+        acknowledgements it sent before it died are read first, and what it
+        received without acknowledging is closed (with the peer end held,
+        see the module docstring): a connection it adopted may have had its
+        request read, and handing it to another worker would leave the
+        client waiting for an answer that never comes.
         """
-        if not self._lost:
-            self.doRead()
+        if self._lost:
+            return
+        self.doRead()
+        if self._lost:
+            return
+        unreceived = self.reclaim()
+        if self._peer is not None:
+            received, self.inFlight = self.inFlight, deque()
+            self.closedWithWorker += sum(
+                1 for fd, index in received if not index & LISTENING
+            )
+            for fd, _ in received:
+                os.close(fd)
+        self.inFlight.extend(unreceived)
         self._lose()
+
+    def reclaim(self) -> list[Connection]:
+        """
+        Take back every message still waiting in the worker's receive
+        queue: the worker never saw those connections.  They leave
+        L{inFlight}; listening sockets among them are sent again later.
+
+        @return: the client connections taken back, in the order they were
+            sent; the master owns them again.
+        """
+        peer = self._peer
+        if peer is None or self._lost:
+            return []
+        firsts: list[tuple[int, int]] = []
+        while True:
+            try:
+                payload, ancillary, _, _ = peer.recvmsg(
+                    MAX_BATCH, _ANCILLARY_SPACE,
+                    socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC,
+                )
+            except OSError:
+                break
+            if not payload:
+                break
+            received, _ = decodeBatch(payload, ancillary)
+            if received:
+                # A message travels whole: its first descriptor names it
+                # among ours, and its length says how far it goes.
+                firsts.append((_socketIdentity(received[0][0]), len(payload)))
+            for fd, _ in received:
+                os.close(fd)
+        if not firsts:
+            return []
+        return self._takeBack(firsts)
+
+    def _takeBack(self, messages: list[tuple[tuple[int, int], int]]) -> list[Connection]:
+        """
+        Remove from L{inFlight} the messages that start with a descriptor of
+        the given identity and have the given length.
+        """
+        inFlight = list(self.inFlight)
+        wanted = dict(messages)
+        keep: list[Connection] = []
+        back: list[Connection] = []
+        i = 0
+        while i < len(inFlight):
+            length = wanted.pop(_socketIdentity(inFlight[i][0]), 0) if wanted else 0
+            if length:
+                for fd, index in inFlight[i : i + length]:
+                    if index & LISTENING:
+                        self._backlog.append((fd, index))
+                    else:
+                        back.append((fd, index))
+                i += length
+            else:
+                keep.append(inFlight[i])
+                i += 1
+        self.inFlight = deque(keep)
+        self.waitingSince = self.waitingSince if keep else None
+        if self._backlog:
+            self._flush()
+        return back
 
     def _lose(self) -> None:
         if self._lost:
@@ -341,6 +461,8 @@ class HandoffSender:
             self._stallTimer = None
         self._reactor.removeReader(self)
         self._sock.close()
+        if self._peer is not None:
+            self._peer.close()
         unacknowledged = []
         for fd, index in list(self.inFlight) + list(self._backlog):
             if index & LISTENING:
@@ -358,15 +480,16 @@ class HandoffReceiver:
     The worker's end of the hand-off channel: adopts every descriptor it
     receives and acknowledges it to the master.
 
-    Adoptions are acknowledged at once: at the end of the read that adopted
-    them, before the reactor gets a chance to read a byte from them.  That
-    is what makes the master's hand-back safe: a worker that dies before its
-    acknowledgement left has read nothing from those connections, so another
-    worker can serve them whole.  (Delaying it to save messages would let a
-    dying worker take requests with it that the master then hands out again,
-    and those clients would wait forever.)  Counts of closed connections,
-    which only feed the least-connections policy, are coalesced:
-    C{closeDelay} seconds at most, or with the next acknowledgement.
+    With C{ackDelay=0}, adoptions are acknowledged at once: at the end of
+    the read that adopted them, before the reactor gets a chance to read a
+    byte from them, so that a master that does not hold the worker's end
+    can safely hand back whatever was not acknowledged.  A master that
+    holds it (see the module docstring) knows what the worker received
+    without being told, and lets the worker coalesce its acknowledgements
+    for C{ackDelay} seconds: one message, and one wake-up of the master,
+    for every connection adopted meanwhile.  Counts of closed connections,
+    which only feed the least-connections policy, are coalesced the same
+    way: C{closeDelay} seconds at most, or with the next acknowledgement.
 
     A message whose descriptors the kernel could not all deliver (see the
     module docstring) is acknowledged at once with its lost tail returned;
@@ -384,7 +507,8 @@ class HandoffReceiver:
         onLost: Callable[[], None],
         adoptListener: Callable[[int, int], None] | None = None,
         closeDelay: float = 0.0,
-        afterAck: Callable[[], None] = lambda: None,
+        ackDelay: float = 0.0,
+        afterAdopt: Callable[[], None] = lambda: None,
     ) -> None:
         """
         @param sock: the worker's end, non-blocking.
@@ -398,17 +522,21 @@ class HandoffReceiver:
         @param closeDelay: seconds a count of closed connections may wait
             to be coalesced with the next ones (0: the next turn of the
             reactor).
-        @param afterAck: called after each read that adopted connections,
-            once their acknowledgement left: from then on the worker may
-            read from them (see L{HandoffReceiver}).
+        @param ackDelay: seconds an adoption may wait to be acknowledged
+            with the next ones (0: at once, before any byte is read; only
+            a master that holds the worker's end may allow more).
+        @param afterAdopt: called after each read of the channel that
+            adopted connections (and acknowledged them, when C{ackDelay}
+            is 0): from then on the worker may read from them.
         """
         self._reactor = reactor
         self._sock = sock
         self._adopt = adopt
-        self._afterAck = afterAck
         self._adoptListener = adoptListener
         self._onLost = onLost
         self._closeDelay = closeDelay
+        self._ackDelay = ackDelay
+        self._afterAdopt = afterAdopt
         self._closed = 0
         self._unacknowledged = 0
         self._returned = 0
@@ -426,7 +554,8 @@ class HandoffReceiver:
     def doRead(self) -> None:
         """
         Adopt every connection waiting on the channel, then acknowledge them
-        all in one message, at once (see L{HandoffReceiver}).
+        all in one message, at once or within C{ackDelay} (see
+        L{HandoffReceiver}).
         """
         if self._returned:
             # Descriptors to return wait to be acknowledged: what is read
@@ -467,11 +596,15 @@ class HandoffReceiver:
                 self.returned += missing
                 self._pause()
                 self.flush()
+                self._afterAdopt()
                 return
         if adopted:
             self._unacknowledged += adopted
-            self.flush()
-            self._afterAck()
+            if self._ackDelay > 0:
+                self._schedule(self._ackDelay)
+            else:
+                self.flush()
+            self._afterAdopt()
 
     def _pause(self) -> None:
         """

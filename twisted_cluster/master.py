@@ -59,6 +59,12 @@ STALL_AFTER = 0.01
 #: The same for policies that keep a client on its worker (C{sticky}): a
 #: short wait does not move a client's session elsewhere, a stop does.
 STICKY_STALL_AFTER = 1.0
+#: Seconds a worker may wait to acknowledge the connections it adopted, so
+#: that one acknowledgement (and one wake-up of the master) covers all those
+#: adopted meanwhile.  Safe because the master holds the worker's end of the
+#: hand-off channel (see L{twisted_cluster.handoff}); well below
+#: L{STALL_AFTER}, so that a serving worker never looks stalled.
+ACK_DELAY = 0.002
 #: Seconds a stall lasts before the master logs it (once per stall).
 STALL_LOG_AFTER = 1.0
 #: Seconds the master sends nothing to a worker that returned connections
@@ -264,6 +270,7 @@ class ClusterService(ForwardingMasterContext, Service):
             listeners=tuple(listener.description for listener in self.listeners),
             drainTimeout=self.config.gracePeriod,
             pythonPath=self.config.pythonPath,
+            ackDelay=ACK_DELAY,
             **_credentialFields(self.config),
         )
         return WorkerProcess(
@@ -278,6 +285,7 @@ class ClusterService(ForwardingMasterContext, Service):
             appLocator=self._appLocator,
             stallAfter=STICKY_STALL_AFTER if self._keysOnClients else STALL_AFTER,
             onStall=self._workerStalled,
+            onReclaim=self._workerReclaimed,
         )
 
     def whenReady(self) -> Deferred["ClusterService"]:
@@ -561,6 +569,19 @@ class ClusterService(ForwardingMasterContext, Service):
             self._waiting.clear()
             self._dispatch([c for c, _ in waiting], [peer for _, peer in waiting])
 
+    def _workerReclaimed(
+        self, process: WorkerProcess, connections: list[Connection]
+    ) -> None:
+        """
+        C{process} stalled before it received C{connections}, and the master
+        took them back from its hand-off channel: they go to the other
+        workers now, instead of waiting for it to resume or be killed.
+        """
+        count = len(connections)
+        self._policy.closed(process, count)
+        self.redispatched += count
+        self._dispatch(connections, [None] * count)
+
     def _workerLost(self, process: WorkerProcess, connections: list[Connection]) -> None:
         self._policy.forget(process)
         for calls in (self._stalled, self._resting):
@@ -569,6 +590,15 @@ class ClusterService(ForwardingMasterContext, Service):
                 call.cancel()
         self._refusals.pop(process, None)
         self._usableFrom = None
+        handoff = process.handoff
+        if handoff is not None and handoff.closedWithWorker:
+            log.info(
+                "worker {worker_id} pid {pid} died with {count} connections it had "
+                "received: they are closed",
+                worker_id=process.workerId,
+                pid=process.pid,
+                count=handoff.closedWithWorker,
+            )
         if not connections:
             return
         self.redispatched += len(connections)

@@ -202,6 +202,9 @@ class WorkerProcess:
         appLocator: Any = None,
         stallAfter: float | None = None,
         onStall: Callable[["WorkerProcess", bool], None] = lambda process, stalled: None,
+        onReclaim: Callable[["WorkerProcess", list[Connection]], None] = (
+            lambda process, connections: None
+        ),
     ) -> None:
         """
         @param onAck: called with this process and each hand-off
@@ -213,6 +216,8 @@ class WorkerProcess:
             the hand-off channel calls C{onStall} (C{None}: never).
         @param onStall: called with this process and C{True} when it stalls,
             C{False} when it acknowledges again.
+        @param onReclaim: called with this process and the connections taken
+            back from it when it stalled (it never received them).
         """
         self._reactor = reactor
         self.workerId = workerId
@@ -223,6 +228,7 @@ class WorkerProcess:
         self._onLost = onLost
         self._stallAfter = stallAfter
         self._onStall = onStall
+        self._onReclaim = onReclaim
         self._listWorkers = listWorkers
         self._appLocator = appLocator
         self.state = STARTING
@@ -267,9 +273,14 @@ class WorkerProcess:
                     LOG_FD: "r",
                 },
             )
+        except BaseException:
+            handoffTheirs.close()
+            raise
         finally:
             controlTheirs.close()
-            handoffTheirs.close()
+        # The worker's end stays open here too: what the worker has not
+        # received yet can be taken back (see twisted_cluster.handoff).
+        handoffTheirs.setblocking(False)
         self.pid = self.transport.pid
         control = self.control = MasterControl(self, self._appLocator)
         controlOurs.setblocking(False)
@@ -284,6 +295,8 @@ class WorkerProcess:
             self._handoffLost,
             stallAfter=self._stallAfter,
             onStall=lambda stalled: self._onStall(self, stalled),
+            peer=handoffTheirs,
+            onReclaim=lambda connections: self._onReclaim(self, connections),
         )
 
     def _readyReceived(self) -> None:

@@ -51,7 +51,8 @@ HANDOFF_FD = 4
 LOG_FD = 5
 
 #: Seconds a worker may wait to coalesce its counts of closed connections
-#: (L{HandoffReceiver}); adoptions are always acknowledged at once.
+#: (L{HandoffReceiver}); adoptions wait as long as the master allows
+#: (L{WorkerConfig.ackDelay}).
 CLOSE_DELAY = 0.005
 
 #: Seconds a draining worker leaves idle connections (just adopted, or
@@ -89,6 +90,9 @@ class WorkerConfig:
     @ivar groups: that user's supplementary groups.
     @ivar pythonPath: directories put first on the worker's C{PYTHONPATH}
         (after C{twisted_cluster}'s own), so that it imports the app.
+    @ivar ackDelay: seconds the worker may wait to acknowledge adoptions
+        (L{twisted_cluster.handoff.HandoffReceiver}): 0 unless the master
+        holds the worker's end of the hand-off channel.
     """
 
     workerId: int
@@ -100,6 +104,7 @@ class WorkerConfig:
     gid: int | None = None
     groups: tuple[int, ...] = attr.ib(default=(), converter=tuple)
     pythonPath: tuple[str, ...] = attr.ib(default=(), converter=_strings)
+    ackDelay: float = 0.0
 
     def toJSON(self) -> str:
         return json.dumps(attr.asdict(self))
@@ -229,7 +234,7 @@ class Worker:
         self._receiver = HandoffReceiver(
             self._reactor, sock, self._adopt, self.controlLost,
             adoptListener=self._adoptListener, closeDelay=CLOSE_DELAY,
-            afterAck=self._readFresh,
+            ackDelay=self.config.ackDelay, afterAdopt=self._readFresh,
         )
         self.control.callRemote(commands.Ready, pid=os.getpid()).addErrback(
             self._controlFailed

@@ -72,30 +72,6 @@ STALL_LOG_AFTER = 1.0
 REFUSAL_REST = 1.0
 
 
-def _takenFirst(ready: list[WorkerProcess]) -> list[WorkerProcess]:
-    """
-    The workers of C{ready} that took everything they were sent, or all of
-    C{ready} when none did (or all did, the usual case: no copy then).
-
-    A worker that has not yet acknowledged its last connection gets the
-    next one only when every other worker is in the same case: a worker
-    that has just stopped takes one connection with it, not one in two
-    until its stall shows (L{STALL_AFTER}).  A batch accepted at once goes
-    to the workers that took theirs; the next batch, to whichever of them
-    took that one.
-    """
-    for process in ready:
-        handoff = process.handoff
-        if handoff is not None and handoff.waitingSince is not None:
-            break
-    else:
-        return ready
-    taken = [
-        p for p in ready if p.handoff is None or p.handoff.waitingSince is None
-    ]
-    return taken or ready
-
-
 @attr.s(auto_attribs=True)
 class _Refusals:
     """
@@ -337,8 +313,6 @@ class ClusterService(ForwardingMasterContext, Service):
         if not ready:
             self._hold(connections, peers)
             return
-        if len(ready) > 1 and not self._keysOnClients:
-            ready = _takenFirst(ready)
         # The policy's keys are our worker processes.
         choose: Callable[..., Any] = self._policy.choose
         if len(connections) == 1:

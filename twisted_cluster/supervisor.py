@@ -1,10 +1,13 @@
 """
 Keep the configured number of workers running.
 
-The supervisor spawns workers, notices when they exit, restarts them with
-exponential backoff, and tells a worker that cannot start (a bad C{--app})
-from one that had bad luck.  It stops them gracefully: drain, wait for the
-grace period, SIGKILL what is left.
+The supervisor spawns workers, notices when they exit and restarts them.
+A worker that crashed while serving (it had been ready) is replaced at
+once, unless its slot is in a crash loop; one that cannot start (a bad
+C{--app}, a fork refused) is retried with exponential backoff, and stops
+the master when start-ups keep failing with no worker left serving.  It
+stops them gracefully: drain, wait for the grace period, SIGKILL what is
+left.
 
 It decides with the pure objects of L{twisted_cluster.backoff}, and acts
 through L{WorkerProcess}: tests drive it with a fake process factory and a
@@ -22,7 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_cluster.config import ClusterConfig
-from twisted_cluster.process import READY, STARTING, STOPPED, WorkerProcess
+from twisted_cluster.process import READY, STARTING, STOPPED, SpawnFailed, WorkerProcess
+from twisted_cluster.startfailure import StartFailure
 
 log = Logger()
 
@@ -38,7 +42,10 @@ class _Slot:
 
     workerId: int
     process: WorkerProcess | None = None
+    #: Start-ups that failed in a row (reset when a worker is ready).
     failures: int = 0
+    #: When its workers crashed while serving, within the crash window.
+    crashes: list = attr.ib(factory=list)
     restart: Any = None
     restarts: int = 0
     #: The process starting to replace C{process} (rolling restart, recycling).
@@ -47,6 +54,8 @@ class _Slot:
     cause: str = ""
     #: Fired with whether C{pending} took over the slot.
     waiters: list = attr.ib(factory=list)
+    #: How the last replacement that failed to start failed.
+    replacementFailure: StartFailure | None = None
 
 
 class Supervisor:
@@ -131,6 +140,14 @@ class Supervisor:
         slot = self._slots.get(workerId)
         return slot.restarts if slot else 0
 
+    def replacementFailure(self, workerId: int) -> StartFailure | None:
+        """
+        How the last replacement of slot C{workerId} that failed to start
+        (L{replace} fired C{False}) failed, if one did.
+        """
+        slot = self._slots.get(workerId)
+        return slot.replacementFailure if slot else None
+
     # Actions
 
     def start(self) -> None:
@@ -138,6 +155,9 @@ class Supervisor:
         Spawn the configured number of workers.
         """
         for workerId in range(1, self._config.workers + 1):
+            if self._fatal:
+                # Every spawn failed: no point forking the rest.
+                return
             self._slots[workerId] = _Slot(workerId)
             self._spawn(self._slots[workerId])
 
@@ -149,15 +169,18 @@ class Supervisor:
 
     def _launch(self, process: WorkerProcess) -> WorkerProcess:
         process.spawn()
-        log.info(
-            "worker {worker_id} pid {pid} started",
-            worker_id=process.workerId,
-            pid=process.pid,
-        )
-        timeout = self._reactor.callLater(
-            self._config.startTimeout, self._startTimedOut, process
-        )
-        # addBoth: "ended" fires with a Failure (the exit reason).
+        timeout = None
+        if process.state != STOPPED:
+            log.info(
+                "worker {worker_id} pid {pid} started",
+                worker_id=process.workerId,
+                pid=process.pid,
+            )
+            timeout = self._reactor.callLater(
+                self._config.startTimeout, self._startTimedOut, process
+            )
+        # addBoth: "ended" fires with a Failure (the exit reason); at once
+        # when the spawn failed.
         process.ended.addBoth(self._exited, process, timeout)
         return process
 
@@ -182,9 +205,15 @@ class Supervisor:
         self._reactor.callLater(self._config.killTimeout, process.signal, "KILL")
 
     def _exited(self, reason: Failure, process: WorkerProcess, timeout: Any) -> None:
-        if timeout.active():
+        if timeout is not None and timeout.active():
             timeout.cancel()
         how = process.exitDescription(reason)
+        if reason.check(SpawnFailed):
+            log.error(
+                "worker {worker_id} could not be started: {error}",
+                worker_id=process.workerId,
+                error=str(reason.value),
+            )
         slot = self._slots.get(process.workerId)
         if slot is not None and slot.pending is process:
             self._replacementFailed(slot, process, how)
@@ -204,16 +233,15 @@ class Supervisor:
             return
         assert slot is not None
         if process.readyAt is None:
-            self._startFailed(slot, process, how)
+            self._startFailed(slot, process, how, reason)
             if self._fatal:
                 return
             cause = STARTUP
+            slot.failures += 1
+            delay = self._config.backoff.delay(slot.failures)
         else:
-            self._startupFailures = 0
             cause = process.exitCause or CRASH
-        uptime = self._reactor.seconds() - process.startedAt
-        slot.failures = self._config.backoff.failuresAfterExit(slot.failures, uptime)
-        delay = self._config.backoff.delay(slot.failures)
+            delay = self._crashDelay(slot)
         self.restarts[cause] += 1
         slot.restarts += 1
         if slot.pending is not None:
@@ -234,10 +262,24 @@ class Supervisor:
             how=how,
             cause=cause,
             delay=delay,
+            crashes=len(slot.crashes),
+            failures=slot.failures,
         )
         slot.restart = self._reactor.callLater(delay, self._spawn, slot)
 
-    def _startFailed(self, slot: _Slot, process: WorkerProcess, how: str) -> None:
+    def _crashDelay(self, slot: _Slot) -> float:
+        """
+        Record a crash of C{slot}'s worker, which had been serving, and
+        choose its restart delay with the crash guard.
+        """
+        guard = self._config.crashGuard
+        now = self._reactor.seconds()
+        slot.crashes = guard.recent(slot.crashes, now) + [now]
+        return guard.delay(slot.crashes, now, len(self.ready()))
+
+    def _startFailed(
+        self, slot: _Slot, process: WorkerProcess, how: str, reason: Failure
+    ) -> None:
         self._startupFailures += 1
         error = process.appError
         if error is not None and error not in self._shownErrors:
@@ -249,13 +291,14 @@ class Supervisor:
                 error=error,
                 details=process.appErrorDetails,
             )
-        timedOut = (
-            f"worker not ready within --start-timeout {self._config.startTimeout:g}s"
-            if process.exitCause == STARTUP  # killed by _startTimedOut
-            else None
-        )
+        if reason.check(SpawnFailed):
+            why: str | None = f"cannot start a worker process: {reason.value}"
+        elif process.exitCause == STARTUP:  # killed by _startTimedOut
+            why = f"worker not ready within --start-timeout {self._config.startTimeout:g}s"
+        else:
+            why = None
         verdict = self._config.startup.judge(
-            self._startupFailures, self.everReady, error, len(self.ready()), timedOut
+            self._startupFailures, self.everReady, error, len(self.ready()), why
         )
         if verdict.fatal:
             self._fatal = True
@@ -275,12 +318,15 @@ class Supervisor:
         Record that C{process} is ready (called by the master).
         """
         self.everReady = True
+        self._startupFailures = 0
         log.info(
             "worker {worker_id} pid {pid} ready",
             worker_id=process.workerId,
             pid=process.pid,
         )
         slot = self._slots.get(process.workerId)
+        if slot is not None and process in (slot.process, slot.pending):
+            slot.failures = 0
         if slot is not None and slot.pending is process:
             self._takeOver(slot, process)
         elif process in self._retired:
@@ -341,14 +387,17 @@ class Supervisor:
     def _replacementFailed(self, slot: _Slot, process: WorkerProcess, how: str) -> None:
         slot.pending = None
         old = slot.process
+        failure = slot.replacementFailure = StartFailure.fromWorker(
+            how, process.appError, process.appErrorDetails
+        )
         log.error(
-            "worker {worker_id} pid {pid} exited before it was ready ({how}{error}): "
-            "{outcome}",
+            "worker {worker_id} pid {pid} exited before it was ready ({how}"
+            "{error_text}): {outcome}",
             worker_id=process.workerId,
             pid=process.pid,
-            how=how,
-            error=f": {process.appError}" if process.appError else "",
+            error_text=f": {process.appError}" if process.appError else "",
             outcome=f"pid {old.pid} keeps serving" if old else "no replacement",
+            **failure.fields(),
         )
         if old is None and not self.stopping:
             slot.failures += 1

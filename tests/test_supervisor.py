@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_cluster.backoff import Backoff, CrashGuard
 from twisted_cluster.rollout import RollingRestart
+from twisted_cluster.startfailure import StartFailure
 from tests.test_supervision import Harness
 
 
@@ -254,3 +255,66 @@ class CountWordingTests(SynchronousTestCase):
             ["rolling restart: replacing workers one at a time; to replace: 1",
              "rolling restart done; workers replaced: 1"],
         )
+
+
+def _traceback(source: str, filename: str) -> str:
+    """
+    The traceback the worker sends when loading C{source} raises, as
+    L{twisted_cluster.apploading} formats it.
+    """
+    from twisted_cluster.apploading import _userTraceback
+
+    try:
+        code = compile(source, filename, "exec")
+        exec(code, {})
+    except Exception as e:
+        return _userTraceback(e)
+    raise AssertionError("the source did not raise")
+
+
+class StartFailureTests(SynchronousTestCase):
+    def test_lastFrameOfARuntimeError(self) -> None:
+        details = _traceback("x = 1\n\ndef f():\n    return y\n\nf()\n", "/srv/app/deployed.py")
+        failure = StartFailure.fromWorker("exit 3", "cannot load app: NameError", details)
+        self.assertEqual(
+            (failure.file, failure.line, failure.exception),
+            ("/srv/app/deployed.py", 4, "NameError: name 'y' is not defined"),
+        )
+
+    def test_syntaxErrorNamesTheLineOfTheError(self) -> None:
+        details = _traceback("a = 1\ndef (:\n", "/srv/app/deployed.py")
+        failure = StartFailure.fromWorker("exit 3", "cannot load app", details)
+        self.assertEqual((failure.file, failure.line), ("/srv/app/deployed.py", 2))
+        self.assertEqual(failure.exception, "SyntaxError: invalid syntax")
+
+    def test_noTracebackNoLocation(self) -> None:
+        failure = StartFailure.fromWorker("signal KILL", None, "")
+        self.assertEqual(
+            failure.fields(),
+            {"how": "signal KILL", "error": None, "error_file": None,
+             "error_line": None, "exception": None},
+        )
+
+
+class AbortedRolloutTests(SynchronousTestCase):
+    def test_abortSaysWhereTheNewWorkerFailed(self) -> None:
+        """
+        The abort line carries the file, line and exception of the new
+        worker's error as fields (before: one line with none of them).
+        """
+        h = Harness(self, workers=2)
+        h.startAll()
+        done = RollingRestart(h.supervisor).request()
+        new = h.spawned[-1]
+        new.appError = "cannot load app 'deployed.resource': NameError: name 'y' is not defined"
+        new.appErrorDetails = _traceback("def f():\n    return y\nf()\n", "/srv/deployed.py")
+        new.exit(3)
+        self.assertFalse(self.successResultOf(done))
+        [aborted] = h.logged("rolling restart aborted")
+        self.assertEqual(
+            {k: aborted[k] for k in ("worker_id", "how", "error_file", "error_line", "exception")},
+            {"worker_id": 1, "how": "exit 3", "error_file": "/srv/deployed.py",
+             "error_line": 2, "exception": "NameError: name 'y' is not defined"},
+        )
+        self.assertEqual(aborted["error"], new.appError)
+        self.assertIn("at /srv/deployed.py:2: NameError", formatEvent(aborted))

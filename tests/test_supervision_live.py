@@ -210,7 +210,8 @@ class RollingRestartTests(TestCase):
     async def test_newWorkerThatCannotLoadTheAppAbortsTheRollout(self) -> None:
         """
         A deploy that breaks the app: SIGHUP starts one new worker, which
-        fails; the roll-out stops there and the old workers keep serving.
+        fails; the roll-out stops there, its log line says where the new
+        worker failed, and the old workers keep serving.
         """
         project = self.mktemp()
         os.makedirs(project)
@@ -226,8 +227,13 @@ class RollingRestartTests(TestCase):
         with open(module, "w") as f:
             f.write("this is not python\n")
         cluster.signal("HUP")
-        await waitUntil(lambda: events(cluster, "rolling restart aborted"), 20,
-                        "the aborted roll-out")
+        [aborted] = await waitUntil(lambda: events(cluster, "rolling restart aborted"),
+                                    20, "the aborted roll-out")
+        # Where the new worker failed, as fields: the last frame and the error.
+        self.assertEqual(
+            (aborted["error_file"], aborted["error_line"], aborted["exception"]),
+            (os.path.abspath(module), 1, "NameError: name 'this' is not defined"),
+        )
         self.assertEqual(len(cluster.started), 3)
         self.assertEqual(cluster.workers, old)
         for _ in range(4):

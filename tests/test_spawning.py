@@ -100,7 +100,8 @@ class Cluster:
         self.fatal: list[str] = []
         self.made: list[WorkerProcess] = []
         self.supervisor = Supervisor(
-            self.reactor, ClusterConfig(workers=workers, **config), self._make,
+            self.reactor, ClusterConfig(workers=workers, startConcurrency=64, **config),
+            self._make,
             self.fatal.append,
         )
         self.events: list[dict[str, Any]] = []

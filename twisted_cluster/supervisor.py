@@ -82,6 +82,8 @@ class Supervisor:
         self._makeProcess = makeProcess
         self._onFatal = onFatal
         self._slots: dict[int, _Slot] = {}
+        #: Slots waiting for their turn to start (L{_spawn}), in order.
+        self._queued: list[_Slot] = []
         self._retired: set[WorkerProcess] = set()
         self._startupFailures = 0
         self._shownErrors: set[str] = set()
@@ -152,7 +154,8 @@ class Supervisor:
 
     def start(self) -> None:
         """
-        Spawn the configured number of workers.
+        Spawn the configured number of workers, C{startConcurrency} at a
+        time: the others start as soon as one of those is ready (or failed).
         """
         for workerId in range(1, self._config.workers + 1):
             if self._fatal:
@@ -161,11 +164,47 @@ class Supervisor:
             self._slots[workerId] = _Slot(workerId)
             self._spawn(self._slots[workerId])
 
-    def _spawn(self, slot: _Slot) -> WorkerProcess:
+    def _spawn(self, slot: _Slot) -> WorkerProcess | None:
+        """
+        Start a process in C{slot}, or queue the slot when
+        C{startConcurrency} workers are starting already: started together
+        on a few cores, N workers all become ready only after N start-ups'
+        worth of CPU, so the first one serves much later than if it had
+        the cores to itself.
+
+        @return: the process started, C{None} when queued.
+        """
         slot.restart = None
+        if self._starting() >= self._config.startConcurrency:
+            if slot not in self._queued:
+                self._queued.append(slot)
+                log.info(
+                    "worker {worker_id} waits its turn to start: {starting} "
+                    "workers starting",
+                    worker_id=slot.workerId,
+                    starting=self._starting(),
+                )
+            return None
         process = self._makeProcess(slot.workerId)
         slot.process = process
         return self._launch(process)
+
+    def _starting(self) -> int:
+        return sum(1 for p in self.processes() if p.state == STARTING)
+
+    def _startQueued(self) -> None:
+        """
+        Start queued slots while fewer than C{startConcurrency} workers are
+        starting.
+        """
+        while (
+            self._queued
+            and not self.stopping
+            and self._starting() < self._config.startConcurrency
+        ):
+            slot = self._queued.pop(0)
+            if self._slots.get(slot.workerId) is slot and slot.process is None:
+                self._spawn(slot)
 
     def _launch(self, process: WorkerProcess) -> WorkerProcess:
         process.spawn()
@@ -207,6 +246,10 @@ class Supervisor:
     def _exited(self, reason: Failure, process: WorkerProcess, timeout: Any) -> None:
         if timeout is not None and timeout.active():
             timeout.cancel()
+        self._handleExit(reason, process)
+        self._startQueued()
+
+    def _handleExit(self, reason: Failure, process: WorkerProcess) -> None:
         how = process.exitDescription(reason)
         if reason.check(SpawnFailed):
             log.error(
@@ -332,6 +375,7 @@ class Supervisor:
         elif process in self._retired:
             # Removed (or stopped) while it was starting: it takes no work.
             process.drain()
+        self._startQueued()
 
     # Replacing, resizing
 
@@ -460,7 +504,7 @@ class Supervisor:
         log.info(
             "worker {worker_id} pid {pid} added; workers: {count}",
             worker_id=workerId,
-            pid=process.pid,
+            pid=process.pid if process else None,
             count=len(self._slots),
         )
         return workerId
@@ -483,6 +527,8 @@ class Supervisor:
         slot = self._slots.pop(workerId)
         if slot.restart is not None and slot.restart.active():
             slot.restart.cancel()
+        if slot in self._queued:
+            self._queued.remove(slot)
         for process in (slot.process, slot.pending):
             if process is not None:
                 self._retired.add(process)
@@ -504,6 +550,7 @@ class Supervisor:
         then SIGKILL what is left.  Fires when every process is gone.
         """
         self._stopping = True
+        self._queued.clear()
         for slot in self._slots.values():
             if slot.restart is not None and slot.restart.active():
                 slot.restart.cancel()
@@ -551,6 +598,7 @@ class Supervisor:
         they are all reaped.
         """
         self._stopping = True
+        self._queued.clear()
         for slot in self._slots.values():
             if slot.restart is not None and slot.restart.active():
                 slot.restart.cancel()

@@ -34,6 +34,16 @@ log = Logger()
 CRASH, HANG, RECYCLE, ROLLOUT, STARTUP = "crash", "hang", "recycle", "rollout", "startup"
 
 
+def _cancelling(result: Any, call: Any) -> Any:
+    """
+    Cancel the delayed C{call} (a SIGKILL) if it is still pending, and pass
+    C{result} on: added to a process's C{ended}, once it is gone.
+    """
+    if call.active():
+        call.cancel()
+    return result
+
+
 @attr.s(auto_attribs=True)
 class _Slot:
     """
@@ -241,7 +251,10 @@ class Supervisor:
         start-up).
         """
         process.signal("TERM")
-        self._reactor.callLater(self._config.killTimeout, process.signal, "KILL")
+        killer = self._reactor.callLater(
+            self._config.killTimeout, process.signal, "KILL"
+        )
+        process.ended.addBoth(_cancelling, killer)
 
     def _exited(self, reason: Failure, process: WorkerProcess, timeout: Any) -> None:
         if timeout is not None and timeout.active():
@@ -464,13 +477,7 @@ class Supervisor:
         killer = self._reactor.callLater(
             self._config.gracePeriod, self._killAll, [process]
         )
-
-        def cancelKiller(result: Any) -> Any:
-            if killer.active():
-                killer.cancel()
-            return result
-
-        process.ended.addBoth(cancelKiller)
+        process.ended.addBoth(_cancelling, killer)
 
     def killHung(self, process: WorkerProcess) -> None:
         """
@@ -572,14 +579,7 @@ class Supervisor:
         killer = self._reactor.callLater(
             self._config.gracePeriod, self._killAll, processes
         )
-        done = DeferredList(waits)
-
-        def cancelKiller(result: Any) -> Any:
-            if killer.active():
-                killer.cancel()
-            return result
-
-        return done.addBoth(cancelKiller)
+        return DeferredList(waits).addBoth(_cancelling, killer)
 
     def _killAll(self, processes: list[WorkerProcess]) -> None:
         for process in processes:

@@ -189,6 +189,7 @@ class WorkerProcessSpawnTests(SynchronousTestCase):
         self.assertEqual(openDescriptors(), before)
         assert process.pid is not None
         self.assertEqual(reactor.transports[process.pid].signals, ["KILL"])
+        self.assertIsNone(process.control, "no control channel to call")
         self.assertNoResult(process.ended)
         reactor.exit(process.pid, -9)
         self.assertEqual(process.state, STOPPED)

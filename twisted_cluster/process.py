@@ -232,7 +232,7 @@ class WorkerProcess:
         controlTheirs.close()
         handoffTheirs.close()
         self.pid = self.transport.pid
-        control = self.control = MasterControl(self, self._appLocator)
+        control = MasterControl(self, self._appLocator)
         try:
             controlOurs.setblocking(False)
             self._reactor.adoptStreamConnection(
@@ -252,6 +252,7 @@ class WorkerProcess:
             return
         finally:
             controlOurs.close()
+        self.control = control
         self.handoff = HandoffSender(
             self._reactor,
             handoffOurs,

@@ -44,10 +44,12 @@ def _cancelling(result: Any, call: Any) -> Any:
     return result
 
 
-@attr.s(auto_attribs=True)
+@attr.s(auto_attribs=True, eq=False)
 class _Slot:
     """
     One place in the pool: the process that fills it and its restart record.
+    Compared by identity: a slot removed and one added since under the same
+    id are two slots.
     """
 
     workerId: int

@@ -4,6 +4,7 @@ Unit tests of the C{twist cluster} command line (L{twisted_cluster.tap}).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -187,3 +188,25 @@ class WorkerCountOptionTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1, result.stderr)
         self.assertTrue(lines[0].startswith("twist cluster: error: --workers 100000 "))
         self.assertNotIn("started", result.stdout)
+
+    def test_openFileLimitOfTheRealProcessBoundsTheWorkers(self) -> None:
+        """
+        Under C{prlimit --nofile=256}, 33 workers would need more
+        descriptors than the master may open: refused even with
+        C{--allow-many-workers}, naming C{ulimit -n}.
+        """
+        prlimit = shutil.which("prlimit")
+        if prlimit is None:
+            raise self.skipTest("prlimit is not installed")
+        result = subprocess.run(
+            [prlimit, "--nofile=256:256", *TWIST, "cluster", "--allow-many-workers",
+             "--workers", "33", "--listen", "tcp:0:interface=127.0.0.1"],
+            cwd=ROOT, env=testEnvironment(), capture_output=True, timeout=30, text=True,
+        )
+        self.assertEqual(result.returncode, 1)
+        [line] = result.stderr.strip().splitlines()
+        self.assertTrue(
+            line.startswith("twist cluster: error: --workers 33 is more than the 32 workers"),
+            line,
+        )
+        self.assertIn("ulimit -n", line)

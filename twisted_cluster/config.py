@@ -114,6 +114,11 @@ class WorkerBound:
         Why C{count} workers (asked by C{option}) are too many, in one line,
         or C{None} when they are allowed.
         """
+        if not allowMany and count > self.perCPU:
+            return (
+                f"{option} {count} is more than {self.perCPU} (4 per CPU, at least "
+                f"16, on {self.cpus} CPUs); pass --allow-many-workers to run more"
+            )
         resources = self.resources
         if resources is not None and count > resources:
             return (
@@ -121,11 +126,6 @@ class WorkerBound:
                 f"process's limits allow (open files: {self.nofile or 'unlimited'}, "
                 f"{FDS_PER_WORKER} per worker; processes: {self.nproc or 'unlimited'}, "
                 f"half for workers); raise them with ulimit -n / ulimit -u"
-            )
-        if not allowMany and count > self.perCPU:
-            return (
-                f"{option} {count} is more than {self.perCPU} (4 per CPU, at least "
-                f"16, on {self.cpus} CPUs); pass --allow-many-workers to run more"
             )
         return None
 

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support import ROOT, TWIST, testEnvironment
 from twisted_cluster.config import FDS_PER_WORKER, FDS_RESERVED, WorkerBound
 from twisted_cluster.listening import DEFAULT_BACKLOG
+from twisted_cluster import tap as tapModule
 from twisted_cluster.tap import Options
 
 
@@ -210,3 +211,18 @@ class WorkerCountOptionTests(SynchronousTestCase):
             line,
         )
         self.assertIn("ulimit -n", line)
+
+
+class WorkerDefaultsTests(SynchronousTestCase):
+    def test_defaultsStayWithinTheBound(self) -> None:
+        """
+        On a machine whose open-file limit allows 20 workers, the defaults
+        (the CPUs, 4 per CPU) come down to 20.
+        """
+        bound = WorkerBound(cpus=64, nofile=FDS_RESERVED + 20 * FDS_PER_WORKER)
+        self.assertEqual(bound.highest, 20)
+        self.patch(WorkerBound, "current", classmethod(lambda cls: bound))
+        self.patch(tapModule, "defaultWorkers", lambda: 64)
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual((options["workers"], options["max-workers"]), (20, 20))

@@ -30,8 +30,7 @@ def defaultMaxWorkers() -> int:
     least 16, within what this process's limits allow (L{WorkerBound}).  A
     typo in C{scale 10000} must not fork the machine to death.
     """
-    bound = WorkerBound.current()
-    return min(bound.perCPU, bound.resources or bound.perCPU)
+    return WorkerBound.current().highest
 
 
 #: Descriptors the master holds for each worker: its control and hand-off
@@ -108,6 +107,13 @@ class WorkerBound:
         if self.nproc is not None:
             bounds.append(self.nproc // 2)
         return max(1, min(bounds)) if bounds else None
+
+    @property
+    def highest(self) -> int:
+        """
+        The most workers allowed without C{--allow-many-workers}.
+        """
+        return min(self.perCPU, self.resources or self.perCPU)
 
     def refusal(self, option: str, count: int, allowMany: bool = False) -> str | None:
         """

@@ -21,12 +21,7 @@ from twisted.python import usage
 
 from twisted_cluster.apploading import AppLoadError, checkApp, resolveName
 from twisted_cluster.clusterapp import ClusterApp
-from twisted_cluster.config import (
-    ClusterConfig,
-    WorkerBound,
-    defaultMaxWorkers,
-    defaultWorkers,
-)
+from twisted_cluster.config import ClusterConfig, WorkerBound, defaultWorkers
 from twisted_cluster.dispatch import POLICIES
 from twisted_cluster.listening import DEFAULT_BACKLOG, ListenError
 from twisted_cluster.master import ClusterService
@@ -197,14 +192,14 @@ class Options(usage.Options):
         """
         allowMany = bool(self["allow-many-workers"])
         if self["workers"] is None:
-            self["workers"] = min(defaultWorkers(), defaultMaxWorkers())
+            self["workers"] = min(defaultWorkers(), bound.highest)
         for option in ("workers", "max-workers"):
             if self[option] is not None:
                 refusal = bound.refusal(f"--{option}", self[option], allowMany)
                 if refusal is not None:
                     die(refusal)
         if self["max-workers"] is None:
-            self["max-workers"] = max(defaultMaxWorkers(), self["workers"])
+            self["max-workers"] = max(bound.highest, self["workers"])
         if self["workers"] > self["max-workers"]:
             die(f"--workers {self['workers']} is more than --max-workers {self['max-workers']}")
 

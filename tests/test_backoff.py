@@ -4,7 +4,7 @@ Tests for L{twisted_cluster.backoff}: restart delays and start-up verdicts.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.backoff import Backoff, StartupPolicy
+from twisted_cluster.backoff import Backoff, CrashGuard, StartupPolicy
 
 
 class BackoffTests(SynchronousTestCase):
@@ -12,10 +12,43 @@ class BackoffTests(SynchronousTestCase):
         backoff = Backoff(initial=0.5, factor=2, maximum=3)
         self.assertEqual([backoff.delay(n) for n in range(1, 6)], [0.5, 1, 2, 3, 3])
 
-    def test_longUptimeResetsTheFailureCount(self) -> None:
-        backoff = Backoff(resetAfter=10)
-        self.assertEqual(backoff.failuresAfterExit(4, uptime=2), 5)
-        self.assertEqual(backoff.failuresAfterExit(4, uptime=10), 1)
+    def test_noFailureNoDelay(self) -> None:
+        self.assertEqual(Backoff().delay(0), 0)
+
+
+class CrashGuardTests(SynchronousTestCase):
+    guard = CrashGuard(window=60, limit=3, initial=1, maximum=4)
+
+    def test_crashesUpToTheLimitRestartAtOnce(self) -> None:
+        self.assertEqual(self.guard.delay([10, 20, 30], now=30, othersReady=1), 0)
+
+    def test_crashesPastTheLimitDoubleUpToTheMaximum(self) -> None:
+        crashes = [1.0, 2.0, 3.0]
+        delays = []
+        for now in (4.0, 5.0, 6.0, 7.0):
+            crashes.append(now)
+            delays.append(self.guard.delay(crashes, now, othersReady=1))
+        self.assertEqual(delays, [1, 2, 4, 4])
+
+    def test_crashesOutsideTheWindowDoNotCount(self) -> None:
+        crashes = [0, 1, 2, 3, 61, 62]
+        self.assertEqual(self.guard.recent(crashes, now=62), [3, 61, 62])
+        self.assertEqual(self.guard.delay(crashes, now=62, othersReady=1), 0)
+
+    def test_noDelayWhileNoOtherWorkerServes(self) -> None:
+        self.assertEqual(self.guard.delay([1, 2, 3, 4, 5], now=5, othersReady=0), 0)
+
+    def test_defaultsTakeOnePoisonRequestASecondOverTwoWorkers(self) -> None:
+        """
+        The documented numbers: each of two slots crashing every two
+        seconds (30 a minute) is never delayed.
+        """
+        guard = CrashGuard()
+        crashes = [float(t) for t in range(0, 120, 2)]
+        now = crashes[-1]
+        self.assertEqual(guard.delay(guard.recent(crashes, now), now, othersReady=1), 0)
+        self.assertEqual(guard.delay(crashes + [now + 2], now + 2, othersReady=1), 0)
+        self.assertEqual(guard.delay(crashes + [now + 1], now + 1, othersReady=1), 1)
 
 
 class StartupPolicyTests(SynchronousTestCase):

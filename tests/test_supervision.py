@@ -84,6 +84,9 @@ class Harness:
         self.clock = Clock()
         self.spawned: list[FakeProcess] = []
         self.fatal: list[str] = []
+        # Not the machine's CPU count: every worker starts at once unless
+        # the test says otherwise.
+        config.setdefault("startConcurrency", 64)
         self.supervisor = Supervisor(
             self.clock,
             ClusterConfig(workers=workers, **config),
@@ -105,9 +108,13 @@ class Harness:
         self.supervisor.noteReady(process)
 
     def startAll(self) -> list[FakeProcess]:
+        """
+        Start the workers and make each ready, those that wait their turn
+        (C{startConcurrency}) included.
+        """
         self.supervisor.start()
-        for process in list(self.spawned):
-            self.ready(process)
+        while any(p.state == STARTING for p in self.spawned):
+            self.ready(next(p for p in self.spawned if p.state == STARTING))
         return list(self.spawned)
 
     def logged(self, fragment: str) -> list[dict[str, Any]]:

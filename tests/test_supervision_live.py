@@ -213,7 +213,8 @@ class RollingRestartTests(TestCase):
     async def test_newWorkerThatCannotLoadTheAppAbortsTheRollout(self) -> None:
         """
         A deploy that breaks the app: SIGHUP starts one new worker, which
-        fails; the roll-out stops there and the old workers keep serving.
+        fails; the roll-out stops there, its log line says where the new
+        worker failed, and the old workers keep serving.
         """
         project = self.mktemp()
         os.makedirs(project)
@@ -229,8 +230,13 @@ class RollingRestartTests(TestCase):
         with open(module, "w") as f:
             f.write("this is not python\n")
         cluster.signal("HUP")
-        await waitUntil(lambda: events(cluster, "rolling restart aborted"), 20,
-                        "the aborted roll-out")
+        [aborted] = await waitUntil(lambda: events(cluster, "rolling restart aborted"),
+                                    20, "the aborted roll-out")
+        # Where the new worker failed, as fields: the last frame and the error.
+        self.assertEqual(
+            (aborted["error_file"], aborted["error_line"], aborted["exception"]),
+            (os.path.abspath(module), 1, "NameError: name 'this' is not defined"),
+        )
         self.assertEqual(len(cluster.started), 3)
         self.assertEqual(cluster.workers, old)
         for _ in range(4):
@@ -289,3 +295,47 @@ class RecyclingTests(TestCase):
         code, body = await get(cluster.url)
         self.assertEqual(int(body), cluster.workers[1])
         await waitUntil(lambda: not pidAlive(first), 10, "the old worker to exit")
+
+
+class CrashWhileServingTests(TestCase):
+    timeout = 60
+
+    async def test_poisonRequestEverySecondLeavesAWorkerReady(self) -> None:
+        """
+        One request a second that kills the worker serving it (C{os._exit}
+        in a handler), over two workers: every crashed worker is restarted
+        at once (the crash guard's rule: no delay under 30 crashes a minute
+        in a slot), a worker is ready at every moment of the master's log,
+        and a request sent right after each poison one is answered.  Before,
+        each slot's delay doubled with every crash (12.8-25.6 s after 40 s)
+        and the service fell to zero.
+        """
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--app", "tests.apps.poison.resource", waitReady=2
+        )
+        poisons = 8
+        for _ in range(poisons):
+            sent = time.monotonic()
+            with self.assertRaises(Exception):
+                await get(cluster.url + "poison", timeout=5)
+            code, _ = await get(cluster.url, timeout=2)
+            self.assertEqual(code, 200)
+            await sleep(max(0.0, 1.0 - (time.monotonic() - sent)))
+        restarts = await waitUntil(
+            lambda: len(events(cluster, "restarting in")) >= poisons
+            and events(cluster, "restarting in"),
+            10, "every crash to be restarted",
+        )
+        guard = ClusterConfig().crashGuard
+        for event in restarts:
+            self.assertEqual(event["cause"], "crash")
+            self.assertLessEqual(event["crashes"], guard.limit)
+            self.assertEqual(event["delay"], 0)
+        ready: set[int] = set()
+        for event in cluster.events:
+            fmt = event.get("log_format", "")
+            if fmt == "worker {worker_id} pid {pid} ready":
+                ready.add(event["pid"])
+            elif fmt.startswith("worker {worker_id} pid {pid} exited"):
+                ready.discard(event["pid"])
+                self.assertTrue(ready, f"no worker ready after pid {event['pid']} exited")

@@ -5,10 +5,11 @@ The cluster's settings, as one frozen value that every part reads.
 from __future__ import annotations
 
 import os
+import resource
 
 import attr
 
-from twisted_cluster.backoff import Backoff, StartupPolicy
+from twisted_cluster.backoff import Backoff, CrashGuard, StartupPolicy
 from twisted_cluster.listening import DEFAULT_BACKLOG
 from twisted_cluster.privileges import Credentials
 
@@ -26,9 +27,113 @@ def defaultWorkers() -> int:
 def defaultMaxWorkers() -> int:
     """
     The default ceiling on workers (C{--max-workers}): four per CPU, at
-    least 16.  A typo in C{scale 10000} must not fork the machine to death.
+    least 16, within what this process's limits allow (L{WorkerBound}).  A
+    typo in C{scale 10000} must not fork the machine to death.
     """
-    return max(16, 4 * defaultWorkers())
+    return WorkerBound.current().highest
+
+
+#: Descriptors the master holds for each worker: its control and hand-off
+#: sockets, and the pipes of its stdin, stdout, stderr and log.
+FDS_PER_WORKER = 6
+
+#: Descriptors the master keeps for itself (listening sockets, the control
+#: site, its log, connections in flight) when it bounds the workers by its
+#: open-file limit.
+FDS_RESERVED = 64
+
+
+def _softLimit(which: int) -> int | None:
+    soft, _ = resource.getrlimit(which)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class WorkerBound:
+    """
+    How many workers this master may run: a bound checked before anything
+    starts, so that C{--workers 100000} is one clear error rather than a
+    fork storm.
+
+    Two bounds, and the lower one applies:
+      - C{perCPU}: four workers per CPU, at least 16.  More workers than
+        that only share the same cores (each costs a Python process and its
+        app's memory); C{--allow-many-workers} lifts this bound.
+      - C{resources}: what the limits of this process allow.  Every worker
+        costs the master L{FDS_PER_WORKER} descriptors under
+        C{RLIMIT_NOFILE} (after L{FDS_RESERVED} for itself), and one
+        process under C{RLIMIT_NPROC}, of which the workers may take half
+        (not enforced for root).  Past this bound forks and socketpairs
+        fail, so no option lifts it: raise the limit (C{ulimit -n},
+        C{ulimit -u}) instead.
+
+    @ivar cpus: the CPUs this process may run on.
+    @ivar nofile: the soft C{RLIMIT_NOFILE}, C{None} when unlimited.
+    @ivar nproc: the soft C{RLIMIT_NPROC}, C{None} when unlimited or not
+        enforced (root).
+    """
+
+    cpus: int
+    nofile: int | None = None
+    nproc: int | None = None
+
+    @classmethod
+    def current(cls) -> "WorkerBound":
+        """
+        The bound of this process, from its CPU affinity and its limits.
+        """
+        return cls(
+            cpus=defaultWorkers(),
+            nofile=_softLimit(resource.RLIMIT_NOFILE),
+            nproc=None if os.geteuid() == 0 else _softLimit(resource.RLIMIT_NPROC),
+        )
+
+    @property
+    def perCPU(self) -> int:
+        """
+        The bound by CPUs: four per CPU, at least 16.
+        """
+        return max(16, 4 * self.cpus)
+
+    @property
+    def resources(self) -> int | None:
+        """
+        The bound by this process's limits (at least 1), C{None} when
+        unlimited.
+        """
+        bounds = []
+        if self.nofile is not None:
+            bounds.append((self.nofile - FDS_RESERVED) // FDS_PER_WORKER)
+        if self.nproc is not None:
+            bounds.append(self.nproc // 2)
+        return max(1, min(bounds)) if bounds else None
+
+    @property
+    def highest(self) -> int:
+        """
+        The most workers allowed without C{--allow-many-workers}.
+        """
+        return min(self.perCPU, self.resources or self.perCPU)
+
+    def refusal(self, option: str, count: int, allowMany: bool = False) -> str | None:
+        """
+        Why C{count} workers (asked by C{option}) are too many, in one line,
+        or C{None} when they are allowed.
+        """
+        if not allowMany and count > self.perCPU:
+            return (
+                f"{option} {count} is more than {self.perCPU} (4 per CPU, at least "
+                f"16, on {self.cpus} CPUs); pass --allow-many-workers to run more"
+            )
+        resources = self.resources
+        if resources is not None and count > resources:
+            return (
+                f"{option} {count} is more than the {resources} workers this "
+                f"process's limits allow (open files: {self.nofile or 'unlimited'}, "
+                f"{FDS_PER_WORKER} per worker; processes: {self.nproc or 'unlimited'}, "
+                f"half for workers); raise them with ulimit -n / ulimit -u"
+            )
+        return None
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -57,7 +162,11 @@ class ClusterConfig:
         recycled, plus up to 10% jitter (0: never).
     @ivar maxMemory: resident memory in MB past which a worker is recycled
         (0: never).
-    @ivar backoff: the restart delays.
+    @ivar backoff: the delays between start-up attempts of a slot whose
+        workers cannot start.
+    @ivar crashGuard: when a worker that crashed while serving is restarted.
+    @ivar startConcurrency: the most workers starting (spawned, not ready
+        yet) at a time; the others wait their turn (default: the CPUs).
     @ivar startup: when failing start-ups stop the master.
     @ivar python: the interpreter that runs the workers.
     @ivar pythonPath: directories put first on the workers' C{PYTHONPATH},
@@ -93,6 +202,8 @@ class ClusterConfig:
     maxConnections: int = 0
     maxMemory: float = 0
     backoff: Backoff = Backoff()
+    crashGuard: CrashGuard = CrashGuard()
+    startConcurrency: int = attr.ib(factory=defaultWorkers)
     startup: StartupPolicy = StartupPolicy()
     python: str = attr.ib(factory=lambda: __import__("sys").executable)
     pythonPath: tuple[str, ...] = ()

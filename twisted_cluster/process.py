@@ -8,6 +8,7 @@ L{WorkerProcess} knows how to start and talk to one process; the decisions
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -58,6 +59,18 @@ def workerEnvironment(pythonPath: tuple[str, ...] = ()) -> dict[str, str]:
     first = [here] + [p for p in pythonPath if p != here]
     env["PYTHONPATH"] = os.pathsep.join(first + [p for p in paths if p not in first])
     return env
+
+
+class SpawnFailed(Exception):
+    """
+    A worker process could not be started; C{str()} says why, in one line
+    (C{"EAGAIN: Resource temporarily unavailable"}).
+    """
+
+
+def _describeOSError(error: OSError) -> str:
+    name = errno.errorcode.get(error.errno or 0, "")
+    return f"{name}: {error.strerror}" if name else str(error)
 
 
 class _WorkerOutput(ProcessProtocol):
@@ -254,10 +267,20 @@ class WorkerProcess:
     def spawn(self) -> None:
         """
         Start the process with its control, hand-off and log channels.
+
+        A process that cannot be started (the fork refused: C{EAGAIN} under
+        C{RLIMIT_NPROC}, C{ENOMEM}; no descriptor left for a channel:
+        C{EMFILE}, C{ENFILE}) leaves nothing open behind: it is L{STOPPED}
+        and L{ended} has fired with a L{SpawnFailed} when this returns.  To
+        the supervisor a spawn that fails is one more start-up that failed.
+        A process started whose control channel cannot be opened is killed:
+        it ends like a worker that exited before it was ready.
         """
-        controlOurs, controlTheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        handoffOurs, handoffTheirs = socketpair()
+        opened: list[socket.socket] = []
         try:
+            opened += socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            opened += socketpair()
+            controlOurs, controlTheirs, handoffOurs, handoffTheirs = opened
             self.transport = self._reactor.spawnProcess(
                 _WorkerOutput(self),
                 self._python,
@@ -273,21 +296,39 @@ class WorkerProcess:
                     LOG_FD: "r",
                 },
             )
-        except BaseException:
-            handoffTheirs.close()
-            raise
-        finally:
-            controlTheirs.close()
-        # The worker's end stays open here too: what the worker has not
-        # received yet can be taken back (see twisted_cluster.handoff).
+        except OSError as e:
+            for sock in opened:
+                sock.close()
+            self._spawnFailed(e)
+            return
+        controlTheirs.close()
+        # The worker's end of the hand-off channel stays open here too: what
+        # the worker has not received yet can be taken back (see
+        # twisted_cluster.handoff).
         handoffTheirs.setblocking(False)
         self.pid = self.transport.pid
-        control = self.control = MasterControl(self, self._appLocator)
-        controlOurs.setblocking(False)
-        self._reactor.adoptStreamConnection(
-            controlOurs.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control)
-        )
-        controlOurs.close()
+        control = MasterControl(self, self._appLocator)
+        try:
+            controlOurs.setblocking(False)
+            self._reactor.adoptStreamConnection(
+                controlOurs.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control)
+            )
+        except OSError as e:
+            # adoptStreamConnection dup()s the socket: EMFILE.
+            handoffOurs.close()
+            handoffTheirs.close()
+            log.warn(
+                "worker {worker_id} pid {pid}: cannot open its control channel "
+                "({error}): killing it",
+                worker_id=self.workerId,
+                pid=self.pid,
+                error=_describeOSError(e),
+            )
+            self.signal("KILL")
+            return
+        finally:
+            controlOurs.close()
+        self.control = control
         self.handoff = HandoffSender(
             self._reactor,
             handoffOurs,
@@ -298,6 +339,11 @@ class WorkerProcess:
             peer=handoffTheirs,
             onReclaim=lambda connections: self._onReclaim(self, connections),
         )
+
+    def _spawnFailed(self, error: OSError) -> None:
+        self.state = STOPPED
+        self.transport = None
+        self.ended.callback(Failure(SpawnFailed(_describeOSError(error))))
 
     def _readyReceived(self) -> None:
         if self.state == STARTING:
@@ -365,6 +411,8 @@ class WorkerProcess:
         How the process ended, in words: C{"exit 3"}, C{"signal KILL"}.
         """
         value = reason.value
+        if isinstance(value, SpawnFailed):
+            return f"spawn failed: {value}"
         sig = getattr(value, "signal", None)
         if sig is not None:
             try:

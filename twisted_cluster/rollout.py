@@ -14,7 +14,20 @@ from typing import Any, Mapping
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from twisted_cluster.startfailure import StartFailure
+
 log = Logger()
+
+
+def _why(failure: StartFailure | None) -> str:
+    """
+    How the new worker failed, for the text of the abort line:
+    C{" (exit 3 at app.py:12: NameError: name 'x' is not defined)"}.
+    """
+    if failure is None:
+        return ""
+    where = f" at {failure.file}:{failure.line}: {failure.exception}" if failure.file else ""
+    return f" ({failure.how}{where})"
 
 
 class RolloutPlan:
@@ -79,8 +92,8 @@ class RollingRestart:
 
     def __init__(self, supervisor: Any) -> None:
         """
-        @param supervisor: gives C{slotPids()}, C{replace(workerId, cause)}
-            and C{stopping}.
+        @param supervisor: gives C{slotPids()}, C{replace(workerId, cause)},
+            C{replacementFailure(workerId)} and C{stopping}.
         """
         self._supervisor = supervisor
         self._plan = RolloutPlan()
@@ -137,10 +150,13 @@ class RollingRestart:
                 # The slot was removed (SIGTTOU) meanwhile: nothing to roll.
                 self._step(replaced)
             else:
+                failure = supervisor.replacementFailure(workerId)
                 log.error(
                     "rolling restart aborted: the new worker {worker_id} failed to "
-                    "start; the old workers keep serving",
+                    "start{why}; the old workers keep serving",
                     worker_id=workerId,
+                    why=_why(failure),
+                    **(failure.fields() if failure is not None else {}),
                 )
                 self._finish(False)
 

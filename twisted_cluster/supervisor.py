@@ -1,10 +1,13 @@
 """
 Keep the configured number of workers running.
 
-The supervisor spawns workers, notices when they exit, restarts them with
-exponential backoff, and tells a worker that cannot start (a bad C{--app})
-from one that had bad luck.  It stops them gracefully: drain, wait for the
-grace period, SIGKILL what is left.
+The supervisor spawns workers, notices when they exit and restarts them.
+A worker that crashed while serving (it had been ready) is replaced at
+once, unless its slot is in a crash loop; one that cannot start (a bad
+C{--app}, a fork refused) is retried with exponential backoff, and stops
+the master when start-ups keep failing with no worker left serving.  It
+stops them gracefully: drain, wait for the grace period, SIGKILL what is
+left.
 
 It decides with the pure objects of L{twisted_cluster.backoff}, and acts
 through L{WorkerProcess}: tests drive it with a fake process factory and a
@@ -22,7 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_cluster.config import ClusterConfig
-from twisted_cluster.process import READY, STARTING, STOPPED, WorkerProcess
+from twisted_cluster.process import READY, STARTING, STOPPED, SpawnFailed, WorkerProcess
+from twisted_cluster.startfailure import StartFailure
 
 log = Logger()
 
@@ -30,15 +34,30 @@ log = Logger()
 CRASH, HANG, RECYCLE, ROLLOUT, STARTUP = "crash", "hang", "recycle", "rollout", "startup"
 
 
-@attr.s(auto_attribs=True)
+def _cancelling(result: Any, call: Any) -> Any:
+    """
+    Cancel the delayed C{call} (a SIGKILL) if it is still pending, and pass
+    C{result} on: added to a process's C{ended}, once it is gone.
+    """
+    if call.active():
+        call.cancel()
+    return result
+
+
+@attr.s(auto_attribs=True, eq=False)
 class _Slot:
     """
     One place in the pool: the process that fills it and its restart record.
+    Compared by identity: a slot removed and one added since under the same
+    id are two slots.
     """
 
     workerId: int
     process: WorkerProcess | None = None
+    #: Start-ups that failed in a row (reset when a worker is ready).
     failures: int = 0
+    #: When its workers crashed while serving, within the crash window.
+    crashes: list = attr.ib(factory=list)
     restart: Any = None
     restarts: int = 0
     #: The process starting to replace C{process} (rolling restart, recycling).
@@ -47,6 +66,8 @@ class _Slot:
     cause: str = ""
     #: Fired with whether C{pending} took over the slot.
     waiters: list = attr.ib(factory=list)
+    #: How the last replacement that failed to start failed.
+    replacementFailure: StartFailure | None = None
 
 
 class Supervisor:
@@ -73,6 +94,8 @@ class Supervisor:
         self._makeProcess = makeProcess
         self._onFatal = onFatal
         self._slots: dict[int, _Slot] = {}
+        #: Slots waiting for their turn to start (L{_spawn}), in order.
+        self._queued: list[_Slot] = []
         self._retired: set[WorkerProcess] = set()
         self._startupFailures = 0
         self._shownErrors: set[str] = set()
@@ -131,33 +154,84 @@ class Supervisor:
         slot = self._slots.get(workerId)
         return slot.restarts if slot else 0
 
+    def replacementFailure(self, workerId: int) -> StartFailure | None:
+        """
+        How the last replacement of slot C{workerId} that failed to start
+        (L{replace} fired C{False}) failed, if one did.
+        """
+        slot = self._slots.get(workerId)
+        return slot.replacementFailure if slot else None
+
     # Actions
 
     def start(self) -> None:
         """
-        Spawn the configured number of workers.
+        Spawn the configured number of workers, C{startConcurrency} at a
+        time: the others start as soon as one of those is ready (or failed).
         """
         for workerId in range(1, self._config.workers + 1):
+            if self._fatal:
+                # Every spawn failed: no point forking the rest.
+                return
             self._slots[workerId] = _Slot(workerId)
             self._spawn(self._slots[workerId])
 
-    def _spawn(self, slot: _Slot) -> WorkerProcess:
+    def _spawn(self, slot: _Slot) -> WorkerProcess | None:
+        """
+        Start a process in C{slot}, or queue the slot when
+        C{startConcurrency} workers are starting already: started together
+        on a few cores, N workers all become ready only after N start-ups'
+        worth of CPU, so the first one serves much later than if it had
+        the cores to itself.
+
+        @return: the process started, C{None} when queued.
+        """
         slot.restart = None
+        if self._starting() >= self._config.startConcurrency:
+            if slot not in self._queued:
+                self._queued.append(slot)
+                log.info(
+                    "worker {worker_id} waits its turn to start: {starting} "
+                    "workers starting",
+                    worker_id=slot.workerId,
+                    starting=self._starting(),
+                )
+            return None
         process = self._makeProcess(slot.workerId)
         slot.process = process
         return self._launch(process)
 
+    def _starting(self) -> int:
+        return sum(1 for p in self.processes() if p.state == STARTING)
+
+    def _startQueued(self) -> None:
+        """
+        Start queued slots while fewer than C{startConcurrency} workers are
+        starting.
+        """
+        while (
+            self._queued
+            and not self.stopping
+            and self._starting() < self._config.startConcurrency
+        ):
+            slot = self._queued.pop(0)
+            if self._slots.get(slot.workerId) is slot and slot.process is None:
+                self._spawn(slot)
+
     def _launch(self, process: WorkerProcess) -> WorkerProcess:
         process.spawn()
-        log.info(
-            "worker {worker_id} pid {pid} started",
-            worker_id=process.workerId,
-            pid=process.pid,
-        )
-        timeout = self._reactor.callLater(
-            self._config.startTimeout, self._startTimedOut, process
-        )
-        # addBoth: "ended" fires with a Failure (the exit reason).
+        timeout = None
+        if process.state != STOPPED:
+            log.info(
+                "worker {worker_id} pid {pid} started",
+                worker_id=process.workerId,
+                pid=process.pid,
+            )
+            timeout = self._reactor.callLater(
+                self._config.startTimeout, self._startTimedOut, process
+            )
+        # addBoth: "ended" fires with a Failure (the exit reason); at once
+        # when the spawn failed.
         process.ended.addBoth(self._exited, process, timeout)
         return process
 
@@ -179,12 +253,25 @@ class Supervisor:
         start-up).
         """
         process.signal("TERM")
-        self._reactor.callLater(self._config.killTimeout, process.signal, "KILL")
+        killer = self._reactor.callLater(
+            self._config.killTimeout, process.signal, "KILL"
+        )
+        process.ended.addBoth(_cancelling, killer)
 
     def _exited(self, reason: Failure, process: WorkerProcess, timeout: Any) -> None:
-        if timeout.active():
+        if timeout is not None and timeout.active():
             timeout.cancel()
+        self._handleExit(reason, process)
+        self._startQueued()
+
+    def _handleExit(self, reason: Failure, process: WorkerProcess) -> None:
         how = process.exitDescription(reason)
+        if reason.check(SpawnFailed):
+            log.error(
+                "worker {worker_id} could not be started: {error}",
+                worker_id=process.workerId,
+                error=str(reason.value),
+            )
         slot = self._slots.get(process.workerId)
         if slot is not None and slot.pending is process:
             self._replacementFailed(slot, process, how)
@@ -204,16 +291,15 @@ class Supervisor:
             return
         assert slot is not None
         if process.readyAt is None:
-            self._startFailed(slot, process, how)
+            self._startFailed(slot, process, how, reason)
             if self._fatal:
                 return
             cause = STARTUP
+            slot.failures += 1
+            delay = self._config.backoff.delay(slot.failures)
         else:
-            self._startupFailures = 0
             cause = process.exitCause or CRASH
-        uptime = self._reactor.seconds() - process.startedAt
-        slot.failures = self._config.backoff.failuresAfterExit(slot.failures, uptime)
-        delay = self._config.backoff.delay(slot.failures)
+            delay = self._crashDelay(slot)
         self.restarts[cause] += 1
         slot.restarts += 1
         if slot.pending is not None:
@@ -234,10 +320,24 @@ class Supervisor:
             how=how,
             cause=cause,
             delay=delay,
+            crashes=len(slot.crashes),
+            failures=slot.failures,
         )
         slot.restart = self._reactor.callLater(delay, self._spawn, slot)
 
-    def _startFailed(self, slot: _Slot, process: WorkerProcess, how: str) -> None:
+    def _crashDelay(self, slot: _Slot) -> float:
+        """
+        Record a crash of C{slot}'s worker, which had been serving, and
+        choose its restart delay with the crash guard.
+        """
+        guard = self._config.crashGuard
+        now = self._reactor.seconds()
+        slot.crashes = guard.recent(slot.crashes, now) + [now]
+        return guard.delay(slot.crashes, now, len(self.ready()))
+
+    def _startFailed(
+        self, slot: _Slot, process: WorkerProcess, how: str, reason: Failure
+    ) -> None:
         self._startupFailures += 1
         error = process.appError
         if error is not None and error not in self._shownErrors:
@@ -249,13 +349,14 @@ class Supervisor:
                 error=error,
                 details=process.appErrorDetails,
             )
-        timedOut = (
-            f"worker not ready within --start-timeout {self._config.startTimeout:g}s"
-            if process.exitCause == STARTUP  # killed by _startTimedOut
-            else None
-        )
+        if reason.check(SpawnFailed):
+            why: str | None = f"cannot start a worker process: {reason.value}"
+        elif process.exitCause == STARTUP:  # killed by _startTimedOut
+            why = f"worker not ready within --start-timeout {self._config.startTimeout:g}s"
+        else:
+            why = None
         verdict = self._config.startup.judge(
-            self._startupFailures, self.everReady, error, len(self.ready()), timedOut
+            self._startupFailures, self.everReady, error, len(self.ready()), why
         )
         if verdict.fatal:
             self._fatal = True
@@ -275,17 +376,21 @@ class Supervisor:
         Record that C{process} is ready (called by the master).
         """
         self.everReady = True
+        self._startupFailures = 0
         log.info(
             "worker {worker_id} pid {pid} ready",
             worker_id=process.workerId,
             pid=process.pid,
         )
         slot = self._slots.get(process.workerId)
+        if slot is not None and process in (slot.process, slot.pending):
+            slot.failures = 0
         if slot is not None and slot.pending is process:
             self._takeOver(slot, process)
         elif process in self._retired:
             # Removed (or stopped) while it was starting: it takes no work.
             process.drain()
+        self._startQueued()
 
     # Replacing, resizing
 
@@ -341,14 +446,17 @@ class Supervisor:
     def _replacementFailed(self, slot: _Slot, process: WorkerProcess, how: str) -> None:
         slot.pending = None
         old = slot.process
+        failure = slot.replacementFailure = StartFailure.fromWorker(
+            how, process.appError, process.appErrorDetails
+        )
         log.error(
-            "worker {worker_id} pid {pid} exited before it was ready ({how}{error}): "
-            "{outcome}",
+            "worker {worker_id} pid {pid} exited before it was ready ({how}"
+            "{error_text}): {outcome}",
             worker_id=process.workerId,
             pid=process.pid,
-            how=how,
-            error=f": {process.appError}" if process.appError else "",
+            error_text=f": {process.appError}" if process.appError else "",
             outcome=f"pid {old.pid} keeps serving" if old else "no replacement",
+            **failure.fields(),
         )
         if old is None and not self.stopping:
             slot.failures += 1
@@ -371,13 +479,7 @@ class Supervisor:
         killer = self._reactor.callLater(
             self._config.gracePeriod, self._killAll, [process]
         )
-
-        def cancelKiller(result: Any) -> Any:
-            if killer.active():
-                killer.cancel()
-            return result
-
-        process.ended.addBoth(cancelKiller)
+        process.ended.addBoth(_cancelling, killer)
 
     def killHung(self, process: WorkerProcess) -> None:
         """
@@ -411,7 +513,7 @@ class Supervisor:
         log.info(
             "worker {worker_id} pid {pid} added; workers: {count}",
             worker_id=workerId,
-            pid=process.pid,
+            pid=process.pid if process else None,
             count=len(self._slots),
         )
         return workerId
@@ -434,6 +536,8 @@ class Supervisor:
         slot = self._slots.pop(workerId)
         if slot.restart is not None and slot.restart.active():
             slot.restart.cancel()
+        if slot in self._queued:
+            self._queued.remove(slot)
         for process in (slot.process, slot.pending):
             if process is not None:
                 self._retired.add(process)
@@ -455,6 +559,7 @@ class Supervisor:
         then SIGKILL what is left.  Fires when every process is gone.
         """
         self._stopping = True
+        self._queued.clear()
         for slot in self._slots.values():
             if slot.restart is not None and slot.restart.active():
                 slot.restart.cancel()
@@ -476,14 +581,7 @@ class Supervisor:
         killer = self._reactor.callLater(
             self._config.gracePeriod, self._killAll, processes
         )
-        done = DeferredList(waits)
-
-        def cancelKiller(result: Any) -> Any:
-            if killer.active():
-                killer.cancel()
-            return result
-
-        return done.addBoth(cancelKiller)
+        return DeferredList(waits).addBoth(_cancelling, killer)
 
     def _killAll(self, processes: list[WorkerProcess]) -> None:
         for process in processes:
@@ -502,6 +600,7 @@ class Supervisor:
         they are all reaped.
         """
         self._stopping = True
+        self._queued.clear()
         for slot in self._slots.values():
             if slot.restart is not None and slot.restart.active():
                 slot.restart.cancel()

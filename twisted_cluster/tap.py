@@ -21,7 +21,7 @@ from twisted.python import usage
 
 from twisted_cluster.apploading import AppLoadError, checkApp, resolveName
 from twisted_cluster.clusterapp import ClusterApp
-from twisted_cluster.config import ClusterConfig, defaultMaxWorkers, defaultWorkers
+from twisted_cluster.config import ClusterConfig, WorkerBound, defaultWorkers
 from twisted_cluster.dispatch import POLICIES
 from twisted_cluster.listening import DEFAULT_BACKLOG, ListenError
 from twisted_cluster.master import ClusterService
@@ -186,13 +186,15 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
+    optFlags = [
+        ["allow-many-workers", None,
+         "Allow --workers and --max-workers past 4 per CPU (at least 16).  "
+         "The bound set by this process's open-file and process limits "
+         "still applies (see docs/operations.md, Restart rules)."],
+    ]
+
     def postOptions(self) -> None:
-        if self["workers"] is None:
-            self["workers"] = defaultWorkers()
-        if self["max-workers"] is None:
-            self["max-workers"] = max(defaultMaxWorkers(), self["workers"])
-        if self["workers"] > self["max-workers"]:
-            die(f"--workers {self['workers']} is more than --max-workers {self['max-workers']}")
+        self._checkWorkers(WorkerBound.current())
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
         try:
@@ -200,6 +202,24 @@ class Options(usage.Options):
             checkCanSwitch(self["credentials"])
         except PrivilegeError as e:
             die(str(e))
+
+    def _checkWorkers(self, bound: WorkerBound) -> None:
+        """
+        Settle C{--workers} and C{--max-workers} within C{bound}: a count
+        past it stops here, before any process starts, with one line.
+        """
+        allowMany = bool(self["allow-many-workers"])
+        if self["workers"] is None:
+            self["workers"] = min(defaultWorkers(), bound.highest)
+        for option in ("workers", "max-workers"):
+            if self[option] is not None:
+                refusal = bound.refusal(f"--{option}", self[option], allowMany)
+                if refusal is not None:
+                    die(refusal)
+        if self["max-workers"] is None:
+            self["max-workers"] = max(bound.highest, self["workers"])
+        if self["workers"] > self["max-workers"]:
+            die(f"--workers {self['workers']} is more than --max-workers {self['max-workers']}")
 
     def config(self) -> ClusterConfig:
         """

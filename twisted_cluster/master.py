@@ -156,6 +156,10 @@ class ClusterService(ForwardingMasterContext, Service):
         self.returned = 0
         self._stopped: Deferred[None] | None = None
         self.control: ControlServer | None = None
+        #: The scheduling policy workers set back at start (the command
+        #: line's master yields to its workers, see
+        #: L{twisted_cluster.scheduling}); C{None}: they keep the master's.
+        self.workerPolicy: int | None = None
 
     # Start-up
 
@@ -247,6 +251,7 @@ class ClusterService(ForwardingMasterContext, Service):
             drainTimeout=self.config.gracePeriod,
             pythonPath=self.config.pythonPath,
             ackDelay=ACK_DELAY,
+            schedPolicy=self.workerPolicy,
             **_credentialFields(self.config),
         )
         return WorkerProcess(

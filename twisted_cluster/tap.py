@@ -27,6 +27,7 @@ from twisted_cluster.listening import DEFAULT_BACKLOG, ListenError
 from twisted_cluster.master import ClusterService
 from twisted_cluster.pidfile import PIDFile, PIDFileError
 from twisted_cluster.privileges import PrivilegeError, checkCanSwitch, resolveCredentials
+from twisted_cluster.scheduling import yieldToWorkers
 
 log = Logger()
 
@@ -162,6 +163,15 @@ class Options(usage.Options):
          "Let every client that can connect use the control site: no token over "
          "TCP, no peer uid check on UNIX sockets.  Any local user (and the "
          "workers' code) can then restart and resize the cluster."],
+        ["allow-many-workers", None,
+         "Allow --workers and --max-workers past 4 per CPU (at least 16).  "
+         "The bound set by this process's open-file and process limits "
+         "still applies (see docs/operations.md, Restart rules)."],
+        ["master-normal-priority", None,
+         "Keep the master in the scheduler's normal class.  By default it "
+         "runs as SCHED_BATCH (its workers stay normal), so that on busy "
+         "cores it does not preempt them and accepts connections in batches; "
+         "on idle cores it runs at once (see docs/performance.md)."],
     ]
 
     def __init__(self) -> None:
@@ -186,12 +196,6 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
-    optFlags = [
-        ["allow-many-workers", None,
-         "Allow --workers and --max-workers past 4 per CPU (at least 16).  "
-         "The bound set by this process's open-file and process limits "
-         "still applies (see docs/operations.md, Restart rules)."],
-    ]
 
     def postOptions(self) -> None:
         self._checkWorkers(WorkerBound.current())
@@ -390,5 +394,7 @@ def makeService(options: Options) -> ClusterService:
         service.checkConfig()
     except ListenError as e:
         die(str(e))
+    if not options["master-normal-priority"]:
+        service.workerPolicy = yieldToWorkers()
     reactor.callWhenRunning(installSignals, reactor, service)
     return service

@@ -42,6 +42,7 @@ from twisted_cluster.calling import AppResponders
 from twisted_cluster.contexts import WorkerContext
 from twisted_cluster.handoff import HandoffReceiver
 from twisted_cluster.privileges import Credentials, PrivilegeError, dropPrivileges
+from twisted_cluster.scheduling import restorePolicy
 from twisted_cluster.tracking import ConnectionTracker
 from twisted_cluster.wrapping import WrappingError, wrapperFor
 from twisted_cluster.workerlog import logToMaster
@@ -90,6 +91,9 @@ class WorkerConfig:
     @ivar groups: that user's supplementary groups.
     @ivar pythonPath: directories put first on the worker's C{PYTHONPATH}
         (after C{twisted_cluster}'s own), so that it imports the app.
+    @ivar schedPolicy: the scheduling policy the worker sets back at start
+        (the master's before it yielded to its workers, see
+        L{twisted_cluster.scheduling}), or C{None} to keep the inherited one.
     @ivar ackDelay: seconds the worker may wait to acknowledge adoptions
         (L{twisted_cluster.handoff.HandoffReceiver}): 0 unless the master
         holds the worker's end of the hand-off channel.
@@ -105,6 +109,7 @@ class WorkerConfig:
     groups: tuple[int, ...] = attr.ib(default=(), converter=tuple)
     pythonPath: tuple[str, ...] = attr.ib(default=(), converter=_strings)
     ackDelay: float = 0.0
+    schedPolicy: int | None = None
 
     def toJSON(self) -> str:
         return json.dumps(attr.asdict(self))
@@ -404,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     argv = sys.argv if argv is None else argv
     config = WorkerConfig.fromJSON(argv[1])
+    restorePolicy(config.schedPolicy)
     # `cd myproject && twist cluster --app mymod.resource` must find mymod.
     cwd = os.getcwd()
     if cwd not in sys.path:

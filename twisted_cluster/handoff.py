@@ -401,7 +401,7 @@ class HandoffSender:
         peer = self._peer
         if peer is None or self._lost:
             return []
-        firsts: list[tuple[int, int]] = []
+        firsts: list[tuple[tuple[int, int], int]] = []
         while True:
             try:
                 payload, ancillary, _, _ = peer.recvmsg(

@@ -23,7 +23,8 @@ C{--rounds N}), wrk's p50/p99 latency, the server's CPU time per request
 (master plus workers, in microseconds: what a request costs, which other
 load disturbs less than requests/s), the master's share of it (the
 process that accepts: what bounds how many workers one master can feed),
-and how busy the whole machine was during the run (every process on it,
+the load generator's own CPU time per request (it runs on the same cores,
+so it bounds the ratio two cores can give), and how busy the whole machine was during the run (every process on it,
 in percent of all its cores).  Before the sweep it reads the load average
 and the CPU time stolen by the hypervisor, and warns when the machine was
 not quiet: figures from a loaded machine mislead (issue 7 was closed on
@@ -433,6 +434,12 @@ def _median(values: list[float]) -> float | None:
 Key = tuple[str, str, int]
 
 
+def _loadCost(load: Load) -> float | None:
+    # The load generator's CPU time per request, in us: on the same cores
+    # as the servers, it bounds what two cores can serve (docs/performance.md).
+    return 1e4 * load.loadCPU / load.requests if load.requests else None
+
+
 def table(results: dict[Key, Result], names: list[str], regimes: list[str],
           concurrencies: list[int]) -> str:
     """
@@ -440,8 +447,8 @@ def table(results: dict[Key, Result], names: list[str], regimes: list[str],
     same point.
     """
     lines = ["| regime | -c | server | req/s | vs single Twisted | p50 ms | p99 ms "
-             "| CPU us/req | master us/req | machine busy % | errors |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| CPU us/req | master us/req | load gen us/req | machine busy % | errors |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for regime in regimes:
         for c in concurrencies:
             base = results[(names[0], regime, c)]
@@ -454,6 +461,7 @@ def table(results: dict[Key, Result], names: list[str], regimes: list[str],
                     f"| {_fmt(r.median(lambda l: l.p99), '.2f')} "
                     f"| {_fmt(_median(r.costs), '.0f')} "
                     f"| {_fmt(_median(r.masterCosts), '.0f')} "
+                    f"| {_fmt(r.median(_loadCost), '.0f')} "
                     f"| {_fmt(_median(r.busy), '.0f')} "
                     f"| {sum(l.errors for l in r.runs)} |"
                 )

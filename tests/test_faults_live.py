@@ -9,7 +9,6 @@ The clients are blocking sockets in threads, with time-outs.
 from __future__ import annotations
 
 import os
-import resource
 import selectors
 import signal
 import socket
@@ -19,6 +18,7 @@ import time
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from benchmarks.chaos import leaveRoom
 from tests.support import ClusterProcess, pidAlive, sleep, waitUntil
 
 _REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
@@ -29,20 +29,6 @@ def descriptorCount(pid: int) -> int:
     How many descriptors process C{pid} has open.
     """
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def limitDescriptors(pid: int, room: int) -> None:
-    """
-    Set process C{pid}'s C{RLIMIT_NOFILE} so that it can open C{room} more
-    descriptors (the kernel gives the lowest free numbers below the limit).
-    """
-    used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
-    limit = free = 0
-    while free < room or limit in used:
-        if limit not in used:
-            free += 1
-        limit += 1
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
 
 
 class _Clients:
@@ -119,7 +105,7 @@ class DescriptorExhaustionTests(TestCase):
         baseline = descriptorCount(cluster.pid)
         workers = dict(cluster.workers)
         for pid in workers.values():
-            limitDescriptors(pid, 12)
+            leaveRoom(pid, 12)
         clients = _Clients(cluster.port, 60)
         self.addCleanup(clients.closeAll)
         answered = 0

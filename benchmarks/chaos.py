@@ -36,6 +36,7 @@ load and after it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -48,7 +49,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Callable
+from typing import Callable, Iterator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,6 +85,8 @@ class Cluster:
     """
     The master under test, its port, its log events, and which workers are
     ready at each moment.
+
+    @ivar status: the master's exit status, once stopped.
     """
 
     def __init__(self, workers: int, app: str, extra: list[str], log: str | None = None) -> None:
@@ -96,6 +99,7 @@ class Cluster:
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
         self.port: int | None = None
+        self.status: int | None = None
         self.ready: dict[int, int] = {}
         self.readyPids: set[int] = set()
         self.events: Counter[str] = Counter()
@@ -164,6 +168,22 @@ class Cluster:
                 except ProcessLookupError:
                     pass
             return self.process.wait(10)
+
+
+@contextlib.contextmanager
+def _running(options: argparse.Namespace, app: str) -> Iterator[tuple[Cluster, int]]:
+    """
+    Start the cluster of a scenario with C{app}, wait for its workers, and
+    yield it with its port; stop it on the way out (its exit status in
+    C{Cluster.status}), whatever happened meanwhile.
+    """
+    cluster = Cluster(options.workers, app, [], options.log)
+    try:
+        cluster.waitReady(options.workers)
+        assert cluster.port is not None
+        yield cluster, cluster.port
+    finally:
+        cluster.status = cluster.stop()
 
 
 def _get(port: int, path: str, timeout: float) -> tuple[str | None, float]:
@@ -286,12 +306,8 @@ def _settle(cluster: Cluster, baseline: int, seconds: float = 5) -> tuple[int, i
 
 def runKill(options: argparse.Namespace) -> None:
     rng = random.Random(options.seed)
-    cluster = Cluster(options.workers, "benchmarks.hello.resource", [], options.log)
     kills = hups = 0
-    try:
-        cluster.waitReady(options.workers)
-        assert cluster.port is not None
-        port = cluster.port
+    with _running(options, "benchmarks.hello.resource") as (cluster, port):
         before = cluster.figures()
         load = Load(options.clients, lambda stop: _get(port, "/", 10))
         started = time.monotonic()
@@ -317,13 +333,11 @@ def runKill(options: argparse.Namespace) -> None:
             load.stop()
         elapsed = time.monotonic() - started
         after = _settle(cluster, before[0])
-    finally:
-        status = cluster.stop()
 
     print(f"kill: workers {options.workers}, clients {options.clients}, "
           f"{elapsed:.1f} s, SIGKILL every {options.kill_every:g} s, "
           f"SIGHUP every {options.hup_every:g} s")
-    _report(cluster, load, elapsed, before, after, status)
+    _report(cluster, load, elapsed, before, after, cluster.status)
     print(f"workers killed:    {kills}")
     print(f"failures per kill: {load.failed / max(kills, 1):.2f}")
     # A SIGHUP during a roll-out extends it: fewer roll-outs than signals.
@@ -334,11 +348,7 @@ def runKill(options: argparse.Namespace) -> None:
 
 
 def runDescriptors(options: argparse.Namespace) -> None:
-    cluster = Cluster(options.workers, "benchmarks.hello.resource", [], options.log)
-    try:
-        cluster.waitReady(options.workers)
-        assert cluster.port is not None
-        port = cluster.port
+    with _running(options, "benchmarks.hello.resource") as (cluster, port):
         for pid in cluster.ready.values():
             leaveRoom(pid, options.room)
         before = cluster.figures()
@@ -354,23 +364,17 @@ def runDescriptors(options: argparse.Namespace) -> None:
         load.stop()
         elapsed = time.monotonic() - started
         after = _settle(cluster, before[0])
-    finally:
-        status = cluster.stop()
     print(f"descriptors: workers {options.workers} with room for {options.room} "
           f"descriptors each, {options.clients} keep-alive clients holding each "
           f"connection {options.hold:g} s, {elapsed:.1f} s")
-    _report(cluster, load, elapsed, before, after, status)
+    _report(cluster, load, elapsed, before, after, cluster.status)
     print(f"master fds peak:   {peak}")
     print(f"refusal episodes:  {cluster.count('worker {worker_id} pid {pid} could not take')}")
 
 
 def runPoison(options: argparse.Namespace) -> None:
-    cluster = Cluster(options.workers, "benchmarks.poison.resource", [], options.log)
     poisoned = 0
-    try:
-        cluster.waitReady(options.workers)
-        assert cluster.port is not None
-        port = cluster.port
+    with _running(options, "benchmarks.poison.resource") as (cluster, port):
         before = cluster.figures()
         load = Load(options.clients, lambda stop: _get(port, "/", 10))
         started = time.monotonic()
@@ -393,21 +397,15 @@ def runPoison(options: argparse.Namespace) -> None:
         load.stop()
         elapsed = time.monotonic() - started
         after = _settle(cluster, before[0])
-    finally:
-        status = cluster.stop()
     print(f"poison: workers {options.workers}, clients {options.clients}, "
           f"{elapsed:.1f} s, one GET /poison a second")
-    _report(cluster, load, elapsed, before, after, status)
+    _report(cluster, load, elapsed, before, after, cluster.status)
     print(f"poison requests:   {poisoned}")
     print(f"workers ready:     at least {fewest}; none ready for {noneReady:.1f} s")
 
 
 def runStop(options: argparse.Namespace) -> None:
-    cluster = Cluster(options.workers, "benchmarks.hello.resource", [], options.log)
-    try:
-        cluster.waitReady(options.workers)
-        assert cluster.port is not None
-        port = cluster.port
+    with _running(options, "benchmarks.hello.resource") as (cluster, port):
         before = cluster.figures()
         load = Load(options.clients, lambda stop: _get(port, "/", 30))
         time.sleep(2)
@@ -422,11 +420,9 @@ def runStop(options: argparse.Namespace) -> None:
         load.stop()
         elapsed = options.duration
         after = _settle(cluster, before[0])
-    finally:
-        status = cluster.stop()
     print(f"stop: workers {options.workers}, clients {options.clients}, worker 1 "
           f"stopped (SIGSTOP) from 2 s to {options.duration:g} s, then SIGCONT")
-    _report(cluster, load, elapsed, before, after, status)
+    _report(cluster, load, elapsed, before, after, cluster.status)
     print(f"while stopped:     {servedMeanwhile} requests served by the others, "
           f"{load.slow} held by the stopped worker (answered after SIGCONT)")
 

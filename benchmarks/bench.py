@@ -628,8 +628,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# load: {options.load} -t{options.threads} -c{options.connections} "
           f"-d{options.duration:g}s, {options.rounds} round(s)", flush=True)
     load, busy, steal = quietness()
-    print(f"# before the run: load average {load:.2f}, machine {busy:.0f}% busy, "
-          f"{steal:.1f}% stolen", flush=True)
+    print(f"# before the run: load average (1 min) {load:.2f}; over the last second "
+          f"the machine was {busy:.0f}% busy, {steal:.1f}% stolen", flush=True)
     if load > 1.5 or busy > 15 or steal > 2:
         print("# WARNING: the machine is not quiet: other load distorts every figure "
               "(ratios least, requests/s most); quote none of them", flush=True)

@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     server = bench.servers(options)[1]
     load, busy, steal = bench.quietness()
     print(f"# {bench.machine()}")
-    print(f"# before the run: load average {load:.2f}, machine {busy:.0f}% busy, "
-          f"{steal:.1f}% stolen; master on CPU {cpus[0]}, workers and wrk on "
+    print(f"# before the run: load average (1 min) {load:.2f}; over the last second "
+          f"the machine was {busy:.0f}% busy, {steal:.1f}% stolen; master on CPU "
+          f"{cpus[0]}, workers and wrk on "
           f"{','.join(map(str, sorted(rest)))}", flush=True)
     # wrk, started by this process, inherits its affinity.
     os.sched_setaffinity(0, rest)

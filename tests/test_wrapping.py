@@ -23,13 +23,8 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from twisted_cluster.tracking import ConnectionTracker
-from twisted_cluster.wrapping import (
-    REFUSAL_LOG_INTERVAL,
-    WrappingError,
-    endpointKind,
-    v1HeaderProblem,
-    wrapperFor,
-)
+from twisted_cluster.proxyheader import REFUSAL_LOG_INTERVAL, v1HeaderProblem
+from twisted_cluster.wrapping import WrappingError, endpointKind, wrapperFor
 
 
 def selfSignedPEM(hostname: str = "localhost") -> tuple[bytes, bytes]:

@@ -9,25 +9,35 @@ transports, which a production import should not pull in); the control
 command line is C{python -m twisted_cluster.ctl}.
 """
 
-from twisted_cluster.apploading import AppLoadError, loadApp
-from twisted_cluster.arguments import BigBytes, BigUnicode
-from twisted_cluster.clusterapp import ClusterApp
-from twisted_cluster.config import ClusterConfig
-from twisted_cluster.contexts import IMasterContext, IWorkerContext
-from twisted_cluster.dispatch import (
-    IDispatchPolicy,
-    LeastConnections,
-    RoundRobin,
-    SharedListeners,
-    Sticky,
-)
-from twisted_cluster.errors import (
-    NoSuchWorker,
-    ValueTooLong,
-    WorkerGone,
-    WorkerUnavailable,
-)
-from twisted_cluster.master import ClusterService
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Each public name and the module that defines it.  They are imported on
+#: first use (PEP 562), so that a worker process, which imports
+#: C{twisted_cluster.worker} through this package, loads only the modules
+#: it runs: not the master, its control site or prometheus_client.
+_PUBLIC = {
+    "AppLoadError": "apploading",
+    "loadApp": "apploading",
+    "BigBytes": "arguments",
+    "BigUnicode": "arguments",
+    "ClusterApp": "clusterapp",
+    "ClusterConfig": "config",
+    "IMasterContext": "contexts",
+    "IWorkerContext": "contexts",
+    "IDispatchPolicy": "dispatch",
+    "LeastConnections": "dispatch",
+    "RoundRobin": "dispatch",
+    "SharedListeners": "dispatch",
+    "Sticky": "dispatch",
+    "NoSuchWorker": "errors",
+    "ValueTooLong": "errors",
+    "WorkerGone": "errors",
+    "WorkerUnavailable": "errors",
+    "ClusterService": "master",
+}
 
 __all__ = [
     "AppLoadError",
@@ -49,3 +59,38 @@ __all__ = [
     "WorkerUnavailable",
     "loadApp",
 ]
+
+if TYPE_CHECKING:
+    from twisted_cluster.apploading import AppLoadError, loadApp
+    from twisted_cluster.arguments import BigBytes, BigUnicode
+    from twisted_cluster.clusterapp import ClusterApp
+    from twisted_cluster.config import ClusterConfig
+    from twisted_cluster.contexts import IMasterContext, IWorkerContext
+    from twisted_cluster.dispatch import (
+        IDispatchPolicy,
+        LeastConnections,
+        RoundRobin,
+        SharedListeners,
+        Sticky,
+    )
+    from twisted_cluster.errors import (
+        NoSuchWorker,
+        ValueTooLong,
+        WorkerGone,
+        WorkerUnavailable,
+    )
+    from twisted_cluster.master import ClusterService
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'twisted_cluster' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"twisted_cluster.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+

@@ -191,6 +191,32 @@ class HealthMonitorTests(SynchronousTestCase):
         self.assertEqual([w.signals for w in self.workers], [[], []])
 
 
+class PingAnswerFailureTests(SynchronousTestCase):
+    def test_aFailureHandlingTheAnswerIsLoggedWithTheWorker(self) -> None:
+        """
+        An exception in what the answer feeds (the figures' consumer) is
+        logged once with the worker's id and pid, instead of surfacing as
+        an unhandled error in a Deferred; the next ping still goes out.
+        """
+        h = Harness(self)
+        workers = h.startAll()
+
+        def broken(process: object) -> None:
+            raise ValueError("the figures' consumer failed")
+
+        monitor = HealthMonitor(
+            h.clock, h.supervisor, HealthPolicy(interval=5, timeout=10), onFigures=broken
+        )
+        monitor.start()
+        self.addCleanup(monitor.stop)
+        workers[0].pings[0].callback({"open": 0, "served": 0, "rss": 0})
+        [line] = h.logged("handling the ping answer")
+        self.assertEqual((line["worker_id"], line["pid"]), (1, workers[0].pid))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        h.clock.advance(5)
+        self.assertEqual(len(workers[0].pings), 2)
+
+
 class RecyclePolicyTests(SynchronousTestCase):
     def test_connectionLimitIsJitteredUpToTenPercent(self) -> None:
         policy = RecyclePolicy(maxConnections=1000)

@@ -13,12 +13,14 @@ import os
 import socket
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_cluster.config import ClusterConfig
 from twisted_cluster.dispatch import LeastConnections, Sticky
+from twisted_cluster.errors import ClusterFailed
 from twisted_cluster.master import REFUSAL_REST, STALL_LOG_AFTER, ClusterService
 from twisted_cluster.process import READY, STOPPED
 from tests.support import fdIsOpen
@@ -355,3 +357,38 @@ class RefusedConnectionsTests(SynchronousTestCase):
         self.assertEqual(
             self.refusalEvents(), [("full", 1, 1001, 2), ("again", 1, 1001, 6)]
         )
+
+
+class GivingUpSupervisor(FakeSupervisor):
+    """
+    A supervisor that has no ready worker and stops at once when asked.
+    """
+
+    def stopNow(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class WhenReadyTests(SynchronousTestCase):
+    """
+    L{ClusterService.whenReady} fires once a worker is ready and fails with
+    L{ClusterFailed} when the cluster gives up first.
+    """
+
+    def setUp(self) -> None:
+        self.reasons: list[str] = []
+        self.service = ClusterService(
+            MemoryReactorClock(), ClusterConfig(workers=1), onFatal=self.reasons.append
+        )
+        self.service.supervisor = GivingUpSupervisor()  # type: ignore[assignment]
+
+    def test_aWaiterFailsWhenTheClusterGivesUp(self) -> None:
+        d = self.service.whenReady()
+        self.assertNoResult(d)
+        self.service._fatal("the app cannot be loaded")
+        failure = self.failureResultOf(d, ClusterFailed)
+        self.assertEqual(str(failure.value), "the app cannot be loaded")
+        self.assertEqual(self.reasons, ["the app cannot be loaded"])
+
+    def test_askingAfterItGaveUpFailsAtOnce(self) -> None:
+        self.service._fatal("workers fail to start")
+        self.failureResultOf(self.service.whenReady(), ClusterFailed)

@@ -32,6 +32,7 @@ _PUBLIC = {
     "RoundRobin": "dispatch",
     "SharedListeners": "dispatch",
     "Sticky": "dispatch",
+    "ClusterFailed": "errors",
     "NoSuchWorker": "errors",
     "ValueTooLong": "errors",
     "WorkerGone": "errors",
@@ -45,6 +46,7 @@ __all__ = [
     "BigUnicode",
     "ClusterApp",
     "ClusterConfig",
+    "ClusterFailed",
     "ClusterService",
     "IDispatchPolicy",
     "IMasterContext",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
         Sticky,
     )
     from twisted_cluster.errors import (
+        ClusterFailed,
         NoSuchWorker,
         ValueTooLong,
         WorkerGone,

@@ -53,3 +53,11 @@ ERROR_CODES: dict[type[Exception], bytes] = {
     ValueTooLong: b"CLUSTER_VALUE_TOO_LONG",
     TimeoutError: b"CLUSTER_TIMEOUT",
 }
+
+
+class ClusterFailed(Exception):
+    """
+    The cluster gave up (for example: the app cannot be loaded, or workers
+    fail to start again and again); the message is its one-line reason.
+    L{twisted_cluster.ClusterService.whenReady} fails with it.
+    """

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import attr
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_cluster import commands
 from twisted_cluster.process import READY, WorkerProcess
@@ -127,7 +128,17 @@ class HealthMonitor:
         record.sentAt = now
         record.check = self._clock.callLater(self._policy.timeout, self._judge, process)
         d = process.callRemote(commands.Ping)
+        # A ping that fails (the channel broke) is judged by its timeout; a
+        # failure while handling the answer is logged with the worker's id,
+        # not left to surface as an unhandled error in a Deferred.
         d.addCallbacks(self._answered, lambda failure: None, (process, record, now))
+        d.addErrback(self._answerFailed, process)
+
+    def _answerFailed(self, failure: Failure, process: WorkerProcess) -> None:
+        log.failure(
+            "handling the ping answer of worker {worker_id} pid {pid} failed",
+            failure, worker_id=process.workerId, pid=process.pid,
+        )
 
     def _answered(
         self, answer: dict[str, int], process: WorkerProcess, record: _PingRecord,

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import attr
 import os
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -28,6 +28,7 @@ from twisted_cluster.routing import ForwardingMasterContext, RelayLocator, Worke
 from twisted_cluster.config import ClusterConfig
 from twisted_cluster.control import ControlServer, checkEndpoint, resolveEndpoint
 from twisted_cluster.dispatch import IDispatchPolicy, policyNamed
+from twisted_cluster.errors import ClusterFailed
 from twisted_cluster.handoff import Connection
 from twisted_cluster.health import HealthMonitor, HealthPolicy
 from twisted_cluster.recycle import RecyclePolicy, Recycler
@@ -272,8 +273,11 @@ class ClusterService(ForwardingMasterContext, Service):
     def whenReady(self) -> Deferred["ClusterService"]:
         """
         A Deferred that fires with this service once a worker is ready and
-        connections are being accepted.
+        connections are being accepted, or fails with
+        L{twisted_cluster.errors.ClusterFailed} if the cluster gives up first.
         """
+        if self.fatalError is not None:
+            return fail(ClusterFailed(self.fatalError))
         if self.supervisor is not None and self.supervisor.ready():
             return succeed(self)
         d: Deferred[ClusterService] = Deferred()
@@ -670,6 +674,9 @@ class ClusterService(ForwardingMasterContext, Service):
             return
         self.fatalError = reason
         log.critical("cluster stopping: {reason}", reason=reason)
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for d in waiters:
+            d.errback(ClusterFailed(reason))
         self._stopHealth()
         self._pauseAndClose()
         assert self.supervisor is not None

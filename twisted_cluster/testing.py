@@ -31,6 +31,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
+from twisted_cluster.errors import ClusterFailed
 from twisted_cluster._amp import ControlAMP
 from twisted_cluster.apploading import buildWorkerApp, checkApp, resolveName
 from twisted_cluster.calling import AppResponders
@@ -166,12 +167,6 @@ class FakeCluster(ForwardingMasterContext):
 
 
 # A real cluster
-
-
-class ClusterFailed(Exception):
-    """
-    The cluster under test gave up (for example: the app cannot be loaded).
-    """
 
 
 def _importRoot(name: str) -> str | None:

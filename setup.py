@@ -11,7 +11,7 @@ setup(
     + ["twisted.plugins"],
     package_data={
         "twisted.plugins": ["twisted_cluster_plugin.py"],
-        "twisted_cluster": ["static/*"],
+        "twisted_cluster": ["static/*", "py.typed"],
     },
     install_requires=["twisted>=22.10", "zope.interface", "attrs", "prometheus_client"],
     extras_require={

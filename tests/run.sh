@@ -7,6 +7,8 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
+# A build/ left by an earlier install would bring back modules deleted since.
+rm -rf build
 .venv/bin/python -m pip install --quiet --disable-pip-version-check '.[test]'
 # Debian packages some integration tests use (each skips, with its reason,
 # when its program is missing): headless Chromium for the status page's

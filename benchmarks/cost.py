@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", "-t", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    for target in options.targets:
+        tree = target.partition(":")[0]
+        if target != "single" and not os.path.isdir(os.path.join(tree, "twisted_cluster")):
+            parser.error(f"{tree!r} is not a source tree of twisted-cluster "
+                         "(no twisted_cluster/ folder in it)")
     options.node = False
     drive = bench.runWrk
     here = bench.ROOT

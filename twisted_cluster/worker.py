@@ -427,8 +427,8 @@ def main(argv: list[str] | None = None) -> None:
             lambda *_: reactor.callFromThread(worker.drain),  # type: ignore[attr-defined]
         )
 
-    reactor.callWhenRunning(installSignals)  # type: ignore[attr-defined]
-    reactor.callWhenRunning(worker.start)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(installSignals)
+    reactor.callWhenRunning(worker.start)
+    reactor.run()
     sys.exit(worker.exitCode)
 

@@ -34,7 +34,7 @@ from twisted_cluster.health import HealthMonitor, HealthPolicy
 from twisted_cluster.recycle import RecyclePolicy, Recycler
 from twisted_cluster.rollout import RollingRestart
 from twisted_cluster.listening import Listener, listen, parseEndpoint
-from twisted_cluster.process import READY, WorkerProcess
+from twisted_cluster.process import READY, WorkerProcess, workerRow
 from twisted_cluster.proxypeek import HeaderPeeker
 from twisted_cluster.supervisor import Supervisor
 from twisted_cluster.worker import WorkerConfig
@@ -611,19 +611,13 @@ class ClusterService(ForwardingMasterContext, Service):
 
     def workerTable(self) -> list[dict[str, Any]]:
         """
-        The workers as plain data: id, pid, state, restarts.
+        Every worker as L{twisted_cluster.process.workerRow} describes it.
         """
-        if self.supervisor is None:
+        supervisor = self.supervisor
+        if supervisor is None:
             return []
         return [
-            {
-                "id": p.workerId,
-                "pid": p.pid,
-                "state": p.state,
-                "restarts": self.supervisor.slotRestarts(p.workerId),
-                "dispatched": p.dispatched,
-            }
-            for p in self.supervisor.processes()
+            workerRow(p, supervisor.slotRestarts(p.workerId)) for p in supervisor.processes()
         ]
 
     # Operations (SIGHUP, SIGTTIN, SIGTTOU and the control API)

@@ -26,6 +26,8 @@ from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from twisted_cluster.process import workerRow
+
 #: Version of the C{/status.json} document; raised on incompatible changes.
 STATUS_VERSION = 1
 
@@ -136,20 +138,15 @@ def clusterStatus(
     for process in processes:
         byState[process.state] = byState.get(process.state, 0) + 1
         figures = getattr(process, "figures", None) or {}
-        workers.append(
-            {
-                "id": process.workerId,
-                "pid": process.pid,
-                "state": process.state,
-                "uptime": round(now - process.startedAt, 3),
-                "restarts": supervisor.slotRestarts(process.workerId),
-                "open": int(figures.get("open", 0)),
-                "served": int(figures.get("served", 0)),
-                "rss": int(figures.get("rss", 0)),
-                "dispatched": process.dispatched,
-                "ping": _pingRTT(process),
-            }
+        row = workerRow(process, supervisor.slotRestarts(process.workerId))
+        row.update(
+            uptime=round(now - process.startedAt, 3),
+            open=int(figures.get("open", 0)),
+            served=int(figures.get("served", 0)),
+            rss=int(figures.get("rss", 0)),
+            ping=_pingRTT(process),
         )
+        workers.append(row)
     restarts = dict.fromkeys(CAUSES, 0)
     if supervisor is not None:
         restarts.update(supervisor.restarts)

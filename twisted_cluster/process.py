@@ -188,6 +188,22 @@ class MasterControl(ControlAMP):
         return {"workers": json.dumps(self._worker._listWorkers())}
 
 
+def workerRow(process: "WorkerProcess", restarts: int) -> dict[str, Any]:
+    """
+    One worker as plain data: id, pid, state, the C{restarts} of its slot,
+    and the connections dispatched to it; the master's worker table and the
+    control site's status (which adds the worker's figures) both start
+    from it.
+    """
+    return {
+        "id": process.workerId,
+        "pid": process.pid,
+        "state": process.state,
+        "restarts": restarts,
+        "dispatched": process.dispatched,
+    }
+
+
 class WorkerProcess:
     """
     One running worker process and its two channels.

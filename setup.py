@@ -11,7 +11,8 @@ setup(
     + ["twisted.plugins"],
     package_data={
         "twisted.plugins": ["twisted_cluster_plugin.py"],
-        "twisted_cluster": ["static/*", "py.typed"],
+        "twisted_cluster": ["py.typed"],
+        "twisted_cluster._control": ["static/*"],
     },
     install_requires=["twisted>=22.10", "zope.interface", "attrs", "prometheus_client"],
     extras_require={

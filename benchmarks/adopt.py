@@ -5,7 +5,7 @@ from other processes (so the figures hold still on a shared machine).
     python -m benchmarks.adopt [--connections N] [--rounds R]
 
 Each round opens N real TCP connections on 127.0.0.1 and times, per
-connection, L{twisted_cluster.adoption.adoptConnection} (what a worker
+connection, L{twisted_cluster._worker.adoption.adoptConnection} (what a worker
 does) against Twisted's C{adoptStreamConnection} followed by closing the
 received descriptor (what a worker did before), both with the same plain
 protocol; the transports are then dropped without touching the network.
@@ -23,7 +23,7 @@ from typing import Callable
 
 from twisted.internet.protocol import Factory, Protocol
 
-from twisted_cluster.adoption import adoptConnection
+from twisted_cluster._worker.adoption import adoptConnection
 
 
 def _connections(count: int) -> tuple[list[socket.socket], list[int]]:

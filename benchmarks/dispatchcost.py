@@ -16,9 +16,9 @@ from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 
-from twisted_cluster.config import ClusterConfig
-from twisted_cluster.master import ClusterService
-from twisted_cluster.process import READY
+from twisted_cluster._master.config import ClusterConfig
+from twisted_cluster._master.service import ClusterService
+from twisted_cluster._supervision.process import READY
 
 
 class _Handoff:

@@ -1,6 +1,6 @@
 """
-Stand-ins for the master's objects, as read by L{twisted_cluster.metrics}
-and L{twisted_cluster.control}: plain data, no processes.
+Stand-ins for the master's objects, as read by L{twisted_cluster._control.metrics}
+and L{twisted_cluster._control.site}: plain data, no processes.
 """
 
 from __future__ import annotations

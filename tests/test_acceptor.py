@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.acceptor}: a real listening socket on
+Tests for L{twisted_cluster._master.acceptor}: a real listening socket on
 127.0.0.1, a L{MemoryReactorClock}, and C{doRead} called by the test.
 """
 
@@ -10,7 +10,7 @@ import socket
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.acceptor import Acceptor
+from twisted_cluster._master.acceptor import Acceptor
 
 
 class AcceptorTests(SynchronousTestCase):

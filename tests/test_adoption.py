@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.adoption}: a worker takes over the descriptors
+Tests for L{twisted_cluster._worker.adoption}: a worker takes over the descriptors
 the master accepted.
 """
 
@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.support import fdIsOpen
-from twisted_cluster.adoption import AdoptedConnection, adoptConnection, readAtOnce
+from twisted_cluster._worker.adoption import AdoptedConnection, adoptConnection, readAtOnce
 
 
 @implementer(IReactorFDSet)

@@ -29,8 +29,8 @@ from twisted_cluster import (
     ValueTooLong,
     WorkerGone,
 )
-from twisted_cluster import commands
-from twisted_cluster._amp import ControlAMP
+from twisted_cluster._contract import commands
+from twisted_cluster._contract.amp import ControlAMP
 from twisted_cluster.apploading import asFactory, buildWorkerApp, checkApp
 from twisted_cluster.calling import callCommand, packBox
 from twisted_cluster.contexts import IMasterContext, WorkerContext

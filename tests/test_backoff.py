@@ -1,10 +1,10 @@
 """
-Tests for L{twisted_cluster.backoff}: restart delays and start-up verdicts.
+Tests for L{twisted_cluster._supervision.backoff}: restart delays and start-up verdicts.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.backoff import Backoff, CrashGuard, StartupPolicy
+from twisted_cluster._supervision.backoff import Backoff, CrashGuard, StartupPolicy
 
 
 class BackoffTests(SynchronousTestCase):

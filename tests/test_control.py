@@ -1,5 +1,5 @@
 """
-Unit tests of L{twisted_cluster.control}: the control site's resources on
+Unit tests of L{twisted_cluster._control.site}: the control site's resources on
 fakes, and the choice of the default endpoint.
 """
 
@@ -20,7 +20,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from tests.observability_fakes import FakeService, twoWorkers
 from tests.support import shortTempDir
-from twisted_cluster.control import (
+from twisted_cluster._control.site import (
     ControlError,
     checkEndpoint,
     controlResource,
@@ -29,8 +29,8 @@ from twisted_cluster.control import (
     resolveEndpoint,
     runtimeDirectory,
 )
-from twisted_cluster.controlauth import Access, AccessPolicy
-from twisted_cluster.metrics import clusterStatus
+from twisted_cluster._control.auth import Access, AccessPolicy
+from twisted_cluster._control.metrics import clusterStatus
 
 #: The token the sites under test want.
 TOKEN = "s3cret-token"
@@ -408,7 +408,7 @@ class EndpointTests(SynchronousTestCase):
         from twisted.internet.protocol import Factory
         from twisted.internet.testing import MemoryReactor
 
-        from twisted_cluster.control import _parseEndpoint
+        from twisted_cluster._control.site import _parseEndpoint
 
         reactor = MemoryReactor()
         _parseEndpoint(reactor, resolveEndpoint("unix:/run/c.sock", 1)).listen(Factory())
@@ -420,7 +420,7 @@ class EndpointTests(SynchronousTestCase):
         C{twist cluster} serves the private default unless told
         C{--control none}.
         """
-        from twisted_cluster.tap import Options
+        from twisted_cluster._master.tap import Options
 
         options = Options()
         options.parseOptions(["--workers", "1"])
@@ -435,7 +435,7 @@ class EndpointTests(SynchronousTestCase):
         may change directory), C{--control-no-auth} turns the checks off;
         by default they are on.
         """
-        from twisted_cluster.tap import Options
+        from twisted_cluster._master.tap import Options
 
         options = Options()
         options.parseOptions(["--workers", "1"])
@@ -469,7 +469,7 @@ class EndpointTests(SynchronousTestCase):
         Token files whose lock names a dead master are removed; those of a
         live master, and files that are no token files of ours, are kept.
         """
-        from twisted_cluster.controlauth import TokenFile
+        from twisted_cluster._control.auth import TokenFile
 
         directory = os.path.join(self.runtime, "twisted-cluster")
         os.mkdir(directory, 0o700)

@@ -1,5 +1,5 @@
 """
-Unit tests of L{twisted_cluster.controlauth}: the access rule, the bearer
+Unit tests of L{twisted_cluster._control.auth}: the access rule, the bearer
 header, and the token file.
 """
 
@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from tests.support import shortTempDir
-from twisted_cluster.controlauth import (
+from twisted_cluster._control.auth import (
     AccessPolicy,
     Peer,
     TokenFile,

@@ -1,5 +1,5 @@
 """
-Unit tests of L{twisted_cluster.controlbudget}: the request budget and the
+Unit tests of L{twisted_cluster._control.budget}: the request budget and the
 control site's connection cap, on a L{Clock} and string transports.
 """
 
@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.controlbudget import BudgetedFactory, RequestBudget
+from twisted_cluster._control.budget import BudgetedFactory, RequestBudget
 
 PEER = IPv4Address("TCP", "127.0.0.1", 5000)
 

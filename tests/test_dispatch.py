@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.dispatch}.
+Tests for L{twisted_cluster._master.dispatch}.
 """
 
 import hashlib
@@ -8,7 +8,7 @@ from collections import Counter
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_cluster.dispatch import (
+from twisted_cluster._master.dispatch import (
     POLICIES,
     IDispatchPolicy,
     LeastConnections,
@@ -231,7 +231,7 @@ class StickyTests(SynchronousTestCase):
 
     def test_onlyStickyNeedsTheClientBehindAProxy(self) -> None:
         """
-        The master reads PROXY headers (L{twisted_cluster.proxypeek}) only
+        The master reads PROXY headers (L{twisted_cluster._master.proxypeek}) only
         for a policy that keys on the client.
         """
         self.assertTrue(Sticky.keysOnClients)
@@ -267,3 +267,39 @@ class PolicyNamedTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as raised:
             policyNamed("random")
         self.assertIn("round-robin, least-connections, shared, sticky", str(raised.exception))
+
+
+class _Slot:
+    """
+    A worker as the sticky policy sees it: an object with a worker id.
+    """
+
+    def __init__(self, workerId: int) -> None:
+        self.workerId = workerId
+
+
+class StickyRendezvousHashTests(SynchronousTestCase):
+    """
+    The default rendezvous hash spreads clients over the workers and depends
+    on the workers' ids, not on where their objects live in memory.
+    """
+
+    def assignment(self) -> list[int]:
+        workers = [_Slot(1), _Slot(2)]
+        policy = Sticky()
+        return [
+            policy.choose(workers, (f"127.0.0.{i}", 5000)).workerId  # type: ignore[attr-defined]
+            for i in range(2, 66)
+        ]
+
+    def test_clientsSpreadOverTheWorkers(self) -> None:
+        counts = Counter(self.assignment())
+        self.assertEqual(set(counts), {1, 2})
+        self.assertGreater(min(counts.values()), 64 * 0.3)
+
+    def test_theSameIdsGiveTheSameChoices(self) -> None:
+        """
+        New worker objects with the same ids (another run, another address in
+        memory) get the same clients.
+        """
+        self.assertEqual(self.assignment(), self.assignment())

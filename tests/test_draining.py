@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from twisted_cluster.tracking import ConnectionTracker, isIdle
+from twisted_cluster._worker.tracking import ConnectionTracker, isIdle
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 12345)
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"

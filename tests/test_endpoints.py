@@ -1,5 +1,5 @@
 """
-Tests for the one-line errors of L{twisted_cluster.listening.parseEndpoint}
+Tests for the one-line errors of L{twisted_cluster._master.listening.parseEndpoint}
 on the production endpoints (C{systemd:} without inherited sockets, C{ssl:}
 with a key that does not load), and for the listen queue's length
 (C{--backlog}).
@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import shortTempDir
 
-from twisted_cluster.listening import (
+from twisted_cluster._master.listening import (
     DEFAULT_BACKLOG,
     ListenError,
     listen,
@@ -63,8 +63,7 @@ class MissingTLSLibraryTests(SynchronousTestCase):
     def setUp(self) -> None:
         from twisted.internet import endpoints
 
-        from twisted_cluster import listening
-
+        from twisted_cluster._master import listening
         def noOpenSSL(reactor: object, description: str) -> None:
             raise ModuleNotFoundError("No module named 'OpenSSL'", name="OpenSSL")
 
@@ -83,7 +82,7 @@ class MissingTLSLibraryTests(SynchronousTestCase):
         )
 
     def test_workerSuggestsTheTLSExtra(self) -> None:
-        from twisted_cluster.wrapping import WrappingError, wrapperFor
+        from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
 
         e = self.assertRaises(
             WrappingError, wrapperFor, MemoryReactor(), "ssl:443:privateKey=k.pem"
@@ -91,7 +90,7 @@ class MissingTLSLibraryTests(SynchronousTestCase):
         self.assertIn("pip install 'twisted-cluster[tls]'", str(e))
 
     def test_otherMissingModulesAreReportedAsTheyAre(self) -> None:
-        from twisted_cluster.wrapping import explainParseError
+        from twisted_cluster._worker.wrapping import explainParseError
 
         self.assertEqual(
             explainParseError(ModuleNotFoundError("No module named 'x'", name="x")),

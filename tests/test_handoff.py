@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.handoff}: descriptors cross a real socketpair;
+Tests for L{twisted_cluster._contract.handoff}: descriptors cross a real socketpair;
 the reactor is a L{MemoryReactorClock} and the tests call C{doRead}.
 """
 
@@ -11,7 +11,7 @@ from typing import Callable
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.handoff import (
+from twisted_cluster._contract.handoff import (
     LISTENING,
     HandoffReceiver,
     HandoffSender,
@@ -32,7 +32,7 @@ class ChannelMixin:
     def makeChannel(self, stallAfter: float | None = None, peer: bool = False) -> None:
         """
         @param peer: whether the master holds the worker's end too (as
-            L{twisted_cluster.process} does).
+            L{twisted_cluster._supervision.process} does).
         """
         self.reactor = MemoryReactorClock()
         masterEnd, workerEnd = socketpair()

@@ -1,5 +1,5 @@
 """
-Unit tests of L{twisted_cluster.metrics}: the status document, the
+Unit tests of L{twisted_cluster._control.metrics}: the status document, the
 Prometheus series and the rate history, on fakes and a L{Clock}.
 """
 
@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.observability_fakes import FakeProcess, twoWorkers
-from twisted_cluster.metrics import RateHistory, clusterRegistry, clusterStatus
+from twisted_cluster._control.metrics import RateHistory, clusterRegistry, clusterStatus
 
 
 def samples(registry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.pidfile}: the master's C{--pidfile}.
+Tests for L{twisted_cluster._master.pidfile}: the master's C{--pidfile}.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import ClusterProcess
-from twisted_cluster.pidfile import PIDFile, PIDFileError
+from twisted_cluster._master.pidfile import PIDFile, PIDFileError
 
 
 def _deadPid() -> int:

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.privileges}: whom the workers run as.
+Tests for L{twisted_cluster._shared.privileges}: whom the workers run as.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pwd
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.privileges import (
+from twisted_cluster._shared.privileges import (
     Credentials,
     PrivilegeError,
     checkCanSwitch,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.probes}: liveness and readiness for
+Tests for L{twisted_cluster._control.probes}: liveness and readiness for
 orchestrators, and L{ClusterService.stopping} that readiness reads.
 """
 
@@ -13,9 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
-from twisted_cluster.config import ClusterConfig
-from twisted_cluster.master import ClusterService
-from twisted_cluster.probes import (
+from twisted_cluster._master.config import ClusterConfig
+from twisted_cluster._master.service import ClusterService
+from twisted_cluster._control.probes import (
     LivenessResource,
     ReadinessResource,
     addProbes,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.proxypeek}: the master finds the client behind
+Tests for L{twisted_cluster._master.proxypeek}: the master finds the client behind
 a PROXY protocol header without consuming it.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.proxypeek import (
+from twisted_cluster._master.proxypeek import (
     INCOMPLETE,
     PEEK_TIMEOUT,
     RETRY_PARTIAL,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.scheduling}: the master yields the CPU to its
+Tests for L{twisted_cluster._shared.scheduling}: the master yields the CPU to its
 workers (C{SCHED_BATCH}), the workers set back the master's first policy.
 """
 
@@ -10,7 +10,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import ClusterProcess
-from twisted_cluster.scheduling import restorePolicy, yieldToWorkers
+from twisted_cluster._shared.scheduling import restorePolicy, yieldToWorkers
 
 if not hasattr(os, "SCHED_BATCH"):
     skip = "no SCHED_BATCH on this platform"

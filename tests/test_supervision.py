@@ -16,12 +16,12 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.config import ClusterConfig
-from twisted_cluster.health import HUNG, OK, WAITING, HealthMonitor, HealthPolicy
-from twisted_cluster.process import DRAINING, READY, STARTING, STOPPED
-from twisted_cluster.recycle import MB, RecyclePolicy, Recycler
-from twisted_cluster.rollout import RollingRestart, RolloutPlan
-from twisted_cluster.supervisor import Supervisor
+from twisted_cluster._master.config import ClusterConfig
+from twisted_cluster._supervision.health import HUNG, OK, WAITING, HealthMonitor, HealthPolicy
+from twisted_cluster._supervision.process import DRAINING, READY, STARTING, STOPPED
+from twisted_cluster._supervision.recycle import MB, RecyclePolicy, Recycler
+from twisted_cluster._supervision.rollout import RollingRestart, RolloutPlan
+from twisted_cluster._supervision.supervisor import Supervisor
 
 
 class FakeProcess:
@@ -443,7 +443,7 @@ class ResizeTests(SynchronousTestCase):
 
 class OptionsTests(SynchronousTestCase):
     def test_supervisionOptionsReachTheConfig(self) -> None:
-        from twisted_cluster.tap import Options
+        from twisted_cluster._master.tap import Options
 
         options = Options()
         options.parseOptions([
@@ -458,7 +458,7 @@ class OptionsTests(SynchronousTestCase):
         )
 
     def test_defaults(self) -> None:
-        from twisted_cluster.tap import Options
+        from twisted_cluster._master.tap import Options
 
         options = Options()
         options.parseOptions(["--workers", "1"])

@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tests.support import ClusterProcess, pidAlive, sleep, testEnvironment, waitUntil
-from twisted_cluster.config import ClusterConfig
+from twisted_cluster._master.config import ClusterConfig
 
 APP = ("--app", "tests.apps.sleepy.resource")
 

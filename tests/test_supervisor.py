@@ -6,9 +6,9 @@ with growing delays, a worker that cannot start stops the master.
 from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.backoff import Backoff, CrashGuard
-from twisted_cluster.rollout import RollingRestart
-from twisted_cluster.startfailure import StartFailure
+from twisted_cluster._supervision.backoff import Backoff, CrashGuard
+from twisted_cluster._supervision.rollout import RollingRestart
+from twisted_cluster._supervision.startfailure import StartFailure
 from tests.test_supervision import Harness
 
 

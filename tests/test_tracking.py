@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.tracking}: counting connections and closing them
+Tests for L{twisted_cluster._worker.tracking}: counting connections and closing them
 gracefully on drain.
 """
 
@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from twisted_cluster.tracking import ConnectionTracker
+from twisted_cluster._worker.tracking import ConnectionTracker
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 12345)
 

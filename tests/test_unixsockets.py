@@ -31,7 +31,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from tests.support import ClusterProcess, shortTempDir, testEnvironment, waitUntil
-from twisted_cluster.adoptedport import adoptListeningPort
+from twisted_cluster._shared.adoptedport import adoptListeningPort
 
 #: Writes its worker's pid and closes.
 PID_APP = "tests.apps.simple.factory"

@@ -18,11 +18,11 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.config import ClusterConfig
-from twisted_cluster.dispatch import LeastConnections, Sticky
+from twisted_cluster._master.config import ClusterConfig
+from twisted_cluster._master.dispatch import LeastConnections, Sticky
 from twisted_cluster.errors import ClusterFailed
-from twisted_cluster.master import REFUSAL_REST, STALL_LOG_AFTER, ClusterService
-from twisted_cluster.process import READY, STOPPED
+from twisted_cluster._master.service import REFUSAL_REST, STALL_LOG_AFTER, ClusterService
+from twisted_cluster._supervision.process import READY, STOPPED
 from tests.support import fdIsOpen
 
 

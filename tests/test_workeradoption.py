@@ -1,5 +1,5 @@
 """
-Tests for the worker's side of the hand-off (L{twisted_cluster.worker}):
+Tests for the worker's side of the hand-off (L{twisted_cluster._worker.runtime}):
 connections it received but could not adopt are closed, counted, and
 logged once per episode.  The worker runs on a L{MemoryReactorClock}; the
 connections are real TCP connections on 127.0.0.1.
@@ -19,8 +19,9 @@ from twisted.internet.testing import (
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.handoff import HandoffSender, socketpair
-from twisted_cluster.worker import Worker, WorkerConfig
+from twisted_cluster._contract.handoff import HandoffSender, socketpair
+from twisted_cluster._contract.workerconfig import WorkerConfig
+from twisted_cluster._worker.runtime import Worker
 from tests.apps import exhausted
 
 

@@ -18,30 +18,38 @@ from tests.support import ROOT
 #: and the developer API its app uses.
 WORKER_SIDE = {
     "twisted_cluster",
-    "twisted_cluster._amp",
-    "twisted_cluster.adoptedport",
-    "twisted_cluster.adoption",
+    "twisted_cluster._contract",
+    "twisted_cluster._contract.workerconfig",
+    "twisted_cluster._shared",
+    "twisted_cluster._worker",
+    "twisted_cluster._contract.amp",
+    "twisted_cluster._shared.adoptedport",
+    "twisted_cluster._worker.adoption",
     "twisted_cluster.apploading",
     "twisted_cluster.arguments",
     "twisted_cluster.calling",
     "twisted_cluster.clusterapp",
-    "twisted_cluster.commands",
+    "twisted_cluster._contract.commands",
     "twisted_cluster.contexts",
     "twisted_cluster.errors",
-    "twisted_cluster.handoff",
-    "twisted_cluster.privileges",
-    "twisted_cluster.scheduling",
-    "twisted_cluster.tracking",
-    "twisted_cluster.worker",
-    "twisted_cluster.workerlog",
-    "twisted_cluster.wrapping",
+    "twisted_cluster._contract.handoff",
+    "twisted_cluster._shared.privileges",
+    "twisted_cluster._shared.scheduling",
+    "twisted_cluster._worker.tracking",
+    "twisted_cluster._worker.runtime",
+    "twisted_cluster._shared.workerlog",
+    "twisted_cluster._worker.wrapping",
 }
 
 _PROBE = (
     "import json, sys\n"
-    "import twisted_cluster.worker\n"
+    "import twisted_cluster._worker.runtime\n"
     "print(json.dumps(sorted(sys.modules)))\n"
 )
+
+
+#: The packages that run only in the master.
+MASTER_SIDE = ("twisted_cluster._master", "twisted_cluster._supervision", "twisted_cluster._control")
 
 
 class WorkerImportTests(SynchronousTestCase):
@@ -55,6 +63,7 @@ class WorkerImportTests(SynchronousTestCase):
     def test_aWorkerLoadsNoMasterSideModule(self) -> None:
         ours = {m for m in self.loaded() if m.split(".")[0] == "twisted_cluster"}
         self.assertEqual(ours - WORKER_SIDE, set())
+        self.assertEqual([m for m in ours if m.startswith(MASTER_SIDE)], [])
 
     def test_aWorkerLoadsNeitherPrometheusNorStaticFiles(self) -> None:
         loaded = self.loaded()

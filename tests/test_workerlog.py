@@ -1,6 +1,6 @@
 """
-Tests for L{twisted_cluster.workerlog} and the master's reading of a
-worker's output (L{twisted_cluster.process._WorkerOutput}): a worker's
+Tests for L{twisted_cluster._shared.workerlog} and the master's reading of a
+worker's output (L{twisted_cluster._supervision.process._WorkerOutput}): a worker's
 failures reach the master's log with their exception's text, and nothing a
 worker writes costs the master more than a bounded amount.
 """
@@ -21,9 +21,9 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster.process import _WorkerOutput
-from twisted_cluster.worker import LOG_FD
-from twisted_cluster.workerlog import (
+from twisted_cluster._supervision.process import _WorkerOutput
+from twisted_cluster._contract import LOG_FD
+from twisted_cluster._shared.workerlog import (
     EVENT_LIMIT,
     LINE_LIMIT,
     TEXT_LIMIT,
@@ -138,7 +138,7 @@ class LineBufferTests(SynchronousTestCase):
 
 class _Worker:
     """
-    The L{twisted_cluster.process.WorkerProcess} attributes that
+    The L{twisted_cluster._supervision.process.WorkerProcess} attributes that
     L{_WorkerOutput} reads.
     """
 

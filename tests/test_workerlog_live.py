@@ -9,7 +9,7 @@ import treq
 from twisted.trial.unittest import TestCase
 
 from tests.support import ClusterProcess, waitUntil
-from twisted_cluster.workerlog import LINE_LIMIT
+from twisted_cluster._shared.workerlog import LINE_LIMIT
 
 
 def rssKiB(pid: int) -> int:

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_cluster.wrapping}: the worker serves each listener's
+Tests for L{twisted_cluster._worker.wrapping}: the worker serves each listener's
 connections the way Twisted's own port for that endpoint would.
 """
 
@@ -22,9 +22,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from twisted_cluster.tracking import ConnectionTracker
-from twisted_cluster.proxyheader import REFUSAL_LOG_INTERVAL, v1HeaderProblem
-from twisted_cluster.wrapping import WrappingError, endpointKind, wrapperFor
+from twisted_cluster._worker.tracking import ConnectionTracker
+from twisted_cluster._worker.proxyheader import REFUSAL_LOG_INTERVAL, v1HeaderProblem
+from twisted_cluster._worker.wrapping import WrappingError, endpointKind, wrapperFor
 
 
 def selfSignedPEM(hostname: str = "localhost") -> tuple[bytes, bytes]:

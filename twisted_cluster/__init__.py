@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 #: Each public name and the module that defines it.  They are imported on
 #: first use (PEP 562), so that a worker process, which imports
-#: C{twisted_cluster.worker} through this package, loads only the modules
+#: C{twisted_cluster._worker.runtime} through this package, loads only the modules
 #: it runs: not the master, its control site or prometheus_client.
 _PUBLIC = {
     "AppLoadError": "apploading",
@@ -24,20 +24,20 @@ _PUBLIC = {
     "BigBytes": "arguments",
     "BigUnicode": "arguments",
     "ClusterApp": "clusterapp",
-    "ClusterConfig": "config",
+    "ClusterConfig": "_master.config",
     "IMasterContext": "contexts",
     "IWorkerContext": "contexts",
-    "IDispatchPolicy": "dispatch",
-    "LeastConnections": "dispatch",
-    "RoundRobin": "dispatch",
-    "SharedListeners": "dispatch",
-    "Sticky": "dispatch",
+    "IDispatchPolicy": "_master.dispatch",
+    "LeastConnections": "_master.dispatch",
+    "RoundRobin": "_master.dispatch",
+    "SharedListeners": "_master.dispatch",
+    "Sticky": "_master.dispatch",
     "ClusterFailed": "errors",
     "NoSuchWorker": "errors",
     "ValueTooLong": "errors",
     "WorkerGone": "errors",
     "WorkerUnavailable": "errors",
-    "ClusterService": "master",
+    "ClusterService": "_master.service",
 }
 
 __all__ = [
@@ -66,9 +66,9 @@ if TYPE_CHECKING:
     from twisted_cluster.apploading import AppLoadError, loadApp
     from twisted_cluster.arguments import BigBytes, BigUnicode
     from twisted_cluster.clusterapp import ClusterApp
-    from twisted_cluster.config import ClusterConfig
+    from twisted_cluster._master.config import ClusterConfig
     from twisted_cluster.contexts import IMasterContext, IWorkerContext
-    from twisted_cluster.dispatch import (
+    from twisted_cluster._master.dispatch import (
         IDispatchPolicy,
         LeastConnections,
         RoundRobin,
@@ -82,7 +82,7 @@ if TYPE_CHECKING:
         WorkerGone,
         WorkerUnavailable,
     )
-    from twisted_cluster.master import ClusterService
+    from twisted_cluster._master.service import ClusterService
 
 
 def __getattr__(name: str) -> Any:

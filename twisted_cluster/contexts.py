@@ -14,7 +14,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
-from twisted_cluster import commands
+from twisted_cluster._contract import commands
 from twisted_cluster.calling import (
     DEFAULT_TIMEOUT,
     callCommand,

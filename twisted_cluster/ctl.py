@@ -8,12 +8,12 @@ C{python -m twisted_cluster.ctl}: talk to a running master's control site.
     python -m twisted_cluster.ctl scale 8         # as many workers as that
 
 Without C{--control}, it finds the master the way the master picks its
-socket (L{twisted_cluster.control.runtimeDirectory}): the one live master
+socket (L{twisted_cluster._control.site.runtimeDirectory}): the one live master
 of this user, or a list to choose from when there are several.
 
 Over TCP it sends the master's token (C{Authorization: Bearer}), read from
 C{--token-file}, or from where the master writes it by default for that
-port (L{twisted_cluster.control.defaultTokenPath}).  Over a UNIX socket
+port (L{twisted_cluster._control.site.defaultTokenPath}).  Over a UNIX socket
 the kernel tells the master who is asking, and no token is needed.
 """
 
@@ -34,13 +34,13 @@ from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
-from twisted_cluster.control import (
+from twisted_cluster._control.site import (
     CONTROL_HEADER,
     controlSockets,
     defaultTokenPath,
     runtimeDirectory,
 )
-from twisted_cluster.controlauth import readToken
+from twisted_cluster._control.auth import readToken
 
 #: Seconds a request to the master may take.
 TIMEOUT = 15.0

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from twisted_cluster.commands import ListWorkers
+from twisted_cluster._contract.commands import ListWorkers
 
 _PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>twisted-cluster</title>

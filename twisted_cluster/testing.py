@@ -32,15 +32,15 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from twisted_cluster.errors import ClusterFailed
-from twisted_cluster._amp import ControlAMP
+from twisted_cluster._contract.amp import ControlAMP
 from twisted_cluster.apploading import buildWorkerApp, checkApp, resolveName
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import ClusterApp, makeLocator
-from twisted_cluster.config import ClusterConfig
+from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster.contexts import IMasterContext, WorkerContext
-from twisted_cluster.master import ClusterService
-from twisted_cluster.process import STOPPED
-from twisted_cluster.routing import ForwardingMasterContext, RelayLocator, WorkerCalls
+from twisted_cluster._master.service import ClusterService
+from twisted_cluster._supervision.process import STOPPED
+from twisted_cluster._master.routing import ForwardingMasterContext, RelayLocator, WorkerCalls
 
 __all__ = ["ClusterFailed", "FakeCluster", "FakeWorker", "RunningCluster", "startCluster"]
 

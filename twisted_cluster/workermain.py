@@ -2,9 +2,9 @@
 Entry point of a worker process: C{python -m twisted_cluster.workermain}.
 
 A module of its own so that running it does not import the package's
-modules twice (the package imports L{twisted_cluster.worker}).
+modules twice (the package imports L{twisted_cluster._worker.runtime}).
 """
 
-from twisted_cluster.worker import main
+from twisted_cluster._worker.runtime import main
 
 main()

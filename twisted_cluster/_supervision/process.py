@@ -3,7 +3,7 @@ One worker process as the master sees it: spawning it with its channels,
 reading its output, signalling it.
 
 L{WorkerProcess} knows how to start and talk to one process; the decisions
-(when to restart, when to kill) belong to L{twisted_cluster.supervisor}.
+(when to restart, when to kill) belong to L{twisted_cluster._supervision.supervisor}.
 """
 
 from __future__ import annotations
@@ -23,16 +23,12 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 import twisted_cluster
-from twisted_cluster import commands
-from twisted_cluster._amp import ControlAMP
-from twisted_cluster.handoff import Connection, HandoffSender, socketpair
-from twisted_cluster.worker import (
-    CONTROL_FD,
-    HANDOFF_FD,
-    LOG_FD,
-    WorkerConfig,
-)
-from twisted_cluster.workerlog import (
+from twisted_cluster._contract import commands
+from twisted_cluster._contract.amp import ControlAMP
+from twisted_cluster._contract.handoff import Connection, HandoffSender, socketpair
+from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD
+from twisted_cluster._contract.workerconfig import WorkerConfig
+from twisted_cluster._shared.workerlog import (
     EVENT_LIMIT,
     LINE_LIMIT,
     BadEvent,
@@ -320,7 +316,7 @@ class WorkerProcess:
         controlTheirs.close()
         # The worker's end of the hand-off channel stays open here too: what
         # the worker has not received yet can be taken back (see
-        # twisted_cluster.handoff).
+        # twisted_cluster._contract.handoff).
         handoffTheirs.setblocking(False)
         self.pid = self.transport.pid
         control = MasterControl(self, self._appLocator)

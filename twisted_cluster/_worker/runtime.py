@@ -2,8 +2,8 @@
 The worker process: C{python -m twisted_cluster.workermain CONFIG}.
 
 The master spawns each worker with:
-  - fd 3: the AMP control channel (L{twisted_cluster.commands});
-  - fd 4: the hand-off channel (L{twisted_cluster.handoff});
+  - fd 3: the AMP control channel (L{twisted_cluster._contract.commands});
+  - fd 4: the hand-off channel (L{twisted_cluster._contract.handoff});
   - fd 5: a pipe for the worker's log events, one JSON event per line;
   - fd 1 and 2: pipes whose lines the master logs under the worker's name;
   - C{CONFIG}: a JSON object (L{WorkerConfig}).
@@ -19,37 +19,33 @@ group, and the master decides (they are its operator signals).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import socket
 import sys
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-import attr
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_cluster import commands
-from twisted_cluster._amp import ControlAMP
-from twisted_cluster.adoptedport import adoptListeningPort
-from twisted_cluster.adoption import adoptConnection, readAtOnce
+from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD, commands
+from twisted_cluster._contract.workerconfig import WorkerConfig
+from twisted_cluster._contract.amp import ControlAMP
+from twisted_cluster._shared.adoptedport import adoptListeningPort
+from twisted_cluster._worker.adoption import adoptConnection, readAtOnce
 from twisted_cluster.apploading import AppLoadError, loadWorkerApp
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.contexts import WorkerContext
-from twisted_cluster.handoff import HandoffReceiver
-from twisted_cluster.privileges import Credentials, PrivilegeError, dropPrivileges
-from twisted_cluster.scheduling import restorePolicy
-from twisted_cluster.tracking import ConnectionTracker
-from twisted_cluster.wrapping import WrappingError, wrapperFor
-from twisted_cluster.workerlog import logToMaster
+from twisted_cluster._contract.handoff import HandoffReceiver
+from twisted_cluster._shared.privileges import Credentials, PrivilegeError, dropPrivileges
+from twisted_cluster._shared.scheduling import restorePolicy
+from twisted_cluster._worker.tracking import ConnectionTracker
+from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
+from twisted_cluster._shared.workerlog import logToMaster
 
-CONTROL_FD = 3
-HANDOFF_FD = 4
-LOG_FD = 5
 
 #: Seconds a worker may wait to coalesce its counts of closed connections
 #: (L{HandoffReceiver}); adoptions wait as long as the master allows
@@ -67,59 +63,6 @@ EXIT_APP_ERROR = 3
 #: Errors that mean the worker is out of a resource, not that the client
 #: is gone: logged once per episode, not once per connection.
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-
-def _strings(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(values)
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class WorkerConfig:
-    """
-    What the master tells a worker on its command line.
-
-    @ivar workerId: the worker's id in the cluster (stable across restarts
-        of the same slot).
-    @ivar app: the C{--app} name, or C{None} for the built-in page.
-    @ivar families: the address family of each listener, by index.
-    @ivar listeners: the endpoint string of each listener, by index.
-    @ivar drainTimeout: how long a drain may take before the worker gives up
-        on the connections left (the master's grace period).
-    @ivar uid: the user the worker switches to once its listeners' TLS keys
-        are loaded and before it loads the app (C{--user}), or C{None}.
-    @ivar gid: that user's group.
-    @ivar groups: that user's supplementary groups.
-    @ivar pythonPath: directories put first on the worker's C{PYTHONPATH}
-        (after C{twisted_cluster}'s own), so that it imports the app.
-    @ivar schedPolicy: the scheduling policy the worker sets back at start
-        (the master's before it yielded to its workers, see
-        L{twisted_cluster.scheduling}), or C{None} to keep the inherited one.
-    @ivar ackDelay: seconds the worker may wait to acknowledge adoptions
-        (L{twisted_cluster.handoff.HandoffReceiver}): 0 unless the master
-        holds the worker's end of the hand-off channel.
-    """
-
-    workerId: int
-    app: str | None
-    families: tuple[int, ...]
-    listeners: tuple[str, ...]
-    drainTimeout: float = 30.0
-    uid: int | None = None
-    gid: int | None = None
-    groups: tuple[int, ...] = attr.ib(default=(), converter=tuple)
-    pythonPath: tuple[str, ...] = attr.ib(default=(), converter=_strings)
-    ackDelay: float = 0.0
-    schedPolicy: int | None = None
-
-    def toJSON(self) -> str:
-        return json.dumps(attr.asdict(self))
-
-    @classmethod
-    def fromJSON(cls, text: str) -> "WorkerConfig":
-        data = json.loads(text)
-        data["families"] = tuple(data["families"])
-        data["listeners"] = tuple(data["listeners"])
-        return cls(**data)
 
 
 def currentRSS() -> int:
@@ -277,7 +220,7 @@ class Worker:
         self.controlLost()
 
     def _adopt(self, fd: int, index: int) -> None:
-        # The hot path of a worker (see twisted_cluster.adoption).
+        # The hot path of a worker (see twisted_cluster._worker.adoption).
         self._sessions += 1
         try:
             transport = adoptConnection(

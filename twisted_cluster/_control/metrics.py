@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from twisted_cluster.process import workerRow
+from twisted_cluster._supervision.process import workerRow
 
 #: Version of the C{/status.json} document; raised on incompatible changes.
 STATUS_VERSION = 1
@@ -126,7 +126,7 @@ def clusterStatus(
     """
     The cluster as a JSON-ready document (schema in C{docs/observability.md}).
 
-    @param service: a running L{twisted_cluster.master.ClusterService}.
+    @param service: a running L{twisted_cluster._master.service.ClusterService}.
     @param history: the accepted-connections rate history, if sampled.
     @param control: the control site's address, for the record.
     """

@@ -8,7 +8,7 @@ applications add their own commands on the same connection (see
 L{twisted_cluster.ClusterApp} and docs/api.md).
 
 Accepted client connections do not travel here: they go over a dedicated
-C{SOCK_SEQPACKET} channel (L{twisted_cluster.handoff}) so that a large user
+C{SOCK_SEQPACKET} channel (L{twisted_cluster._contract.handoff}) so that a large user
 message can never hold up the hand-off of connections.
 
 Worker to master

@@ -2,7 +2,7 @@
 How a new worker failed to start, as structured fields for the log.
 
 A worker that cannot load the app sends its one-line error and the
-traceback of the user's code (L{twisted_cluster.commands.StartupFailed});
+traceback of the user's code (L{twisted_cluster._contract.commands.StartupFailed});
 an operator reading "rolling restart aborted" wants the file and line to
 open, without digging the traceback out of another line.
 """

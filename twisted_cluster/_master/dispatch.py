@@ -20,6 +20,8 @@ Choose one with C{twist cluster --dispatch NAME} (L{POLICIES}):
 
 from __future__ import annotations
 
+import hashlib
+
 from collections import OrderedDict
 from typing import Callable, Hashable, Sequence
 
@@ -49,7 +51,7 @@ class IDispatchPolicy(Interface):
         """
         C{True} when C{choose} depends on the client's address: behind a
         C{haproxy:} listener the master then reads it from the PROXY header
-        (L{twisted_cluster.proxypeek}) instead of passing the balancer's.
+        (L{twisted_cluster._master.proxypeek}) instead of passing the balancer's.
         Optional: a policy without it is taken as C{False}.
         """
     )
@@ -173,7 +175,7 @@ class LeastConnections:
     A worker's count grows when a connection is dispatched to it (so that a
     burst accepted in one batch spreads at once, before any worker answers)
     and shrinks when the worker reports closes (its hand-off
-    acknowledgements carry them, see L{twisted_cluster.handoff}).  A
+    acknowledgements carry them, see L{twisted_cluster._contract.handoff}).  A
     worker's count is forgotten when it is gone.
     """
 
@@ -229,6 +231,21 @@ def _clientAddress(peer: object) -> object:
     return peer
 
 
+def _rendezvousHash(value: object) -> int:
+    """
+    A well-mixed 64-bit hash of C{(client, worker)}, the same in every run.
+
+    Python's own C{hash} of a tuple is a poor rendezvous hash: for one worker
+    against another it can order every client the same way, and a worker
+    object hashes by its address in memory.  The client's address and the
+    worker's id go through BLAKE2b instead (once per new client; the
+    choice is remembered).
+    """
+    client, worker = value if isinstance(value, tuple) else (value, None)
+    key = f"{client!r}|{getattr(worker, 'workerId', id(worker))}"
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
 @implementer(IDispatchPolicy)
 class Sticky:
     """
@@ -251,14 +268,16 @@ class Sticky:
     sharesListeners = False
     keysOnClients = True
 
-    def __init__(self, remember: int = 65536, hash: Callable[[object], int] = hash) -> None:
+    def __init__(
+        self, remember: int = 65536, hash: Callable[[object], int] | None = None
+    ) -> None:
         """
         @param remember: how many client addresses to remember.
         @param hash: the hash function of the rendezvous (tests pass a
-            deterministic one).
+            deterministic one); by default L{_rendezvousHash}.
         """
         self._remember = remember
-        self._hash = hash
+        self._hash = hash if hash is not None else _rendezvousHash
         self._clients: OrderedDict[object, Hashable] = OrderedDict()
         self._unknown = RoundRobin()
 

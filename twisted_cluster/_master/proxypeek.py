@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_cluster.handoff import Connection
+from twisted_cluster._contract.handoff import Connection
 
 #: Seconds a proxied connection may take to send its PROXY header before it
 #: is dispatched without it.

@@ -4,7 +4,7 @@ big, gracefully (a new worker is ready before the old one drains), the same
 way as one step of a rolling restart.
 
 L{RecyclePolicy} holds the thresholds and decides; L{Recycler} reads the
-figures of each health ping (L{twisted_cluster.health}) and asks the
+figures of each health ping (L{twisted_cluster._supervision.health}) and asks the
 supervisor for the replacement.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import attr
 from twisted.logger import Logger
 
-from twisted_cluster.process import READY, STARTING, WorkerProcess
+from twisted_cluster._supervision.process import READY, STARTING, WorkerProcess
 
 log = Logger()
 

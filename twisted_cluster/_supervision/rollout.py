@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from twisted_cluster.startfailure import StartFailure
+from twisted_cluster._supervision.startfailure import StartFailure
 
 log = Logger()
 

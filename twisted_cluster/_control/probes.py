@@ -26,7 +26,7 @@ import attr
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-#: The worker state that takes new connections (L{twisted_cluster.process.READY}).
+#: The worker state that takes new connections (L{twisted_cluster._supervision.process.READY}).
 _READY = "ready"
 
 

@@ -8,7 +8,7 @@ at once, so under load the master wakes once per connection and the worker
 it preempted pays for the switch.  As C{SCHED_BATCH} the master never
 preempts on wake-up: on a busy core it runs when the worker there yields or
 its slice ends, and then accepts every connection that arrived meanwhile
-in one batch (see L{twisted_cluster.acceptor}); on an idle core it runs at
+in one batch (see L{twisted_cluster._master.acceptor}); on an idle core it runs at
 once, as before.  So the batching turns itself on only while the cores are
 saturated, and adds no latency while there is idle capacity.  Measured on 2
 cores (docs/performance.md): the master's CPU per connection halves at 32
@@ -18,7 +18,7 @@ concurrency.
 Workers inherit the policy across C{fork}; each sets back the one the
 master started with (L{WorkerConfig.schedPolicy}), which any process may do
 for the non-realtime policies.  Only the C{twist cluster} command line
-switches the master (L{twisted_cluster.tap}); a L{ClusterService} run inside
+switches the master (L{twisted_cluster._master.tap}); a L{ClusterService} run inside
 another program (a trial suite) leaves that program's scheduling alone.
 """
 

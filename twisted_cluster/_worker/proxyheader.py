@@ -6,7 +6,7 @@ and logs a traceback for a header that is not ASCII; this one refuses those
 before the app sees a byte, closes the connection, counts it, and logs at
 most one line per listener every L{REFUSAL_LOG_INTERVAL} seconds.  A module
 of its own so that only workers with such a listener load Twisted's PROXY
-protocol modules (L{twisted_cluster.wrapping} imports it when needed).
+protocol modules (L{twisted_cluster._worker.wrapping} imports it when needed).
 """
 
 from __future__ import annotations

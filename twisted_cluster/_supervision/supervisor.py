@@ -9,7 +9,7 @@ the master when start-ups keep failing with no worker left serving.  It
 stops them gracefully: drain, wait for the grace period, SIGKILL what is
 left.
 
-It decides with the pure objects of L{twisted_cluster.backoff}, and acts
+It decides with the pure objects of L{twisted_cluster._supervision.backoff}, and acts
 through L{WorkerProcess}: tests drive it with a fake process factory and a
 L{Clock}.
 """
@@ -24,9 +24,9 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_cluster.config import ClusterConfig
-from twisted_cluster.process import READY, STARTING, STOPPED, SpawnFailed, WorkerProcess
-from twisted_cluster.startfailure import StartFailure
+from twisted_cluster._master.config import ClusterConfig
+from twisted_cluster._supervision.process import READY, STARTING, STOPPED, SpawnFailed, WorkerProcess
+from twisted_cluster._supervision.startfailure import StartFailure
 
 log = Logger()
 

@@ -9,9 +9,9 @@ import resource
 
 import attr
 
-from twisted_cluster.backoff import Backoff, CrashGuard, StartupPolicy
-from twisted_cluster.listening import DEFAULT_BACKLOG
-from twisted_cluster.privileges import Credentials
+from twisted_cluster._supervision.backoff import Backoff, CrashGuard, StartupPolicy
+from twisted_cluster._master.listening import DEFAULT_BACKLOG
+from twisted_cluster._shared.privileges import Credentials
 
 
 def defaultWorkers() -> int:
@@ -153,11 +153,11 @@ class ClusterConfig:
     @ivar healthTimeout: seconds a ping may go unanswered before the worker
         is declared hung.
     @ivar dispatch: the name of the dispatch policy (C{--dispatch}, see
-        L{twisted_cluster.dispatch.POLICIES}).
+        L{twisted_cluster._master.dispatch.POLICIES}).
     @ivar queueLimit: connections the master holds while no worker is ready;
         past it, new ones are closed (and counted).
     @ivar backlog: the length of each listening socket's queue in the
-        kernel (C{--backlog}; see L{twisted_cluster.listening.ownsBacklog}).
+        kernel (C{--backlog}; see L{twisted_cluster._master.listening.ownsBacklog}).
     @ivar maxConnections: connections a worker may serve before it is
         recycled, plus up to 10% jitter (0: never).
     @ivar maxMemory: resident memory in MB past which a worker is recycled
@@ -174,10 +174,10 @@ class ClusterConfig:
     @ivar control: where the master serves its control site (status page,
         metrics, operations): a Twisted server endpoint string, C{"auto"}
         for a private UNIX socket, or C{None} for none (see
-        L{twisted_cluster.control}).
+        L{twisted_cluster._control.site}).
     @ivar controlToken: the file a TCP control site writes its token to
         (C{--control-token}), or C{None} for
-        L{twisted_cluster.control.defaultTokenPath}.
+        L{twisted_cluster._control.site.defaultTokenPath}.
     @ivar controlTokenFrom: a file the operator made whose token a TCP
         control site wants instead of a new one (C{--control-token-from}).
     @ivar controlAuth: whether the control site checks who asks (the

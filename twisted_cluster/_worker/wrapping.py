@@ -11,7 +11,7 @@ the workers, never of the master's accept loop.
 
 The worker reads the endpoint description itself, without binding
 anything: parsing an C{ssl:} endpoint loads the certificate and key (before
-the worker gives up root, see L{twisted_cluster.privileges}); parsing a
+the worker gives up root, see L{twisted_cluster._shared.privileges}); parsing a
 C{systemd:} endpoint would look for descriptors that only the master
 inherited, so plain socket endpoints are recognised by name and left as
 they are.
@@ -81,10 +81,10 @@ def wrapperFor(reactor: Any, description: str) -> FactoryWrapper:
 def _proxyProtocol(factory: IProtocolFactory, clock: IReactorTime) -> IProtocolFactory:
     """
     C{factory} behind a strict PROXY protocol reader
-    (L{twisted_cluster.proxyheader.StrictProxyFactory}), imported only by
+    (L{twisted_cluster._worker.proxyheader.StrictProxyFactory}), imported only by
     workers that have a C{haproxy:} listener.
     """
-    from twisted_cluster.proxyheader import StrictProxyFactory
+    from twisted_cluster._worker.proxyheader import StrictProxyFactory
 
     return StrictProxyFactory(factory, clock)
 

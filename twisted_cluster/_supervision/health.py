@@ -17,8 +17,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_cluster import commands
-from twisted_cluster.process import READY, WorkerProcess
+from twisted_cluster._contract import commands
+from twisted_cluster._supervision.process import READY, WorkerProcess
 
 log = Logger()
 

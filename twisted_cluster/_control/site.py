@@ -7,7 +7,7 @@ By default it listens on a UNIX socket of mode 0600 in a directory of mode
 0700 that only the master's user can enter (see L{defaultEndpoint}): other
 users of the machine can neither read the figures nor restart the cluster.
 Everything but the probes and the page's files also checks who asks
-(L{twisted_cluster.controlauth}): the peer's uid on a UNIX socket, a token
+(L{twisted_cluster._control.auth}): the peer's uid on a UNIX socket, a token
 from a file only the master's user can read over TCP.  Operations also
 require C{POST} and the L{CONTROL_HEADER} header, so that a web page in a
 browser cannot trigger them on a TCP control endpoint (a cross-site form
@@ -34,7 +34,7 @@ from twisted.web.server import Request
 from twisted.web.static import File
 
 from twisted_cluster.apploading import quietSite
-from twisted_cluster.controlauth import (
+from twisted_cluster._control.auth import (
     Access,
     AccessPolicy,
     Peer,
@@ -44,11 +44,11 @@ from twisted_cluster.controlauth import (
     loadToken,
     newToken,
 )
-from twisted_cluster.controlbudget import BudgetedFactory
-from twisted_cluster.listening import ListenError, listenNow
-from twisted_cluster.metrics import RateHistory, clusterRegistry, clusterStatus
-from twisted_cluster.pidfile import pidAlive
-from twisted_cluster.probes import addProbes
+from twisted_cluster._control.budget import BudgetedFactory
+from twisted_cluster._master.listening import ListenError, listenNow
+from twisted_cluster._control.metrics import RateHistory, clusterRegistry, clusterStatus
+from twisted_cluster._master.pidfile import pidAlive
+from twisted_cluster._control.probes import addProbes
 
 log = Logger()
 

@@ -10,7 +10,7 @@ accepts on it without building a Protocol per connection.
 Whoever creates a socket file removes it, and nobody else: the master
 removes the file of a C{unix:PATH} listener it bound when it stops, never
 the file of a socket systemd passed it (C{systemd:domain=UNIX}), whose
-mode and backlog stay systemd's too (L{twisted_cluster.adoptedport}).
+mode and backlog stay systemd's too (L{twisted_cluster._shared.adoptedport}).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 
-from twisted_cluster.adoptedport import adoptListeningPort
-from twisted_cluster.wrapping import endpointKind, explainParseError
+from twisted_cluster._shared.adoptedport import adoptListeningPort
+from twisted_cluster._worker.wrapping import endpointKind, explainParseError
 
 #: Connections the kernel queues on a listening socket before the master
 #: accepts them (C{--backlog}); Linux caps it at C{net.core.somaxconn}.

@@ -20,25 +20,25 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from zope.interface import implementer
 
-from twisted_cluster.acceptor import Acceptor, Accepted
+from twisted_cluster._master.acceptor import Acceptor, Accepted
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import Responders, makeLocator
 from twisted_cluster.contexts import IMasterContext
-from twisted_cluster.routing import ForwardingMasterContext, RelayLocator, WorkerCalls
-from twisted_cluster.config import ClusterConfig
-from twisted_cluster.control import ControlServer, checkEndpoint, resolveEndpoint
-from twisted_cluster.dispatch import IDispatchPolicy, policyNamed
+from twisted_cluster._master.routing import ForwardingMasterContext, RelayLocator, WorkerCalls
+from twisted_cluster._master.config import ClusterConfig
+from twisted_cluster._control.site import ControlServer, checkEndpoint, resolveEndpoint
+from twisted_cluster._master.dispatch import IDispatchPolicy, policyNamed
 from twisted_cluster.errors import ClusterFailed
-from twisted_cluster.handoff import Connection
-from twisted_cluster.health import HealthMonitor, HealthPolicy
-from twisted_cluster.recycle import RecyclePolicy, Recycler
-from twisted_cluster.rollout import RollingRestart
-from twisted_cluster.listening import Listener, listen, parseEndpoint
-from twisted_cluster.process import READY, WorkerProcess, workerRow
-from twisted_cluster.proxypeek import HeaderPeeker
-from twisted_cluster.supervisor import Supervisor
-from twisted_cluster.worker import WorkerConfig
-from twisted_cluster.wrapping import endpointKind
+from twisted_cluster._contract.handoff import Connection
+from twisted_cluster._supervision.health import HealthMonitor, HealthPolicy
+from twisted_cluster._supervision.recycle import RecyclePolicy, Recycler
+from twisted_cluster._supervision.rollout import RollingRestart
+from twisted_cluster._master.listening import Listener, listen, parseEndpoint
+from twisted_cluster._supervision.process import READY, WorkerProcess, workerRow
+from twisted_cluster._master.proxypeek import HeaderPeeker
+from twisted_cluster._supervision.supervisor import Supervisor
+from twisted_cluster._contract.workerconfig import WorkerConfig
+from twisted_cluster._worker.wrapping import endpointKind
 
 log = Logger()
 
@@ -63,7 +63,7 @@ STICKY_STALL_AFTER = 1.0
 #: Seconds a worker may wait to acknowledge the connections it adopted, so
 #: that one acknowledgement (and one wake-up of the master) covers all those
 #: adopted meanwhile.  Safe because the master holds the worker's end of the
-#: hand-off channel (see L{twisted_cluster.handoff}); well below
+#: hand-off channel (see L{twisted_cluster._contract.handoff}); well below
 #: L{STALL_AFTER}, so that a serving worker never looks stalled.
 ACK_DELAY = 0.002
 #: Seconds a stall lasts before the master logs it (once per stall).
@@ -159,7 +159,7 @@ class ClusterService(ForwardingMasterContext, Service):
         self.control: ControlServer | None = None
         #: The scheduling policy workers set back at start (the command
         #: line's master yields to its workers, see
-        #: L{twisted_cluster.scheduling}); C{None}: they keep the master's.
+        #: L{twisted_cluster._shared.scheduling}); C{None}: they keep the master's.
         self.workerPolicy: int | None = None
 
     # Start-up
@@ -168,7 +168,7 @@ class ClusterService(ForwardingMasterContext, Service):
         """
         Parse every endpoint now, so that a typo fails before anything starts.
 
-        @raise twisted_cluster.listening.ListenError: on a malformed endpoint.
+        @raise twisted_cluster._master.listening.ListenError: on a malformed endpoint.
         """
         for description in self.config.listen:
             parseEndpoint(self._reactor, description)
@@ -180,7 +180,7 @@ class ClusterService(ForwardingMasterContext, Service):
         Connections that arrive before a worker is ready wait in the kernel
         backlog; none is refused.
 
-        @raise twisted_cluster.listening.ListenError: when a port cannot be
+        @raise twisted_cluster._master.listening.ListenError: when a port cannot be
             bound.
         """
         if self.listeners:
@@ -198,7 +198,7 @@ class ClusterService(ForwardingMasterContext, Service):
 
     def _listenControl(self) -> None:
         """
-        Serve the control site (L{twisted_cluster.control}) if configured.
+        Serve the control site (L{twisted_cluster._control.site}) if configured.
         """
         description = resolveEndpoint(self.config.control, os.getpid())
         if description is not None:
@@ -476,7 +476,7 @@ class ClusterService(ForwardingMasterContext, Service):
         self, process: WorkerProcess, taken: int, closed: int, returned: list[Connection]
     ) -> None:
         """
-        An acknowledgement from C{process} (see L{twisted_cluster.handoff}).
+        An acknowledgement from C{process} (see L{twisted_cluster._contract.handoff}).
         Connections it returned go to other workers (or wait for one), and
         it gets none for L{REFUSAL_REST} seconds or until it reports closes.
         """
@@ -611,7 +611,7 @@ class ClusterService(ForwardingMasterContext, Service):
 
     def workerTable(self) -> list[dict[str, Any]]:
         """
-        Every worker as L{twisted_cluster.process.workerRow} describes it.
+        Every worker as L{twisted_cluster._supervision.process.workerRow} describes it.
         """
         supervisor = self.supervisor
         if supervisor is None:
@@ -701,7 +701,7 @@ class ClusterService(ForwardingMasterContext, Service):
         Whether the cluster is on its way out: a graceful stop began (SIGTERM,
         SIGINT) or it gave up.  From that moment on it takes no new work, even
         while workers still finish theirs during the grace period; readiness
-        probes say so at once (L{twisted_cluster.probes}).
+        probes say so at once (L{twisted_cluster._control.probes}).
         """
         return self._stopped is not None or self.fatalError is not None
 

@@ -589,6 +589,21 @@ class PeerEndTests(ChannelMixin, SynchronousTestCase):
         self.assertEqual(self.sender.pending, 0)
         self.assertEqual(self.stalls, [True, False])
 
+    def test_aStalledWorkerWithNothingLeftReturnsWhenItIsAlive(self) -> None:
+        """
+        A worker stopped before it received anything has nothing to
+        acknowledge once its queue is taken back: its stall ends when it
+        shows it runs again (it answers a health ping), not never.
+        """
+        queued = self.connections(1)
+        self.sender.send(queued)
+        self.reactor.advance(0.01)
+        self.assertEqual((self.stalls, self.reclaimed), ([True], queued))
+        self.assertEqual(self.sender.pending, 0)
+        self.sender.alive()
+        self.assertEqual(self.stalls, [True, False])
+        self.assertFalse(self.sender.stalled)
+
     def test_reclaimFindsMessagesBehindOnesTheWorkerTook(self) -> None:
         """
         The worker and the master dequeue from the same queue: each message

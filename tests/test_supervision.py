@@ -48,6 +48,8 @@ class FakeProcess:
         self.figures = {"open": 0, "served": 0, "rss": 0}
         self.lastPing: float | None = None
         self.pings: list[Deferred[dict[str, int]]] = []
+        #: Its hand-off channel, when a test gives it one.
+        self.handoff: Any = None
 
     def spawn(self) -> None:
         FakeProcess.nextPid += 1
@@ -181,6 +183,22 @@ class HealthMonitorTests(SynchronousTestCase):
         self.assertEqual(self.h.supervisor.restarts["hang"], 1)
         self.h.clock.advance(1)
         self.assertEqual(self.h.supervisor.slotPids()[1], self.h.spawned[-1].pid)
+
+    def test_anAnswerEndsAStallOfTheHandoffChannel(self) -> None:
+        """
+        A worker that answers a ping runs: its hand-off channel hears it
+        (L{HandoffSender.alive}), so that a stall with nothing left to
+        acknowledge ends.
+        """
+        calls: list[str] = []
+
+        class Handoff:
+            def alive(self) -> None:
+                calls.append("alive")
+
+        self.workers[0].handoff = Handoff()
+        self.workers[0].pings[0].callback({"open": 0, "served": 0, "rss": 0})
+        self.assertEqual(calls, ["alive"])
 
     def test_answeringWorkerIsNotKilled(self) -> None:
         for _ in range(5):

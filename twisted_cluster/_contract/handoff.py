@@ -389,6 +389,18 @@ class HandoffSender:
         self.inFlight.extend(unreceived)
         self._lose()
 
+    def alive(self) -> None:
+        """
+        The worker's reactor runs (it answered a health ping): a stall ends
+        now, even when the worker has nothing left to acknowledge because
+        everything it had not received was taken back.
+        """
+        if self.stalled and not self._lost:
+            self.stalled = False
+            self._onStall(False)
+            if self.inFlight:
+                self._watch()
+
     def reclaim(self) -> list[Connection]:
         """
         Take back every message still waiting in the worker's receive

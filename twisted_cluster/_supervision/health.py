@@ -153,6 +153,10 @@ class HealthMonitor:
         record.check = None
         process.figures = {k: answer[k] for k in ("open", "served", "rss")}
         process.lastPing = now - sentAt
+        handoff = process.handoff
+        if handoff is not None:
+            # Its reactor runs: a stall of its hand-off channel is over.
+            handoff.alive()
         self._onFigures(process)
 
     def _judge(self, process: WorkerProcess) -> None:

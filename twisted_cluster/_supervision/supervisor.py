@@ -17,16 +17,20 @@ L{Clock}.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import attr
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._supervision.process import READY, STARTING, STOPPED, SpawnFailed, WorkerProcess
 from twisted_cluster._supervision.startfailure import StartFailure
+
+if TYPE_CHECKING:
+    # The master's configuration, read here, typed only: supervision sits
+    # below the master's side and imports nothing from it.
+    from twisted_cluster._master.config import ClusterConfig
 
 log = Logger()
 

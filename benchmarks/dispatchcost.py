@@ -55,7 +55,7 @@ def cost(oneWaiting: bool, number: int = 200000) -> float:
     )
     connection, peer = [(-1, 0)], [None]
     best = min(timeit.repeat(
-        lambda: service._dispatch(connection, peer), number=number, repeat=5
+        lambda: service.dispatcher.dispatch(connection, peer), number=number, repeat=5
     ))
     return best / number * 1e9
 

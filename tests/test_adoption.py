@@ -19,7 +19,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.support import fdIsOpen
-from twisted_cluster._worker.adoption import AdoptedConnection, adoptConnection, readAtOnce
+from twisted_cluster._worker.adoption import (
+    AdoptedConnection,
+    adoptConnection,
+    readAtOnce,
+)
 
 
 @implementer(IReactorFDSet)

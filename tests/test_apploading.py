@@ -9,8 +9,8 @@ from twisted.internet.protocol import Factory
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from twisted_cluster.apploading import AppLoadError, asFactory, checkApp, loadApp
 from tests.apps import simple
+from twisted_cluster.apploading import AppLoadError, asFactory, checkApp, loadApp
 
 
 class LoadAppTests(SynchronousTestCase):

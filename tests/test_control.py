@@ -20,6 +20,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from tests.observability_fakes import FakeService, twoWorkers
 from tests.support import shortTempDir
+from twisted_cluster._control.auth import Access, AccessPolicy
+from twisted_cluster._control.metrics import clusterStatus
 from twisted_cluster._control.site import (
     ControlError,
     checkEndpoint,
@@ -29,8 +31,6 @@ from twisted_cluster._control.site import (
     resolveEndpoint,
     runtimeDirectory,
 )
-from twisted_cluster._control.auth import Access, AccessPolicy
-from twisted_cluster._control.metrics import clusterStatus
 
 #: The token the sites under test want.
 TOKEN = "s3cret-token"

@@ -12,8 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.observability_fakes import FakeProcess, twoWorkers
 from tests.support import shortTempDir
-from twisted_cluster.ctl import CtlError, Target, findTarget, findToken, formatStatus
 from twisted_cluster._control.metrics import clusterStatus
+from twisted_cluster.ctl import CtlError, Target, findTarget, findToken, formatStatus
 
 
 class FindTargetTests(SynchronousTestCase):

@@ -19,7 +19,6 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import shortTempDir
-
 from twisted_cluster._master.listening import (
     DEFAULT_BACKLOG,
     ListenError,
@@ -90,7 +89,7 @@ class MissingTLSLibraryTests(SynchronousTestCase):
         self.assertIn("pip install 'twisted-cluster[tls]'", str(e))
 
     def test_otherMissingModulesAreReportedAsTheyAre(self) -> None:
-        from twisted_cluster._worker.wrapping import explainParseError
+        from twisted_cluster._shared.endpointstrings import explainParseError
 
         self.assertEqual(
             explainParseError(ModuleNotFoundError("No module named 'x'", name="x")),

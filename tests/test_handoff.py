@@ -11,6 +11,7 @@ from typing import Callable
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import fdIsOpen
 from twisted_cluster._contract.handoff import (
     LISTENING,
     HandoffReceiver,
@@ -20,7 +21,6 @@ from twisted_cluster._contract.handoff import (
     encodeAck,
     socketpair,
 )
-from tests.support import fdIsOpen
 
 
 class ChannelMixin:

@@ -13,14 +13,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
-from twisted_cluster._master.config import ClusterConfig
-from twisted_cluster._master.service import ClusterService
 from twisted_cluster._control.probes import (
     LivenessResource,
     ReadinessResource,
     addProbes,
     readiness,
 )
+from twisted_cluster._master.config import ClusterConfig
+from twisted_cluster._master.service import ClusterService
 
 
 class _FakeCluster:

@@ -21,13 +21,18 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from twisted_cluster._contract.workerconfig import WorkerConfig
+from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._supervision import process as processModule
 from twisted_cluster._supervision.backoff import Backoff
-from twisted_cluster._master.config import ClusterConfig
-from twisted_cluster._supervision.process import READY, STOPPED, SpawnFailed, WorkerProcess
+from twisted_cluster._supervision.process import (
+    READY,
+    STOPPED,
+    SpawnFailed,
+    WorkerProcess,
+)
 from twisted_cluster._supervision.rollout import RollingRestart
 from twisted_cluster._supervision.supervisor import Supervisor
-from twisted_cluster._contract.workerconfig import WorkerConfig
 
 
 class _Transport:

@@ -17,7 +17,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_cluster._master.config import ClusterConfig
-from twisted_cluster._supervision.health import HUNG, OK, WAITING, HealthMonitor, HealthPolicy
+from twisted_cluster._supervision.health import (
+    HUNG,
+    OK,
+    WAITING,
+    HealthMonitor,
+    HealthPolicy,
+)
 from twisted_cluster._supervision.process import DRAINING, READY, STARTING, STOPPED
 from twisted_cluster._supervision.recycle import MB, RecyclePolicy, Recycler
 from twisted_cluster._supervision.rollout import RollingRestart, RolloutPlan

@@ -6,10 +6,10 @@ with growing delays, a worker that cannot start stops the master.
 from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_supervision import Harness
 from twisted_cluster._supervision.backoff import Backoff, CrashGuard
 from twisted_cluster._supervision.rollout import RollingRestart
 from twisted_cluster._supervision.startfailure import StartFailure
-from tests.test_supervision import Harness
 
 
 class CrashRestartTests(SynchronousTestCase):

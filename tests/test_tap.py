@@ -10,9 +10,9 @@ import subprocess
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import ROOT, TWIST, testEnvironment
+from twisted_cluster._master import tap as tapModule
 from twisted_cluster._master.config import FDS_PER_WORKER, FDS_RESERVED, WorkerBound
 from twisted_cluster._master.listening import DEFAULT_BACKLOG
-from twisted_cluster._master import tap as tapModule
 from twisted_cluster._master.tap import Options
 
 

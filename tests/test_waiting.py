@@ -18,12 +18,13 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import fdIsOpen
 from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._master.dispatch import LeastConnections, Sticky
-from twisted_cluster.errors import ClusterFailed
-from twisted_cluster._master.service import REFUSAL_REST, STALL_LOG_AFTER, ClusterService
+from twisted_cluster._master.dispatcher import REFUSAL_REST, STALL_LOG_AFTER
+from twisted_cluster._master.service import ClusterService
 from twisted_cluster._supervision.process import READY, STOPPED
-from tests.support import fdIsOpen
+from twisted_cluster.errors import ClusterFailed
 
 
 class FakeWorker:
@@ -147,9 +148,9 @@ class WaitingQueueTests(SynchronousTestCase):
         self.supervisor.workers.append(worker)
         service._sink(0)(self.accepted(3))
         self.assertEqual(policy.openConnections(worker), 3)
-        service._workerAck(worker, 3, 2, [])  # type: ignore[arg-type]
+        service.dispatcher.workerAck(worker, 3, 2, [])  # type: ignore[arg-type]
         self.assertEqual(policy.openConnections(worker), 1)
-        service._workerLost(worker, [])  # type: ignore[arg-type]
+        service.dispatcher.workerLost(worker, [])  # type: ignore[arg-type]
         self.assertEqual(policy.openConnections(worker), 0)
 
 
@@ -185,10 +186,10 @@ class StalledWorkerTests(SynchronousTestCase):
 
     def dispatch(self, count: int) -> None:
         for _ in range(count):
-            self.service._dispatch([(-1, 0)], [None])
+            self.service.dispatcher.dispatch([(-1, 0)], [None])
 
     def stall(self, worker: FakeWorker, stalled: bool = True) -> None:
-        self.service._workerStalled(worker, stalled)  # type: ignore[arg-type]
+        self.service.dispatcher.workerStalled(worker, stalled)  # type: ignore[arg-type]
 
     def stallEvents(self) -> list[tuple[str, int, int]]:
         """
@@ -246,7 +247,7 @@ class StalledWorkerTests(SynchronousTestCase):
 
     def test_aWorkerThatLeftIsForgotten(self) -> None:
         self.stall(self.one)
-        self.service._workerLost(self.one, [])  # type: ignore[arg-type]
+        self.service.dispatcher.workerLost(self.one, [])  # type: ignore[arg-type]
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.dispatch(2)
         self.assertEqual((len(self.one.sent), len(self.two.sent)), (1, 1))
@@ -284,11 +285,11 @@ class RefusedConnectionsTests(SynchronousTestCase):
 
     def dispatch(self, connections: list[tuple[int, int]]) -> None:
         for connection in connections:
-            self.service._dispatch([connection], [None])
+            self.service.dispatcher.dispatch([connection], [None])
 
     def ack(self, worker: FakeWorker, taken: int, closed: int,
             returned: list[tuple[int, int]]) -> None:
-        self.service._workerAck(worker, taken, closed, returned)  # type: ignore[arg-type]
+        self.service.dispatcher.workerAck(worker, taken, closed, returned)  # type: ignore[arg-type]
 
     def refusalEvents(self) -> list[tuple[str, int, int, int]]:
         """

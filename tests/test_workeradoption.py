@@ -19,10 +19,10 @@ from twisted.internet.testing import (
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.apps import exhausted
 from twisted_cluster._contract.handoff import HandoffSender, socketpair
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._worker.runtime import Worker
-from tests.apps import exhausted
 
 
 class _Reactor(MemoryReactorClock):

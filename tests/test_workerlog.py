@@ -21,7 +21,6 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_cluster._supervision.process import _WorkerOutput
 from twisted_cluster._contract import LOG_FD
 from twisted_cluster._shared.workerlog import (
     EVENT_LIMIT,
@@ -32,6 +31,7 @@ from twisted_cluster._shared.workerlog import (
     exceptionsAsText,
     jsonLinesForMaster,
 )
+from twisted_cluster._supervision.process import _WorkerOutput
 
 
 def failure() -> Failure:

@@ -22,9 +22,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from twisted_cluster._worker.tracking import ConnectionTracker
+from twisted_cluster._shared.endpointstrings import endpointKind
 from twisted_cluster._worker.proxyheader import REFUSAL_LOG_INTERVAL, v1HeaderProblem
-from twisted_cluster._worker.wrapping import WrappingError, endpointKind, wrapperFor
+from twisted_cluster._worker.tracking import ConnectionTracker
+from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
 
 
 def selfSignedPEM(hostname: str = "localhost") -> tuple[bytes, bytes]:

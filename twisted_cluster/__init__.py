@@ -63,11 +63,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from twisted_cluster.apploading import AppLoadError, loadApp
-    from twisted_cluster.arguments import BigBytes, BigUnicode
-    from twisted_cluster.clusterapp import ClusterApp
     from twisted_cluster._master.config import ClusterConfig
-    from twisted_cluster.contexts import IMasterContext, IWorkerContext
     from twisted_cluster._master.dispatch import (
         IDispatchPolicy,
         LeastConnections,
@@ -75,6 +71,11 @@ if TYPE_CHECKING:
         SharedListeners,
         Sticky,
     )
+    from twisted_cluster._master.service import ClusterService
+    from twisted_cluster.apploading import AppLoadError, loadApp
+    from twisted_cluster.arguments import BigBytes, BigUnicode
+    from twisted_cluster.clusterapp import ClusterApp
+    from twisted_cluster.contexts import IMasterContext, IWorkerContext
     from twisted_cluster.errors import (
         ClusterFailed,
         NoSuchWorker,
@@ -82,7 +83,6 @@ if TYPE_CHECKING:
         WorkerGone,
         WorkerUnavailable,
     )
-    from twisted_cluster._master.service import ClusterService
 
 
 def __getattr__(name: str) -> Any:

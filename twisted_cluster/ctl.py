@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from urllib.parse import urlsplit
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 import attr
 from twisted.internet.defer import Deferred
@@ -34,13 +34,13 @@ from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
+from twisted_cluster._control.auth import readToken
 from twisted_cluster._control.site import (
     CONTROL_HEADER,
     controlSockets,
     defaultTokenPath,
     runtimeDirectory,
 )
-from twisted_cluster._control.auth import readToken
 
 #: Seconds a request to the master may take.
 TIMEOUT = 15.0

@@ -31,16 +31,20 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from twisted_cluster.errors import ClusterFailed
 from twisted_cluster._contract.amp import ControlAMP
+from twisted_cluster._master.config import ClusterConfig
+from twisted_cluster._master.routing import (
+    ForwardingMasterContext,
+    RelayLocator,
+    WorkerCalls,
+)
+from twisted_cluster._master.service import ClusterService
+from twisted_cluster._supervision.process import STOPPED
 from twisted_cluster.apploading import buildWorkerApp, checkApp, resolveName
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import ClusterApp, makeLocator
-from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster.contexts import IMasterContext, WorkerContext
-from twisted_cluster._master.service import ClusterService
-from twisted_cluster._supervision.process import STOPPED
-from twisted_cluster._master.routing import ForwardingMasterContext, RelayLocator, WorkerCalls
+from twisted_cluster.errors import ClusterFailed
 
 __all__ = ["ClusterFailed", "FakeCluster", "FakeWorker", "RunningCluster", "startCluster"]
 

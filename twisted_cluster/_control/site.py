@@ -26,14 +26,17 @@ from typing import Any, Callable
 import attr
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.static import File
 
-from twisted_cluster.apploading import quietSite
 from twisted_cluster._control.auth import (
     Access,
     AccessPolicy,
@@ -45,10 +48,11 @@ from twisted_cluster._control.auth import (
     newToken,
 )
 from twisted_cluster._control.budget import BudgetedFactory
-from twisted_cluster._master.listening import ListenError, listenNow
 from twisted_cluster._control.metrics import RateHistory, clusterRegistry, clusterStatus
-from twisted_cluster._master.pidfile import pidAlive
 from twisted_cluster._control.probes import addProbes
+from twisted_cluster._master.listening import ListenError, listenNow
+from twisted_cluster._master.pidfile import pidAlive
+from twisted_cluster.apploading import quietSite
 
 log = Logger()
 

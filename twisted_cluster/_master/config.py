@@ -9,9 +9,9 @@ import resource
 
 import attr
 
-from twisted_cluster._supervision.backoff import Backoff, CrashGuard, StartupPolicy
 from twisted_cluster._master.listening import DEFAULT_BACKLOG
 from twisted_cluster._shared.privileges import Credentials
+from twisted_cluster._supervision.backoff import Backoff, CrashGuard, StartupPolicy
 
 
 def defaultWorkers() -> int:

@@ -21,7 +21,6 @@ Choose one with C{twist cluster --dispatch NAME} (L{POLICIES}):
 from __future__ import annotations
 
 import hashlib
-
 from collections import OrderedDict
 from typing import Callable, Hashable, Sequence
 

@@ -30,7 +30,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 
 from twisted_cluster._shared.adoptedport import adoptListeningPort
-from twisted_cluster._worker.wrapping import endpointKind, explainParseError
+from twisted_cluster._shared.endpointstrings import endpointKind, explainParseError
 
 #: Connections the kernel queues on a listening socket before the master
 #: accepts them (C{--backlog}); Linux caps it at C{net.core.somaxconn}.

@@ -19,15 +19,19 @@ from typing import Any, Callable, NoReturn
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twisted_cluster.apploading import AppLoadError, checkApp, resolveName
-from twisted_cluster.clusterapp import ClusterApp
 from twisted_cluster._master.config import ClusterConfig, WorkerBound, defaultWorkers
 from twisted_cluster._master.dispatch import POLICIES
 from twisted_cluster._master.listening import DEFAULT_BACKLOG, ListenError
-from twisted_cluster._master.service import ClusterService
 from twisted_cluster._master.pidfile import PIDFile, PIDFileError
-from twisted_cluster._shared.privileges import PrivilegeError, checkCanSwitch, resolveCredentials
+from twisted_cluster._master.service import ClusterService
+from twisted_cluster._shared.privileges import (
+    PrivilegeError,
+    checkCanSwitch,
+    resolveCredentials,
+)
 from twisted_cluster._shared.scheduling import yieldToWorkers
+from twisted_cluster.apploading import AppLoadError, checkApp, resolveName
+from twisted_cluster.clusterapp import ClusterApp
 
 log = Logger()
 

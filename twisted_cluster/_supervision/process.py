@@ -23,10 +23,9 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 import twisted_cluster
-from twisted_cluster._contract import commands
+from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD, commands
 from twisted_cluster._contract.amp import ControlAMP
 from twisted_cluster._contract.handoff import Connection, HandoffSender, socketpair
-from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._shared.workerlog import (
     EVENT_LIMIT,

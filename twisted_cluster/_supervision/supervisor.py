@@ -24,7 +24,13 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_cluster._supervision.process import READY, STARTING, STOPPED, SpawnFailed, WorkerProcess
+from twisted_cluster._supervision.process import (
+    READY,
+    STARTING,
+    STOPPED,
+    SpawnFailed,
+    WorkerProcess,
+)
 from twisted_cluster._supervision.startfailure import StartFailure
 
 if TYPE_CHECKING:

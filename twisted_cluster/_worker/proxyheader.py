@@ -22,7 +22,10 @@ from twisted.logger import Logger
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
-from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
+from twisted.protocols.haproxy._wrapper import (
+    HAProxyProtocolWrapper,
+    HAProxyWrappingFactory,
+)
 
 log = Logger()
 

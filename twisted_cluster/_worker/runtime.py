@@ -32,20 +32,23 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD, commands
-from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._contract.amp import ControlAMP
+from twisted_cluster._contract.handoff import HandoffReceiver
+from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._shared.adoptedport import adoptListeningPort
+from twisted_cluster._shared.privileges import (
+    Credentials,
+    PrivilegeError,
+    dropPrivileges,
+)
+from twisted_cluster._shared.scheduling import restorePolicy
+from twisted_cluster._shared.workerlog import logToMaster
 from twisted_cluster._worker.adoption import adoptConnection, readAtOnce
+from twisted_cluster._worker.tracking import ConnectionTracker
+from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
 from twisted_cluster.apploading import AppLoadError, loadWorkerApp
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.contexts import WorkerContext
-from twisted_cluster._contract.handoff import HandoffReceiver
-from twisted_cluster._shared.privileges import Credentials, PrivilegeError, dropPrivileges
-from twisted_cluster._shared.scheduling import restorePolicy
-from twisted_cluster._worker.tracking import ConnectionTracker
-from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
-from twisted_cluster._shared.workerlog import logToMaster
-
 
 #: Seconds a worker may wait to coalesce its counts of closed connections
 #: (L{HandoffReceiver}); adoptions wait as long as the master allows

@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 
+from twisted_cluster._shared.endpointstrings import endpointKind, explainParseError
+
 #: A function that wraps the app's factory for one listener.
 FactoryWrapper = Callable[[IProtocolFactory], IProtocolFactory]
 
@@ -35,16 +37,6 @@ class WrappingError(Exception):
 
 def _identity(factory: IProtocolFactory) -> IProtocolFactory:
     return factory
-
-
-def endpointKind(description: str) -> str:
-    """
-    The endpoint type of C{description}: C{"ssl"} for
-    C{"ssl:443:privateKey=k.pem"}, C{"tcp"} for C{"8080"} (Twisted's old
-    bare-port form).
-    """
-    head = description.split(":", 1)[0].strip().lower()
-    return "tcp" if head.isdigit() else head
 
 
 def wrapperFor(reactor: Any, description: str) -> FactoryWrapper:
@@ -87,20 +79,6 @@ def _proxyProtocol(factory: IProtocolFactory, clock: IReactorTime) -> IProtocolF
     from twisted_cluster._worker.proxyheader import StrictProxyFactory
 
     return StrictProxyFactory(factory, clock)
-
-
-def explainParseError(e: Exception) -> str:
-    """
-    Why an endpoint string did not parse, in one line: Twisted's own words,
-    except for a missing TLS library, where they ("No module named
-    'OpenSSL'") do not tell the user what to install.
-    """
-    if isinstance(e, ImportError) and (e.name or "").split(".")[0] == "OpenSSL":
-        return (
-            "TLS needs pyOpenSSL, which is not installed: "
-            "pip install 'twisted-cluster[tls]'"
-        )
-    return str(e)
 
 
 def _sslContextFactory(reactor: Any, description: str) -> Any:

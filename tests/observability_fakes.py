@@ -10,12 +10,23 @@ from collections import Counter
 import attr
 from twisted.internet.defer import Deferred
 
+from twisted_cluster._supervision.process import WorkerState
+
+
+def _state(state: WorkerState | str) -> WorkerState:
+    return WorkerState.lookupByValue(state) if isinstance(state, str) else state
+
 
 @attr.s(auto_attribs=True, eq=False)
 class FakeProcess:
+    """
+    A worker process as the control site reads it; C{state} may be given
+    by its name (C{"ready"}).
+    """
+
     workerId: int
     pid: int
-    state: str = "ready"
+    state: WorkerState = attr.ib(default=WorkerState.READY, converter=_state)
     startedAt: float = 0.0
     figures: dict[str, int] = attr.ib(factory=lambda: {"open": 0, "served": 0, "rss": 0})
     dispatched: int = 0

@@ -26,16 +26,17 @@ from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from twisted_cluster._supervision.process import workerRow
+from twisted_cluster._supervision.process import WorkerState, workerRow
+from twisted_cluster._supervision.supervisor import RestartCause
 
 #: Version of the C{/status.json} document; raised on incompatible changes.
 STATUS_VERSION = 1
 
 #: Worker states, in life order, as they appear in the document.
-STATES = ("starting", "ready", "draining", "stopped")
+STATES = tuple(state.value for state in WorkerState.iterconstants())
 
 #: Restart causes, as counted by the supervisor.
-CAUSES = ("crash", "hang", "recycle", "rollout", "startup")
+CAUSES = tuple(cause.value for cause in RestartCause.iterconstants())
 
 
 class RateHistory:
@@ -136,7 +137,8 @@ def clusterStatus(
     byState = dict.fromkeys(STATES[:-1], 0)
     workers = []
     for process in processes:
-        byState[process.state] = byState.get(process.state, 0) + 1
+        state = process.state.value
+        byState[state] = byState.get(state, 0) + 1
         figures = getattr(process, "figures", None) or {}
         row = workerRow(process, supervisor.slotRestarts(process.workerId))
         row.update(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import attr
+from constantly import NamedConstant, Names
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -22,8 +23,19 @@ from twisted_cluster._supervision.process import READY, WorkerProcess
 
 log = Logger()
 
-#: Verdicts of L{HealthPolicy.verdict}.
-OK, WAITING, HUNG = "ok", "waiting", "hung"
+class HealthVerdict(Names):
+    """
+    What L{HealthPolicy.verdict} says of a worker: it may be pinged
+    (C{OK}), its ping is outstanding within the timeout (C{WAITING}), or
+    it is hung (C{HUNG}).
+    """
+
+    OK = NamedConstant()
+    WAITING = NamedConstant()
+    HUNG = NamedConstant()
+
+
+OK, WAITING, HUNG = HealthVerdict.OK, HealthVerdict.WAITING, HealthVerdict.HUNG
 
 
 @attr.s(frozen=True, auto_attribs=True)

@@ -15,6 +15,7 @@ import signal
 import socket
 from typing import Any, Callable
 
+from constantly import ValueConstant, Values
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
@@ -36,8 +37,22 @@ from twisted_cluster._shared.workerlog import (
     eventFromWorker,
 )
 
-#: The states a worker goes through, in order.
-STARTING, READY, DRAINING, STOPPED = "starting", "ready", "draining", "stopped"
+
+class WorkerState(Values):
+    """
+    The states a worker goes through, in order; each one's value is its
+    name in C{/status.json} and in the metrics.
+    """
+
+    STARTING = ValueConstant("starting")
+    READY = ValueConstant("ready")
+    DRAINING = ValueConstant("draining")
+    STOPPED = ValueConstant("stopped")
+
+
+STARTING, READY, DRAINING, STOPPED = (
+    WorkerState.STARTING, WorkerState.READY, WorkerState.DRAINING, WorkerState.STOPPED
+)
 
 log = Logger()
 
@@ -193,7 +208,7 @@ def workerRow(process: "WorkerProcess", restarts: int) -> dict[str, Any]:
     return {
         "id": process.workerId,
         "pid": process.pid,
-        "state": process.state,
+        "state": process.state.value,
         "restarts": restarts,
         "dispatched": process.dispatched,
     }
@@ -268,8 +283,9 @@ class WorkerProcess:
         self.figures = {"open": 0, "served": 0, "rss": 0}
         self.dispatched = 0
         self.lastPing: float | None = None
-        #: Why the master ended it, when it did ("hang"); a crash otherwise.
-        self.exitCause: str | None = None
+        #: Why the master ended it, when it did (L{RestartCause.HANG},
+        #: L{RestartCause.STARTUP}); a crash otherwise.
+        self.exitCause: Any = None
 
     @property
     def name(self) -> str:

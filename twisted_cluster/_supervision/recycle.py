@@ -17,6 +17,7 @@ import attr
 from twisted.logger import Logger
 
 from twisted_cluster._supervision.process import READY, STARTING, WorkerProcess
+from twisted_cluster._supervision.supervisor import RECYCLE
 
 log = Logger()
 
@@ -143,4 +144,4 @@ class Recycler:
             pid=process.pid,
             why=why,
         )
-        self._supervisor.replace(process.workerId, "recycle")
+        self._supervisor.replace(process.workerId, RECYCLE)

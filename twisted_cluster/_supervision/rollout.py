@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twisted_cluster._supervision.startfailure import StartFailure
+from twisted_cluster._supervision.supervisor import ROLLOUT
 
 log = Logger()
 
@@ -160,7 +161,7 @@ class RollingRestart:
                 )
                 self._finish(False)
 
-        supervisor.replace(workerId, "rollout").addCallback(stepped)
+        supervisor.replace(workerId, ROLLOUT).addCallback(stepped)
 
     def _finish(self, ok: bool) -> None:
         self._plan.abort()

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable
 
 import attr
+from constantly import ValueConstant, Values
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,8 +41,23 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-#: Restart causes, as counted in L{Supervisor.restarts}.
-CRASH, HANG, RECYCLE, ROLLOUT, STARTUP = "crash", "hang", "recycle", "rollout", "startup"
+class RestartCause(Values):
+    """
+    Why a worker was replaced; each one's value is how L{Supervisor.restarts},
+    the log (field C{cause}) and the metrics name it.
+    """
+
+    CRASH = ValueConstant("crash")
+    HANG = ValueConstant("hang")
+    RECYCLE = ValueConstant("recycle")
+    ROLLOUT = ValueConstant("rollout")
+    STARTUP = ValueConstant("startup")
+
+
+CRASH, HANG, RECYCLE, ROLLOUT, STARTUP = (
+    RestartCause.CRASH, RestartCause.HANG, RestartCause.RECYCLE,
+    RestartCause.ROLLOUT, RestartCause.STARTUP,
+)
 
 
 def _cancelling(result: Any, call: Any) -> Any:
@@ -73,7 +89,7 @@ class _Slot:
     #: The process starting to replace C{process} (rolling restart, recycling).
     pending: WorkerProcess | None = None
     #: Why C{pending} was started: L{ROLLOUT} or L{RECYCLE}.
-    cause: str = ""
+    cause: RestartCause | None = None
     #: Fired with whether C{pending} took over the slot.
     waiters: list = attr.ib(factory=list)
     #: How the last replacement that failed to start failed.
@@ -310,7 +326,7 @@ class Supervisor:
         else:
             cause = process.exitCause or CRASH
             delay = self._crashDelay(slot)
-        self.restarts[cause] += 1
+        self.restarts[cause.value] += 1
         slot.restarts += 1
         if slot.pending is not None:
             log.warn(
@@ -319,7 +335,7 @@ class Supervisor:
                 worker_id=process.workerId,
                 pid=process.pid,
                 how=how,
-                cause=cause,
+                cause=cause.value,
                 new_pid=slot.pending.pid,
             )
             return
@@ -328,7 +344,7 @@ class Supervisor:
             worker_id=process.workerId,
             pid=process.pid,
             how=how,
-            cause=cause,
+            cause=cause.value,
             delay=delay,
             crashes=len(slot.crashes),
             failures=slot.failures,
@@ -404,7 +420,7 @@ class Supervisor:
 
     # Replacing, resizing
 
-    def replace(self, workerId: int, cause: str) -> Deferred[bool]:
+    def replace(self, workerId: int, cause: RestartCause) -> Deferred[bool]:
         """
         Replace the process of slot C{workerId} gracefully: start a new one
         (same worker id, the app imported afresh) and, once it is ready,
@@ -437,7 +453,8 @@ class Supervisor:
         slot.process = process
         slot.pending = None
         if old is not None:
-            self.restarts[slot.cause] += 1
+            cause = slot.cause or ROLLOUT
+            self.restarts[cause.value] += 1
             slot.restarts += 1
             self._retired.add(old)
             log.info(
@@ -446,7 +463,7 @@ class Supervisor:
                 worker_id=slot.workerId,
                 pid=old.pid,
                 new_pid=process.pid,
-                cause=slot.cause,
+                cause=cause.value,
             )
             self._retire(old)
         waiters, slot.waiters = slot.waiters, []

@@ -181,29 +181,27 @@ class SharedListenersTests(TestCase):
     async def test_workersAcceptThemselvesAndBothServe(self) -> None:
         """
         With C{--dispatch shared} the workers accept on the listening socket
-        themselves: connections are served by both workers, and the master
-        accepted none of them.
+        themselves: while one is blocked in a request, the other accepts and
+        serves every new connection, so both serve; the master accepted
+        none of them.
         """
         cluster = await ClusterProcess.start(
             self, "--workers", "2", "--dispatch", "shared",
+            "--app", "tests.apps.sleepy.resource",
             "--control", "tcp:0:interface=127.0.0.1", "--control-no-auth", waitReady=2,
         )
-        held = []
-        served = Counter()
-        try:
-            # Connections held open make the busy worker's peer take some.
-            for _ in range(20):
-                worker, sock = await workerOf(cluster.port, keepOpen=True)
-                held.append(sock)
-                served[worker] += 1
-            for _ in range(20):
-                worker, _ = await workerOf(cluster.port)
-                served[worker] += 1
-        finally:
-            for sock in held:
-                sock.close()
-        self.assertEqual(set(served), {"1", "2"})
-        self.assertEqual(sum(served.values()), 40)
+        assert cluster.port is not None
+        port = cluster.port
+        blocked = deferToThread(request, port, path="/block?s=3")
+        await sleep(0.5)  # whichever worker took it now sleeps in it
+        others = [
+            (await deferToThread(request, port))[1].decode() for _ in range(10)
+        ]
+        blockedBy = (await blocked)[1].decode()
+        self.assertEqual(len(set(others)), 1, others)
+        self.assertEqual(
+            {blockedBy, *others}, {str(pid) for pid in cluster.workers.values()}
+        )
         status = await clusterStatus(cluster)
         self.assertEqual(status["cluster"]["accepted"], 0)
 

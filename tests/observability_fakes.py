@@ -10,6 +10,7 @@ from collections import Counter
 import attr
 from twisted.internet.defer import Deferred
 
+from twisted_cluster._contract.commands import PingFigures
 from twisted_cluster._supervision.process import WorkerState
 
 
@@ -28,7 +29,10 @@ class FakeProcess:
     pid: int
     state: WorkerState = attr.ib(default=WorkerState.READY, converter=_state)
     startedAt: float = 0.0
-    figures: dict[str, int] = attr.ib(factory=lambda: {"open": 0, "served": 0, "rss": 0})
+    figures: PingFigures = attr.ib(
+        factory=PingFigures,
+        converter=lambda f: PingFigures(**f) if isinstance(f, dict) else f,
+    )
     dispatched: int = 0
     lastPing: float | None = None
 

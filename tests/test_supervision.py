@@ -16,6 +16,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_cluster._contract.commands import PingFigures
 from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._supervision.health import (
     HUNG,
@@ -51,7 +52,7 @@ class FakeProcess:
         self.signals: list[str] = []
         self.drained = False
         self.exitCause: str | None = None
-        self.figures = {"open": 0, "served": 0, "rss": 0}
+        self.figures = PingFigures()
         self.lastPing: float | None = None
         self.pings: list[Deferred[dict[str, int]]] = []
         #: Its hand-off channel, when a test gives it one.
@@ -159,14 +160,14 @@ class HealthMonitorTests(SynchronousTestCase):
     def test_readyWorkersArePingedEveryInterval(self) -> None:
         self.assertEqual([len(w.pings) for w in self.workers], [1, 1])
         for w in self.workers:
-            w.pings[0].callback({"open": 1, "served": 2, "rss": 3})
+            w.pings[0].callback(PingFigures(open=1, served=2, rss=3).asAnswer())
         self.h.clock.advance(5)
         self.assertEqual([len(w.pings) for w in self.workers], [2, 2])
 
     def test_answerStoresFiguresAndRoundTrip(self) -> None:
         self.h.clock.advance(0.25)
-        self.workers[0].pings[0].callback({"open": 4, "served": 40, "rss": 7 * MB})
-        self.assertEqual(self.workers[0].figures, {"open": 4, "served": 40, "rss": 7 * MB})
+        self.workers[0].pings[0].callback(PingFigures(open=4, served=40, rss=7 * MB).asAnswer())
+        self.assertEqual(self.workers[0].figures, PingFigures(open=4, served=40, rss=7 * MB))
         self.assertEqual(self.workers[0].lastPing, 0.25)
 
     def test_slowWorkerIsNotPingedTwice(self) -> None:
@@ -175,7 +176,7 @@ class HealthMonitorTests(SynchronousTestCase):
 
     def test_hungWorkerIsTerminatedAfterTimeoutAndRestartedAsHang(self) -> None:
         w1, w2 = self.workers
-        w2.pings[0].callback({"open": 0, "served": 0, "rss": 0})
+        w2.pings[0].callback(PingFigures().asAnswer())
         self.h.clock.advance(9.9)
         self.assertEqual(w1.signals, [])
         self.h.clock.advance(0.1)
@@ -203,13 +204,13 @@ class HealthMonitorTests(SynchronousTestCase):
                 calls.append("alive")
 
         self.workers[0].handoff = Handoff()
-        self.workers[0].pings[0].callback({"open": 0, "served": 0, "rss": 0})
+        self.workers[0].pings[0].callback(PingFigures().asAnswer())
         self.assertEqual(calls, ["alive"])
 
     def test_answeringWorkerIsNotKilled(self) -> None:
         for _ in range(5):
             for w in self.workers:
-                w.pings[-1].callback({"open": 0, "served": 0, "rss": 0})
+                w.pings[-1].callback(PingFigures().asAnswer())
             self.h.clock.advance(5)
         self.h.clock.advance(9)
         self.assertEqual([w.signals for w in self.workers], [[], []])
@@ -233,7 +234,7 @@ class PingAnswerFailureTests(SynchronousTestCase):
         )
         monitor.start()
         self.addCleanup(monitor.stop)
-        workers[0].pings[0].callback({"open": 0, "served": 0, "rss": 0})
+        workers[0].pings[0].callback(PingFigures().asAnswer())
         [line] = h.logged("handling the ping answer")
         self.assertEqual((line["worker_id"], line["pid"]), (1, workers[0].pid))
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
@@ -271,10 +272,10 @@ class RecyclerTests(SynchronousTestCase):
         h = Harness(self)
         w1, w2 = h.startAll()
         recycler = Recycler(h.supervisor, RecyclePolicy(maxMemory=10))
-        w1.figures = {"open": 0, "served": 0, "rss": 5 * MB}
+        w1.figures = PingFigures(rss=5 * MB)
         recycler.check(w1)
         self.assertEqual(len(h.spawned), 2)
-        w1.figures = {"open": 0, "served": 0, "rss": 11 * MB}
+        w1.figures = PingFigures(rss=11 * MB)
         recycler.check(w1)
         new = h.spawned[-1]
         self.assertEqual((new.workerId, w1.drained), (1, False))
@@ -294,7 +295,7 @@ class RecyclerTests(SynchronousTestCase):
         w1, w2 = h.startAll()
         recycler = Recycler(h.supervisor, RecyclePolicy(maxMemory=10))
         for process in (w1, w2, w1, w2):
-            process.figures = {"open": 0, "served": 0, "rss": 50 * MB}
+            process.figures = PingFigures(rss=50 * MB)
             recycler.check(process)
         self.assertEqual(len(h.spawned), 2)
         self.assertEqual(len(h.logged("recycling for memory is off")), 1)
@@ -303,10 +304,10 @@ class RecyclerTests(SynchronousTestCase):
         h = Harness(self)
         w1, w2 = h.startAll()
         recycler = Recycler(h.supervisor, RecyclePolicy(maxConnections=100, jitter=0))
-        w1.figures = {"open": 0, "served": 99, "rss": 0}
+        w1.figures = PingFigures(served=99)
         recycler.check(w1)
         self.assertEqual(len(h.spawned), 2)
-        w1.figures = {"open": 0, "served": 100, "rss": 0}
+        w1.figures = PingFigures(served=100)
         recycler.check(w1)
         self.assertEqual(len(h.spawned), 3)
 

@@ -27,6 +27,9 @@ Master to worker
   - L{Drain}: stop taking connections, finish what is in flight, exit.
 """
 
+from typing import Mapping
+
+import attr
 from twisted.internet.defer import TimeoutError
 from twisted.protocols import amp
 
@@ -77,6 +80,34 @@ class Ping(amp.Command):
         (b"served", amp.Integer()),
         (b"rss", amp.Integer()),
     ]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class PingFigures:
+    """
+    What a worker reports in its answer to L{Ping}.
+
+    @ivar open: its connections open now.
+    @ivar served: the connections it has served since it started.
+    @ivar rss: its resident memory, in bytes.
+    """
+
+    open: int = 0
+    served: int = 0
+    rss: int = 0
+
+    @classmethod
+    def fromAnswer(cls, answer: Mapping[str, int]) -> "PingFigures":
+        """
+        The figures of a L{Ping} answer.
+        """
+        return cls(answer["open"], answer["served"], answer["rss"])
+
+    def asAnswer(self) -> dict[str, int]:
+        """
+        These figures as the answer to L{Ping}.
+        """
+        return attr.asdict(self)
 
 
 class Drain(amp.Command):

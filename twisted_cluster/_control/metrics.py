@@ -139,13 +139,13 @@ def clusterStatus(
     for process in processes:
         state = process.state.value
         byState[state] = byState.get(state, 0) + 1
-        figures = getattr(process, "figures", None) or {}
+        figures = process.figures
         row = workerRow(process, supervisor.slotRestarts(process.workerId))
         row.update(
             uptime=round(now - process.startedAt, 3),
-            open=int(figures.get("open", 0)),
-            served=int(figures.get("served", 0)),
-            rss=int(figures.get("rss", 0)),
+            open=figures.open,
+            served=figures.served,
+            rss=figures.rss,
             ping=_pingRTT(process),
         )
         workers.append(row)

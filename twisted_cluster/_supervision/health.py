@@ -163,7 +163,7 @@ class HealthMonitor:
         if record.check is not None and record.check.active():
             record.check.cancel()
         record.check = None
-        process.figures = {k: answer[k] for k in ("open", "served", "rss")}
+        process.figures = commands.PingFigures.fromAnswer(answer)
         process.lastPing = now - sentAt
         handoff = process.handoff
         if handoff is not None:

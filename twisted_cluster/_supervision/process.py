@@ -223,7 +223,7 @@ class WorkerProcess:
     @ivar appError: the worker's one-line app load error, if it sent one.
     @ivar ended: fires with the exit reason (a L{Failure}) when the process
         is gone.
-    @ivar figures: the worker's last reported figures (open, served, rss),
+    @ivar figures: the worker's last reported L{commands.PingFigures},
         from its last health ping.
     @ivar lastPing: the round trip of its last answered ping, in seconds.
     """
@@ -280,7 +280,7 @@ class WorkerProcess:
         self.control: MasterControl | None = None
         self.handoff: HandoffSender | None = None
         self.transport: Any = None
-        self.figures = {"open": 0, "served": 0, "rss": 0}
+        self.figures = commands.PingFigures()
         self.dispatched = 0
         self.lastPing: float | None = None
         #: Why the master ended it, when it did (L{RestartCause.HANG},

@@ -120,7 +120,7 @@ class Recycler:
         for gone in [p for p in self._limits if p.state not in (READY, STARTING)]:
             del self._limits[gone]
         self._seen = {p for p in self._seen if p.state in (READY, STARTING)}
-        rss = process.figures["rss"]
+        rss = process.figures.rss
         if process not in self._seen:
             self._seen.add(process)
             if self._checkMemory and self._policy.tooLowForAFreshWorker(rss):
@@ -134,7 +134,7 @@ class Recycler:
                     limit=self._policy.maxMemory,
                 )
         why = self._policy.reason(
-            process.figures["served"], rss, self.limitOf(process), self._checkMemory
+            process.figures.served, rss, self.limitOf(process), self._checkMemory
         )
         if why is None or not self._supervisor.canReplace(process):
             return

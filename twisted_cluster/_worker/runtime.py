@@ -91,11 +91,11 @@ class WorkerControl(ControlAMP):
     @commands.Ping.responder
     def ping(self) -> dict[str, int]:
         tracker = self._worker.tracker
-        return {
-            "open": tracker.open if tracker else 0,
-            "served": tracker.served if tracker else 0,
-            "rss": currentRSS(),
-        }
+        return commands.PingFigures(
+            open=tracker.open if tracker else 0,
+            served=tracker.served if tracker else 0,
+            rss=currentRSS(),
+        ).asAnswer()
 
     @commands.Drain.responder
     def drain(self) -> dict[str, Any]:

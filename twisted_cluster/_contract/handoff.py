@@ -38,7 +38,7 @@ at once what came before them and returns the lost tail in that same
 message, so that they are always the last ones it covers; it reads no
 further message until that acknowledgement is sent.  The master still
 holds its copy of every one of them and hands them to another worker (see
-L{twisted_cluster._master.service}); a listening socket that was lost is closed.
+L{twisted_cluster._master.dispatcher}); a listening socket that was lost is closed.
 
 No connection is lost in the hand-off: the master keeps its own copy of
 every descriptor it sent until the worker acknowledges it, and it keeps the

@@ -107,7 +107,7 @@ def _socketIdentity(fd: int) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-class _FDAndTime(IReactorFDSet, IReactorTime):
+class HandoffReactor(IReactorFDSet, IReactorTime):
     """
     A reactor that watches descriptors and schedules calls.
     """
@@ -184,7 +184,7 @@ class HandoffSender:
 
     def __init__(
         self,
-        reactor: _FDAndTime,
+        reactor: HandoffReactor,
         sock: socket.socket,
         onAck: Callable[[int, int, list[Connection]], None],
         onLost: Callable[[list[Connection]], None],
@@ -513,7 +513,7 @@ class HandoffReceiver:
 
     def __init__(
         self,
-        reactor: _FDAndTime,
+        reactor: HandoffReactor,
         sock: socket.socket,
         adopt: Callable[[int, int], None],
         onLost: Callable[[], None],

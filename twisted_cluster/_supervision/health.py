@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import attr
 from constantly import NamedConstant, Names
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -86,7 +87,7 @@ class HealthMonitor:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         supervisor: Any,
         policy: HealthPolicy,
         onFigures: Callable[[WorkerProcess], None] = lambda process: None,

@@ -18,7 +18,8 @@ from typing import Any, Callable
 from constantly import ValueConstant, Values
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.interfaces import IAddress, IReactorProcess, IReactorSocket
+from twisted.internet.protocol import ProcessProtocol, ServerFactory
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -26,7 +27,12 @@ from twisted.python.failure import Failure
 import twisted_cluster
 from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD, commands
 from twisted_cluster._contract.amp import ControlAMP
-from twisted_cluster._contract.handoff import Connection, HandoffSender, socketpair
+from twisted_cluster._contract.handoff import (
+    Connection,
+    HandoffReactor,
+    HandoffSender,
+    socketpair,
+)
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._shared.workerlog import (
     EVENT_LIMIT,
@@ -198,6 +204,26 @@ class MasterControl(ControlAMP):
         return {"workers": json.dumps(self._worker._listWorkers())}
 
 
+class _OneProtocol(ServerFactory):
+    """
+    The factory of the one connection a worker's control channel is: it
+    builds no protocol but C{control}.
+    """
+
+    def __init__(self, control: "MasterControl") -> None:
+        self._control = control
+
+    def buildProtocol(self, addr: IAddress | None) -> "MasterControl":
+        return self._control
+
+
+class ProcessReactor(IReactorProcess, IReactorSocket, HandoffReactor):
+    """
+    What a worker process needs of the reactor: to spawn it, adopt its
+    control channel, watch its hand-off channel, and keep time.
+    """
+
+
 def workerRow(process: "WorkerProcess", restarts: int) -> dict[str, Any]:
     """
     One worker as plain data: id, pid, state, the C{restarts} of its slot,
@@ -230,7 +256,7 @@ class WorkerProcess:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ProcessReactor,
         workerId: int,
         config: WorkerConfig,
         python: str,
@@ -338,7 +364,7 @@ class WorkerProcess:
         try:
             controlOurs.setblocking(False)
             self._reactor.adoptStreamConnection(
-                controlOurs.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control)
+                controlOurs.fileno(), socket.AF_UNIX, _OneProtocol(control)
             )
         except OSError as e:
             # adoptStreamConnection dup()s the socket: EMFILE.

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import attr
 from constantly import ValueConstant, Values
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -106,7 +107,7 @@ class Supervisor:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         config: ClusterConfig,
         makeProcess: Callable[[int], WorkerProcess],
         onFatal: Callable[[str], None],

@@ -352,9 +352,7 @@ class HandoffSender:
                 # What is left was sent after what was acknowledged: it has
                 # waited at most since now.
                 self.waitingSince = self._reactor.seconds() if inFlight else None
-                if self.stalled:
-                    self.stalled = False
-                    self._onStall(False)
+                self._unstall()
                 if inFlight:
                     self._watch()
             self._onAck(taken, closed, back)
@@ -395,17 +393,22 @@ class HandoffSender:
         now, even when the worker has nothing left to acknowledge because
         everything it had not received was taken back.
         """
-        if self.stalled and not self._lost:
-            self.stalled = False
-            self._onStall(False)
+        if not self._lost:
+            self._unstall()
             if self.inFlight:
                 self._watch()
+
+    def _unstall(self) -> None:
+        if self.stalled:
+            self.stalled = False
+            self._onStall(False)
 
     def reclaim(self) -> list[Connection]:
         """
         Take back every message still waiting in the worker's receive
         queue: the worker never saw those connections.  They leave
-        L{inFlight}; listening sockets among them are sent again later.
+        L{inFlight}; listening sockets among them are sent again (the
+        worker reads them when it resumes).
 
         @return: the client connections taken back, in the order they were
             sent; the master owns them again.
@@ -433,7 +436,9 @@ class HandoffSender:
                 os.close(fd)
         if not firsts:
             return []
-        return self._takeBack(firsts)
+        back = self._takeBack(firsts)
+        self._flush()
+        return back
 
     def _takeBack(self, messages: list[tuple[tuple[int, int], int]]) -> list[Connection]:
         """
@@ -458,9 +463,8 @@ class HandoffSender:
                 keep.append(inFlight[i])
                 i += 1
         self.inFlight = deque(keep)
-        self.waitingSince = self.waitingSince if keep else None
-        if self._backlog:
-            self._flush()
+        if not keep:
+            self.waitingSince = None
         return back
 
     def _lose(self) -> None:
@@ -601,18 +605,15 @@ class HandoffReceiver:
                     os.close(fd)
             if missing:
                 # The kernel discarded the tail of this message (out of
-                # descriptors, MSG_CTRUNC): return it now, behind what came
-                # before it.
-                self._unacknowledged += adopted
+                # descriptors, MSG_CTRUNC): return it at once, behind what
+                # came before it, and read nothing more until then.
                 self._returned = missing
                 self.returned += missing
                 self._pause()
-                self.flush()
-                self._afterAdopt()
-                return
-        if adopted:
+                break
+        if adopted or self._returned:
             self._unacknowledged += adopted
-            if self._ackDelay > 0:
+            if self._ackDelay > 0 and not self._returned:
                 self._schedule(self._ackDelay)
             else:
                 self.flush()

@@ -25,6 +25,7 @@ WORKER_SIDE = {
     "twisted_cluster._contract.amp",
     "twisted_cluster._shared.adoptedport",
     "twisted_cluster._shared.endpointstrings",
+    "twisted_cluster._shared.exhaustion",
     "twisted_cluster._worker.adoption",
     "twisted_cluster.apploading",
     "twisted_cluster.arguments",

@@ -30,9 +30,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-#: Errors that mean the process or the system is out of descriptors or
-#: memory: accepting again at once would spin, so the acceptor pauses.
-_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+from twisted_cluster._shared.exhaustion import EXHAUSTED
+
 #: Errors about one connection that the client gave up on: skip it.
 _ONE_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
 
@@ -133,7 +132,7 @@ class Acceptor:
             except OSError as e:
                 if e.errno in _ONE_CONNECTION:
                     continue
-                if e.errno in _EXHAUSTED:
+                if e.errno in EXHAUSTED:
                     self._exhausted(e)
                     break
                 raise

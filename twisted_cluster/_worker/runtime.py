@@ -18,7 +18,6 @@ group, and the master decides (they are its operator signals).
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import socket
@@ -36,6 +35,7 @@ from twisted_cluster._contract.amp import ControlAMP
 from twisted_cluster._contract.handoff import HandoffReceiver
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._shared.adoptedport import adoptListeningPort
+from twisted_cluster._shared.exhaustion import EXHAUSTED
 from twisted_cluster._shared.privileges import (
     Credentials,
     PrivilegeError,
@@ -63,9 +63,6 @@ IDLE_GRACE = 2.0
 #: Exit status of a worker that could not load its app.
 EXIT_APP_ERROR = 3
 
-#: Errors that mean the worker is out of a resource, not that the client
-#: is gone: logged once per episode, not once per connection.
-_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def currentRSS() -> int:
@@ -232,7 +229,7 @@ class Worker:
             )
         except OSError as e:
             transport = None
-            if e.errno in _EXHAUSTED:
+            if e.errno in EXHAUSTED:
                 # Out of descriptors or memory: the connection is closed
                 # (the client sees it) and counted; one line per episode.
                 if not self._exhausted:

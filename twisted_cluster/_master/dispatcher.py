@@ -121,20 +121,17 @@ class Dispatcher:
         connections that waited for a worker go out now.
         """
         self._ready = []
-        self._usableFrom = None
         if self._waiting or self._droppedWaiting:
-            waiting = list(self._waiting)
             log.info(
                 "worker {worker_id} pid {pid} ready: handing out {count} connections "
                 "that waited for a worker ({dropped} closed while the queue was full)",
                 worker_id=process.workerId,
                 pid=process.pid,
-                count=len(waiting),
+                count=len(self._waiting),
                 dropped=self._droppedWaiting,
             )
-            self._waiting.clear()
             self._droppedWaiting = 0
-            self.dispatch([c for c, _ in waiting], [peer for _, peer in waiting])
+            self._releaseWaiting()
 
     def closeWaiting(self) -> None:
         """
@@ -339,6 +336,12 @@ class Dispatcher:
         self._usableFrom = None
         # A queue that fills again is logged again (L{_hold}).
         self._droppedWaiting = 0
+        self._releaseWaiting()
+
+    def _releaseWaiting(self) -> None:
+        """
+        Dispatch the connections that waited for a worker, oldest first.
+        """
         if self._waiting:
             waiting = list(self._waiting)
             self._waiting.clear()

@@ -610,10 +610,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return options
 
 
-def _point(options: argparse.Namespace, connections: int) -> argparse.Namespace:
+def atConcurrency(options: argparse.Namespace, connections: int) -> argparse.Namespace:
+    """
+    C{options} for one point of a sweep: C{connections} concurrent clients.
+    """
     point = argparse.Namespace(**vars(options))
     point.connections = connections
     return point
+
+
+def reportQuietness(where: str = "") -> None:
+    """
+    Print how quiet the machine is before a run (L{quietness}), with
+    C{where} the processes will run, and a warning when it is not quiet.
+    """
+    load, busy, steal = quietness()
+    print(f"# before the run: load average (1 min) {load:.2f}; over the last second "
+          f"the machine was {busy:.0f}% busy, {steal:.1f}% stolen{where}", flush=True)
+    if load > 1.5 or busy > 15 or steal > 2:
+        print("# WARNING: the machine is not quiet: other load distorts every figure "
+              "(ratios least, requests/s most); quote none of them", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -627,12 +643,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {machine()}")
     print(f"# load: {options.load} -t{options.threads} -c{options.connections} "
           f"-d{options.duration:g}s, {options.rounds} round(s)", flush=True)
-    load, busy, steal = quietness()
-    print(f"# before the run: load average (1 min) {load:.2f}; over the last second "
-          f"the machine was {busy:.0f}% busy, {steal:.1f}% stolen", flush=True)
-    if load > 1.5 or busy > 15 or steal > 2:
-        print("# WARNING: the machine is not quiet: other load distorts every figure "
-              "(ratios least, requests/s most); quote none of them", flush=True)
+    reportQuietness()
     started: list[Server] = []
     try:
         for server in candidates:
@@ -648,7 +659,7 @@ def main(argv: list[str] | None = None) -> None:
                 turn += 1
                 for server in order:
                     result = results[(server.name, regime, c)]
-                    measure(server, regime, _point(options, c), drive, result)
+                    measure(server, regime, atConcurrency(options, c), drive, result)
                     r = result.runs[-1]
                     print(f"  round {round + 1} {regime:<10} -c{c:<5} {server.name:<36} "
                           f"{r.requests:>9,.0f} req/s", flush=True)

@@ -62,12 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     options.policies = [options.policy]
     options.node = False
     server = bench.servers(options)[1]
-    load, busy, steal = bench.quietness()
     print(f"# {bench.machine()}")
-    print(f"# before the run: load average (1 min) {load:.2f}; over the last second "
-          f"the machine was {busy:.0f}% busy, {steal:.1f}% stolen; master on CPU "
-          f"{cpus[0]}, workers and wrk on "
-          f"{','.join(map(str, sorted(rest)))}", flush=True)
+    bench.reportQuietness(f"; master on CPU {cpus[0]}, workers and wrk on "
+                          f"{','.join(map(str, sorted(rest)))}")
     # wrk, started by this process, inherits its affinity.
     os.sched_setaffinity(0, rest)
     server.start()
@@ -81,9 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         print("|---:|---:|---:|---:|---:|---:|")
         for c in [int(c) for c in options.connections.split(",") if c]:
             result = bench.Result(server.name, "close", c)
-            point = argparse.Namespace(**vars(options))
-            point.connections = c
-            bench.measure(server, "close", point, bench.runWrk, result)
+            bench.measure(server, "close", bench.atConcurrency(options, c),
+                          bench.runWrk, result)
             run = result.runs[-1]
             if not run.requests:
                 continue

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from typing import Any, Callable, Sequence
@@ -54,6 +55,24 @@ def shortTempDir(testCase: Any) -> str:
     path = tempfile.mkdtemp(prefix="tc-")
     testCase.addCleanup(shutil.rmtree, path, True)
     return path
+
+
+def acceptedFD(case: Any, greeting: bytes = b"", closeAtEnd: bool = False) -> int:
+    """
+    A connected pair standing in for a connection the master accepted: the
+    server side's descriptor, as the master would hand it over.  The client
+    side, which has sent C{greeting}, stays open until the end of C{case};
+    with C{closeAtEnd}, so does the descriptor (if the code under test did
+    not take it over and close it).
+    """
+    client, server = socket.socketpair()
+    case.addCleanup(client.close)
+    if greeting:
+        client.send(greeting)
+    fd = server.detach()
+    if closeAtEnd:
+        case.addCleanup(lambda: fdIsOpen(fd) and os.close(fd))
+    return fd
 
 
 def fdIsOpen(fd: int) -> bool:

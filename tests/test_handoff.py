@@ -11,7 +11,7 @@ from typing import Callable
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import fdIsOpen
+from tests.support import acceptedFD, fdIsOpen
 from twisted_cluster._contract.handoff import (
     LISTENING,
     HandoffReceiver,
@@ -76,10 +76,7 @@ class HandoffTests(ChannelMixin, SynchronousTestCase):
         A connected pair standing in for an accepted connection; returns the
         server side's fd (the master's copy) after the client wrote.
         """
-        client, server = socket.socketpair()
-        self.addCleanup(client.close)
-        client.send(greeting)
-        return server.detach()
+        return acceptedFD(self, greeting)
 
     def test_descriptorsReachTheWorkerInOrderWithTheirListener(self) -> None:
         fds = [self.clientConnection(b"a"), self.clientConnection(b"b")]
@@ -218,15 +215,10 @@ class TruncatedBatchTests(ChannelMixin, SynchronousTestCase):
         os.close(fd)
 
     def connections(self, count: int, start: int = 0) -> list[tuple[int, int]]:
-        fds = []
-        for i in range(start, start + count):
-            client, server = socket.socketpair()
-            self.addCleanup(client.close)
-            client.send(b"%d" % i)
-            fd = server.detach()
-            self.addCleanup(lambda fd=fd: fdIsOpen(fd) and os.close(fd))
-            fds.append((fd, 0))
-        return fds
+        return [
+            (acceptedFD(self, b"%d" % i, closeAtEnd=True), 0)
+            for i in range(start, start + count)
+        ]
 
     def test_aTooSmallAncillaryBufferLosesTheLastDescriptors(self) -> None:
         """
@@ -307,11 +299,7 @@ class StallTests(ChannelMixin, SynchronousTestCase):
         self.addCleanup(self.workerEnd.close)
 
     def connection(self) -> tuple[int, int]:
-        client, server = socket.socketpair()
-        self.addCleanup(client.close)
-        fd = server.detach()
-        self.addCleanup(lambda: fdIsOpen(fd) and os.close(fd))
-        return (fd, 0)
+        return (acceptedFD(self, closeAtEnd=True), 0)
 
     def ack(self, taken: int) -> None:
         self.workerEnd.send(encodeAck(taken, 0))
@@ -387,9 +375,7 @@ class AcknowledgementTimingTests(ChannelMixin, SynchronousTestCase):
         os.close(fd)
 
     def connection(self) -> int:
-        client, server = socket.socketpair()
-        self.addCleanup(client.close)
-        return server.detach()
+        return acceptedFD(self)
 
     def test_adoptionsAreAcknowledgedBeforeTheReadReturns(self) -> None:
         """
@@ -464,9 +450,7 @@ class WaitingSinceTests(ChannelMixin, SynchronousTestCase):
         self.addCleanup(self.workerEnd.close)
 
     def connection(self) -> int:
-        client, server = socket.socketpair()
-        self.addCleanup(client.close)
-        return server.detach()
+        return acceptedFD(self)
 
     def ack(self, adopted: int) -> None:
         self.workerEnd.send(encodeAck(adopted, 0))
@@ -517,12 +501,7 @@ class PeerEndTests(ChannelMixin, SynchronousTestCase):
         self.addCleanup(os.close, fd)
 
     def connections(self, n: int) -> list[tuple[int, int]]:
-        found = []
-        for _ in range(n):
-            client, server = socket.socketpair()
-            self.addCleanup(client.close)
-            found.append((server.detach(), 0))
-        return found
+        return [(acceptedFD(self), 0) for _ in range(n)]
 
     def test_adoptionsAreAcknowledgedTogetherWithinTheDelay(self) -> None:
         receiver = self.receiver()

@@ -9,8 +9,6 @@ the connections are real descriptors, so that closing them shows.
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -18,7 +16,7 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import fdIsOpen
+from tests.support import acceptedFD, fdIsOpen
 from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._master.dispatch import LeastConnections, Sticky
 from twisted_cluster._master.dispatcher import REFUSAL_REST, STALL_LOG_AFTER
@@ -68,14 +66,10 @@ class WaitingQueueTests(SynchronousTestCase):
         """
         C{count} connections as the acceptor hands them to the master.
         """
-        connections = []
-        for i in range(count):
-            client, server = socket.socketpair()
-            self.addCleanup(client.close)
-            fd = server.detach()
-            self.addCleanup(lambda fd=fd: fdIsOpen(fd) and os.close(fd))
-            connections.append((fd, ("10.0.0.%d" % i, 5000)))
-        return connections
+        return [
+            (acceptedFD(self, closeAtEnd=True), ("10.0.0.%d" % i, 5000))
+            for i in range(count)
+        ]
 
     def ready(self, worker: FakeWorker) -> None:
         self.supervisor.workers.append(worker)
@@ -274,14 +268,7 @@ class RefusedConnectionsTests(SynchronousTestCase):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def connections(self, count: int) -> list[tuple[int, int]]:
-        made = []
-        for _ in range(count):
-            client, server = socket.socketpair()
-            self.addCleanup(client.close)
-            fd = server.detach()
-            self.addCleanup(lambda fd=fd: fdIsOpen(fd) and os.close(fd))
-            made.append((fd, 0))
-        return made
+        return [(acceptedFD(self, closeAtEnd=True), 0) for _ in range(count)]
 
     def dispatch(self, connections: list[tuple[int, int]]) -> None:
         for connection in connections:

@@ -45,6 +45,8 @@ from twisted.logger import Logger
 from twisted.python.lockfile import FilesystemLock
 from twisted.web.server import Request
 
+from twisted_cluster._shared.ratelimit import RateLimiter
+
 log = Logger()
 
 #: The scheme of the C{Authorization} header that carries the token.
@@ -214,19 +216,15 @@ class RefusalLog:
     """
 
     def __init__(self, clock: IReactorTime, interval: float = REFUSAL_LOG_INTERVAL) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._quietUntil: float | None = None
-        self._suppressed = 0
+        self._refusals = RateLimiter(clock, interval)
 
     def refused(self, peer: Peer, method: bytes, path: bytes, verdict: Verdict) -> None:
         """
         Record one refusal of C{method} C{path} (no query: it may hold a
         token) from C{peer}.
         """
-        now = self._clock.seconds()
-        if self._quietUntil is not None and now < self._quietUntil:
-            self._suppressed += 1
+        suppressed = self._refusals.allow()
+        if suppressed is None:
             return
         log.warn(
             "control: refused {method} {path} from {peer}: {reason} "
@@ -234,11 +232,9 @@ class RefusalLog:
             method=_printable(method, 10),
             path=_printable(path, 100),
             reason=verdict.reason,
-            suppressed=self._suppressed,
+            suppressed=suppressed,
             **peer.fields(),
         )
-        self._suppressed = 0
-        self._quietUntil = now + self._interval
 
 
 class Access:

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_cluster._shared.exhaustion import EXHAUSTED
+from twisted_cluster._shared.ratelimit import RateLimiter
 
 #: Errors about one connection that the client gave up on: skip it.
 _ONE_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
@@ -84,10 +85,8 @@ class Acceptor:
         self._sink = sink
         self._batch = batch
         self._exhaustedPause = exhaustedPause
-        self._warnEvery = warnEvery
         self._resumeCall: IDelayedCall | None = None
-        self._lastWarning: float | None = None
-        self._unwarned = 0
+        self._warnings = RateLimiter(clock, warnEvery)
         self.paused = True
         self.exhaustedCount = 0
         self.accepted = 0
@@ -153,21 +152,17 @@ class Acceptor:
 
     def _exhausted(self, error: OSError) -> None:
         self.exhaustedCount += 1
-        now = self._clock.seconds()
-        if self._lastWarning is not None and now - self._lastWarning < self._warnEvery:
-            self._unwarned += 1
-        else:
+        repeated = self._warnings.allow()
+        if repeated is not None:
             self.log.warn(
                 "cannot accept connections ({error}); pausing {pause}s "
                 "({repeated} more times since the last warning)",
                 error=error.strerror,
                 errno=error.errno,
                 pause=self._exhaustedPause,
-                repeated=self._unwarned,
+                repeated=repeated,
                 exhausted=self.exhaustedCount,
             )
-            self._lastWarning = now
-            self._unwarned = 0
         self._pauseFor(self._exhaustedPause)
 
     def _pauseFor(self, seconds: float) -> None:

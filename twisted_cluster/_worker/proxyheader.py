@@ -27,6 +27,8 @@ from twisted.protocols.haproxy._wrapper import (
     HAProxyWrappingFactory,
 )
 
+from twisted_cluster._shared.ratelimit import RateLimiter
+
 log = Logger()
 
 
@@ -136,10 +138,8 @@ class StrictProxyFactory(HAProxyWrappingFactory):
 
     def __init__(self, wrappedFactory: IProtocolFactory, clock: IReactorTime) -> None:
         super().__init__(wrappedFactory)
-        self._clock = clock
         self.refusedCount = 0
-        self._unlogged = 0
-        self._loggedAt: float | None = None
+        self._refusals = RateLimiter(clock, REFUSAL_LOG_INTERVAL)
 
     def refused(self, peer: IAddress, reason: str) -> None:
         """
@@ -147,9 +147,8 @@ class StrictProxyFactory(HAProxyWrappingFactory):
         one was logged less than L{REFUSAL_LOG_INTERVAL} ago.
         """
         self.refusedCount += 1
-        now = self._clock.seconds()
-        if self._loggedAt is not None and now - self._loggedAt < REFUSAL_LOG_INTERVAL:
-            self._unlogged += 1
+        unlogged = self._refusals.allow()
+        if unlogged is None:
             return
         log.warn(
             "closed a connection from {peer} for its PROXY header: {reason} "
@@ -157,7 +156,5 @@ class StrictProxyFactory(HAProxyWrappingFactory):
             peer=str(peer),
             reason=reason,
             refused=self.refusedCount,
-            unlogged=self._unlogged,
+            unlogged=unlogged,
         )
-        self._loggedAt = now
-        self._unlogged = 0

@@ -55,6 +55,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from twisted_cluster import logevents
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICIES = ("round-robin", "least-connections", "shared", "sticky")
 REGIMES = ("keep-alive", "close")
@@ -177,10 +179,10 @@ def _jsonListening(workers: int) -> Callable[[str], int | None]:
             event = json.loads(line.strip("\x1e \n"))
         except ValueError:
             return None
-        fmt = event.get("log_format", "")
-        if fmt == "listening on {address}":
+        key = event.get("cluster_event")
+        if key == logevents.LISTENING:
             state["port"] = int(event["address"].rsplit(":", 1)[1])
-        elif fmt == "worker {worker_id} pid {pid} ready":
+        elif key == logevents.WORKER_READY:
             state["ready"].add(event["worker_id"])
         if state["port"] is not None and len(state["ready"]) >= workers:
             return state["port"]

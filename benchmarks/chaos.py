@@ -51,6 +51,8 @@ import time
 from collections import Counter
 from typing import Callable, Iterator
 
+from twisted_cluster import logevents
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -107,11 +109,11 @@ class Cluster:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
-    def count(self, start: str) -> int:
+    def count(self, key: str) -> int:
         """
-        How many events the master logged whose format begins with C{start}.
+        How many events the master logged with C{cluster_event} C{key}.
         """
-        return sum(n for fmt, n in self.events.items() if fmt.startswith(start))
+        return self.events[key]
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -122,15 +124,15 @@ class Cluster:
                 event = json.loads(line.lstrip(b"\x1e"))
             except ValueError:
                 continue
-            fmt = event.get("log_format", "")
-            self.events[fmt] += 1
-            if fmt == "listening on {address}" and self.port is None:
+            key = event.get("cluster_event")
+            self.events[key] += 1
+            if key == logevents.LISTENING and self.port is None:
                 self.port = int(event["address"].rsplit(":", 1)[1])
-            elif fmt == "worker {worker_id} pid {pid} ready":
-                self.ready[event["worker_id"]] = event["pid"]
-                self.readyPids.add(event["pid"])
-            elif fmt.startswith("worker {worker_id} pid {pid} exited"):
-                self.readyPids.discard(event["pid"])
+            elif key == logevents.WORKER_READY:
+                self.ready[event["worker_id"]] = event["worker_pid"]
+                self.readyPids.add(event["worker_pid"])
+            elif key == logevents.WORKER_EXITED:
+                self.readyPids.discard(event["worker_pid"])
 
     def workerPids(self) -> list[int]:
         """
@@ -341,8 +343,8 @@ def runKill(options: argparse.Namespace) -> None:
     print(f"workers killed:    {kills}")
     print(f"failures per kill: {load.failed / max(kills, 1):.2f}")
     # A SIGHUP during a roll-out extends it: fewer roll-outs than signals.
-    done = cluster.count("rolling restart done")
-    aborted = cluster.count("rolling restart aborted")
+    done = cluster.count(logevents.ROLLOUT_DONE)
+    aborted = cluster.count(logevents.ROLLOUT_ABORTED)
     print(f"SIGHUP:            {hups} sent, {done} roll-outs completed, "
           f"{aborted} aborted")
 
@@ -369,7 +371,7 @@ def runDescriptors(options: argparse.Namespace) -> None:
           f"connection {options.hold:g} s, {elapsed:.1f} s")
     _report(cluster, load, elapsed, before, after, cluster.status)
     print(f"master fds peak:   {peak}")
-    print(f"refusal episodes:  {cluster.count('worker {worker_id} pid {pid} could not take')}")
+    print(f"refusal episodes:  {cluster.count(logevents.WORKER_FULL)}")
 
 
 def runPoison(options: argparse.Namespace) -> None:

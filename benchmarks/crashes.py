@@ -26,6 +26,8 @@ import sys
 import threading
 import time
 
+from twisted_cluster import logevents
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -57,14 +59,14 @@ class Cluster:
                 event = json.loads(line.lstrip(b"\x1e"))
             except ValueError:
                 continue
-            now, fmt = time.monotonic(), event.get("log_format", "")
-            if fmt == "listening on {address}":
+            now, key = time.monotonic(), event.get("cluster_event")
+            if key == logevents.LISTENING:
                 self.port = int(event["address"].rsplit(":", 1)[1])
-            elif fmt == "worker {worker_id} pid {pid} ready":
-                self.ready[event["worker_id"]] = event["pid"]
-                self.timeline.append((now, "ready", event["pid"], None))
-            elif fmt.startswith("worker {worker_id} pid {pid} exited"):
-                self.timeline.append((now, "exit", event["pid"], event.get("delay")))
+            elif key == logevents.WORKER_READY:
+                self.ready[event["worker_id"]] = event["worker_pid"]
+                self.timeline.append((now, "ready", event["worker_pid"], None))
+            elif key == logevents.WORKER_EXITED:
+                self.timeline.append((now, "exit", event["worker_pid"], event.get("delay")))
 
     def get(self, path: str, timeout: float = 2) -> int:
         assert self.port is not None

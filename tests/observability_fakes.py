@@ -1,57 +1,15 @@
 """
-Stand-ins for the master's objects, as read by L{twisted_cluster._control.metrics}
-and L{twisted_cluster._control.site}: plain data, no processes.
+Stand-ins for the master's service, as read by L{twisted_cluster._control.metrics}
+and L{twisted_cluster._control.site}: plain data, no processes (the
+processes and the supervisor are those of L{tests.fakes}).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
 import attr
 from twisted.internet.defer import Deferred
 
-from twisted_cluster._contract.commands import PingFigures
-from twisted_cluster._supervision.process import WorkerState
-
-
-def _state(state: WorkerState | str) -> WorkerState:
-    return WorkerState.lookupByValue(state) if isinstance(state, str) else state
-
-
-@attr.s(auto_attribs=True, eq=False)
-class FakeProcess:
-    """
-    A worker process as the control site reads it; C{state} may be given
-    by its name (C{"ready"}).
-    """
-
-    workerId: int
-    pid: int
-    state: WorkerState = attr.ib(default=WorkerState.READY, converter=_state)
-    startedAt: float = 0.0
-    figures: PingFigures = attr.ib(
-        factory=PingFigures,
-        converter=lambda f: PingFigures(**f) if isinstance(f, dict) else f,
-    )
-    dispatched: int = 0
-    lastPing: float | None = None
-
-
-@attr.s(auto_attribs=True)
-class FakeSupervisor:
-    slots: dict[int, FakeProcess | None] = attr.ib(factory=dict)
-    extra: list[FakeProcess] = attr.ib(factory=list)
-    restarts: Counter[str] = attr.ib(factory=Counter)
-    slotRestartCounts: dict[int, int] = attr.ib(factory=dict)
-
-    def processes(self) -> list[FakeProcess]:
-        return [p for _, p in sorted(self.slots.items()) if p] + self.extra
-
-    def slotPids(self) -> dict[int, int | None]:
-        return {i: p.pid if p else None for i, p in sorted(self.slots.items())}
-
-    def slotRestarts(self, workerId: int) -> int:
-        return self.slotRestartCounts.get(workerId, 0)
+from tests.fakes import FakeProcess, FakeSupervisor
 
 
 @attr.s(auto_attribs=True)

@@ -21,6 +21,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import TestCase
 
+from twisted_cluster import logevents
+
 #: The repository root: tests run the code in this tree.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -212,15 +214,32 @@ class ClusterProcess:
         except ValueError:
             return
         self.events.append(event)
-        fmt = event.get("log_format", "")
-        if fmt == "listening on {address}" and self.port is None:
+        key = event.get("cluster_event")
+        if key == logevents.LISTENING and self.port is None:
             address = event["address"]
             if not address.startswith("unix:"):
                 self.port = int(address.rsplit(":", 1)[1])
-        elif fmt == "worker {worker_id} pid {pid} started":
-            self.started.add(event["pid"])
-        elif fmt == "worker {worker_id} pid {pid} ready":
-            self.workers[event["worker_id"]] = event["pid"]
+        elif key == logevents.WORKER_STARTED:
+            self.started.add(event["worker_pid"])
+        elif key == logevents.WORKER_READY:
+            self.workers[event["worker_id"]] = event["worker_pid"]
+
+    def logged(self, key: str, **fields: Any) -> list[dict[str, Any]]:
+        """
+        The events the master logged with C{cluster_event} C{key} (one of
+        L{twisted_cluster.logevents}) and the given field values, in order.
+        """
+        return [
+            e for e in self.events
+            if e.get("cluster_event") == key
+            and all(e.get(name) == value for name, value in fields.items())
+        ]
+
+    def restarts(self) -> list[dict[str, Any]]:
+        """
+        The exits after which a slot restarts (they carry the C{delay}).
+        """
+        return [e for e in self.logged(logevents.WORKER_EXITED) if "delay" in e]
 
     def texts(self) -> list[str]:
         """

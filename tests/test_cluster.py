@@ -26,6 +26,7 @@ from tests.support import (
     testEnvironment,
     waitUntil,
 )
+from twisted_cluster import logevents
 
 
 async def get(url: str, timeout: float = 10) -> tuple[int, dict, bytes]:
@@ -132,7 +133,7 @@ class AppKindsTests(TestCase):
             self, "--workers", "1", "--app", "tests.apps.simple.resource",
             listen="tcp6:0:interface=\\:\\:1",
         )
-        port = [e for e in cluster.events if e.get("log_format") == "listening on {address}"]
+        port = cluster.logged(logevents.LISTENING)
         address = port[0]["address"]
         self.assertTrue(address.startswith("[::1]:"), address)
         with socket.create_connection(("::1", int(address.rsplit(":", 1)[1])), 10) as s:
@@ -241,7 +242,7 @@ class LifeCycleTests(TestCase):
         cluster.signal("TERM")
         cluster.signal("TERM")
         self.assertEqual(await cluster.waitExit(30), 0)
-        exits = [e for e in cluster.events if e.get("log_format", "").endswith("exited: {how}")]
+        exits = [e for e in cluster.logged(logevents.WORKER_EXITED) if "delay" not in e]
         self.assertEqual(sorted(e["how"] for e in exits), ["exit 0", "exit 0"])
 
     async def test_workersExitWhenTheMasterIsKilled(self) -> None:

@@ -20,6 +20,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from tests.observability_fakes import FakeService, twoWorkers
 from tests.support import shortTempDir
+from twisted_cluster import logevents
 from twisted_cluster._control.auth import Access, AccessPolicy
 from twisted_cluster._control.metrics import clusterStatus
 from twisted_cluster._control.site import (
@@ -211,8 +212,8 @@ class AuthenticationTests(SynchronousTestCase):
         globalLogPublisher.addObserver(self.events)
         self.addCleanup(globalLogPublisher.removeObserver, self.events)
 
-    def formats(self, prefix: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["log_format"].startswith(prefix)]
+    def logged(self, key: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("cluster_event") == key]
 
     def test_operationWithoutTheTokenIs401AndChangesNothing(self) -> None:
         """
@@ -254,7 +255,7 @@ class AuthenticationTests(SynchronousTestCase):
         """
         service = twoWorkers()
         call(service, b"POST", "/add")
-        [event] = self.formats("control: {operation} requested")
+        [event] = self.logged(logevents.CONTROL_OPERATION)
         self.assertEqual(
             {k: event[k] for k in ("operation", "peer", "peer_uid", "authenticated", "how")},
             {"operation": "add", "peer": "127.0.0.1:40000", "peer_uid": None,
@@ -274,7 +275,7 @@ class AuthenticationTests(SynchronousTestCase):
             call(service, b"POST", "/add?token=guess", token="guess", access=access, clock=clock)
         clock.advance(10)
         call(service, b"POST", "/add", token=None, access=access, clock=clock)
-        refusals = self.formats("control: refused")
+        refusals = self.logged(logevents.CONTROL_REFUSED)
         self.assertEqual(
             [(e["reason"], e["suppressed"], e["peer"]) for e in refusals],
             [("wrong token", 0, "127.0.0.1:40000"), ("no token", 4, "127.0.0.1:40000")],
@@ -287,9 +288,9 @@ class AuthenticationTests(SynchronousTestCase):
         it do not reach the log line.
         """
         call(twoWorkers(), b"POST", "/add/\x1b[2J\n", token=None)
-        [refusal] = self.formats("control: refused")
+        [refusal] = self.logged(logevents.CONTROL_REFUSED)
         self.assertEqual(refusal["path"], "/add/?[2J?")
-        self.assertEqual(self.formats("control: {operation} requested"), [])
+        self.assertEqual(self.logged(logevents.CONTROL_OPERATION), [])
 
     def test_unixPeerOfAnotherUidIsRefused(self) -> None:
         """
@@ -305,7 +306,7 @@ class AuthenticationTests(SynchronousTestCase):
                               uid=os.getuid())[0], 202)
         self.assertEqual(call(service, b"POST", "/add", token=None, peer=unix, uid=0)[0], 202)
         self.assertEqual(target(service), 4)
-        event = self.formats("control: {operation} requested")[0]
+        event = self.logged(logevents.CONTROL_OPERATION)[0]
         self.assertEqual((event["peer_uid"], event["peer_pid"], event["how"]),
                          (os.getuid(), 4321, "peer uid"))
 
@@ -325,7 +326,7 @@ class AuthenticationTests(SynchronousTestCase):
         service = twoWorkers()
         access = Access(AccessPolicy(TOKEN, os.getuid(), enforce=False), Clock())
         self.assertEqual(call(service, b"POST", "/add", token=None, access=access)[0], 202)
-        [event] = self.formats("control: {operation} requested")
+        [event] = self.logged(logevents.CONTROL_OPERATION)
         self.assertEqual((event["authenticated"], event["how"]), (False, "authentication is off"))
 
 

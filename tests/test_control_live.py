@@ -20,23 +20,17 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tests.support import ROOT, ClusterProcess, shortTempDir, testEnvironment, waitUntil
-
-
-def logged(cluster: ClusterProcess, fmt: str) -> list[dict[str, Any]]:
-    """
-    The master's log events of format C{fmt}.
-    """
-    return [e for e in cluster.events if e.get("log_format") == fmt]
+from twisted_cluster import logevents
 
 
 def operations(cluster: ClusterProcess) -> list[dict[str, Any]]:
     return [e for e in cluster.events
-            if str(e.get("log_format", "")).startswith("control: {operation} requested by")]
+            if e.get("cluster_event") == logevents.CONTROL_OPERATION]
 
 
 def refusals(cluster: ClusterProcess) -> list[dict[str, Any]]:
     return [e for e in cluster.events
-            if str(e.get("log_format", "")).startswith("control: refused")]
+            if e.get("cluster_event") == logevents.CONTROL_REFUSED]
 
 
 async def fetch(url: str, method: str = "GET", token: str | None = None) -> tuple[int, bytes]:
@@ -95,10 +89,10 @@ class TokenTests(TestCase):
             self, "--workers", "1", "--health-interval", "0.2",
             "--control", "tcp:0:interface=127.0.0.1", env=env,
         )
-        [site] = logged(cluster, "control site on {address}")
+        [site] = cluster.logged(logevents.CONTROL_LISTENING)
         base = site["address"]
         port = int(base.rstrip("/").rsplit(":", 1)[1])
-        [written] = logged(cluster, "control token in {token_file}")
+        [written] = cluster.logged(logevents.CONTROL_TOKEN_WRITTEN)
         path = os.path.join(runtime, "twisted-cluster", f"tcp-{port}.token")
         self.assertEqual(written["token_file"], path)
         status = os.lstat(path)
@@ -155,7 +149,7 @@ class TokenTests(TestCase):
             "--control-token", tokenPath, env=env,
         )
         self.assertEqual(stat.S_IMODE(os.stat(tokenPath).st_mode), 0o600)
-        [site] = logged(cluster, "control site on {address}")
+        [site] = cluster.logged(logevents.CONTROL_LISTENING)
         wrong = os.path.join(runtime, "wrong.token")
         with open(wrong, "w") as f:
             f.write("nope\n")
@@ -189,7 +183,7 @@ class TokenTests(TestCase):
             self, "--workers", "1", "--control", "tcp:0:interface=127.0.0.1",
             "--control-token-from", given,
         )
-        [site] = logged(cluster, "control site on {address}")
+        [site] = cluster.logged(logevents.CONTROL_LISTENING)
         code, _ = await fetch(site["address"] + "metrics")
         self.assertEqual(code, 401)
         code, _ = await fetch(site["address"] + "metrics", token=token)
@@ -220,7 +214,7 @@ class UnprivilegedWorkerTests(TestCase):
             self, "--workers", "1", "--user", "nobody",
             "--control", "tcp:0:interface=127.0.0.1", env=env,
         )
-        [written] = logged(cluster, "control token in {token_file}")
+        [written] = cluster.logged(logevents.CONTROL_TOKEN_WRITTEN)
         with open(written["token_file"]) as f:
             token = f.read().strip()
         [pid] = cluster.workers.values()
@@ -258,7 +252,7 @@ class PeerCredentialTests(TestCase):
         cluster = await ClusterProcess.start(
             self, "--workers", "1", "--control", f"unix:{path}:mode=666",
         )
-        await waitUntil(lambda: logged(cluster, "control site on {address}"), 10, "the site")
+        await waitUntil(lambda: cluster.logged(logevents.CONTROL_LISTENING), 10, "the site")
         add = b"POST /add HTTP/1.0\r\nHost: localhost\r\nX-Cluster-Control: 1\r\n\r\n"
         answer = unixRequest(path, add, uid=nobody)
         self.assertTrue(answer.startswith(b"HTTP/1.0 401"), answer[:100])

@@ -28,6 +28,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 
 from tests.support import ClusterProcess, pidAlive, sleep, testEnvironment, waitUntil
 from tests.test_wrapping import selfSignedPEM
+from twisted_cluster import logevents
 
 PEER_PAGE = "tests.apps.deploy.resource"
 PEER_PROTOCOL = "tests.apps.deploy.factory"
@@ -107,7 +108,7 @@ def controlURL(cluster: ClusterProcess) -> str | None:
     The control site's URL, once the master logged it.
     """
     for event in cluster.events:
-        if event.get("log_format") == "control site on {address}":
+        if event.get("cluster_event") == logevents.CONTROL_LISTENING:
             return str(event["address"])
     return None
 

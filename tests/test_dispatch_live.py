@@ -19,6 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.support import ClusterProcess, sleep, testEnvironment, waitUntil
+from twisted_cluster import logevents
 
 
 def _readResponse(sock: socket.socket) -> tuple[dict[str, str], bytes]:
@@ -86,7 +87,7 @@ async def workerOf(port: int, **kwargs) -> tuple[str, socket.socket | None]:
 
 def controlURL(cluster: ClusterProcess) -> str | None:
     for event in cluster.events:
-        if event.get("log_format") == "control site on {address}":
+        if event.get("cluster_event") == logevents.CONTROL_LISTENING:
             return event["address"]
     return None
 
@@ -228,8 +229,7 @@ class WaitingQueueTests(TestCase):
         open(flag, "w").close()
         os.kill(oldPid, signal.SIGKILL)
         await waitUntil(
-            lambda: any("exited" in e.get("log_format", "") and e.get("pid") == oldPid
-                        for e in cluster.events),
+            lambda: cluster.logged(logevents.WORKER_EXITED, worker_pid=oldPid),
             10, "the master to notice the worker died",
         )
 
@@ -254,7 +254,6 @@ class WaitingQueueTests(TestCase):
         await waitUntil(lambda: cluster.workers[1] != oldPid, 10, "the new worker")
         newPid = cluster.workers[1]
         self.assertEqual(bodies, [str(newPid).encode()] * 2 + [b""] * 2)
-        formats = [e.get("log_format", "") for e in cluster.events]
-        self.assertTrue(any(f.startswith("no worker ready and {limit}") for f in formats))
-        handed = [e for e in cluster.events if "that waited for a worker" in e.get("log_format", "")]
+        self.assertTrue(cluster.logged(logevents.QUEUE_FULL))
+        handed = cluster.logged(logevents.QUEUE_RELEASED)
         self.assertEqual([(e["count"], e["dropped"]) for e in handed], [(2, 2)])

@@ -20,6 +20,7 @@ from twisted.trial.unittest import TestCase
 
 from benchmarks.chaos import leaveRoom
 from tests.support import ClusterProcess, pidAlive, sleep, waitUntil
+from twisted_cluster import logevents
 
 _REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
 
@@ -117,7 +118,7 @@ class DescriptorExhaustionTests(TestCase):
                 break
         self.assertEqual((answered, len(clients.waiting)), (60, 0))
         refusals = {
-            (e["worker_id"], e["pid"]) for e in cluster.events if "refused" in e
+            (e["worker_id"], e["worker_pid"]) for e in cluster.logged(logevents.WORKER_FULL)
         }
         self.assertEqual(refusals, set(workers.items()))
         self.assertEqual(set(cluster.workers.items()), set(workers.items()))
@@ -208,7 +209,7 @@ class StoppedWorkerTests(TestCase):
         self.addCleanup(resume)
         stoppedAt = time.monotonic()
         await waitUntil(
-            lambda: any(e.get("pid") == stopped and "pending" in e for e in cluster.events),
+            lambda: cluster.logged(logevents.WORKER_STALLED, worker_pid=stopped),
             10, "the stall to be logged",
         )
         await sleep(max(stoppedAt + 2.5 - time.monotonic(), 0))
@@ -218,12 +219,12 @@ class StoppedWorkerTests(TestCase):
         capturedLate = load.waitingSent(stoppedAt + 0.5, time.monotonic() - 1.0)
         resume()
         await waitUntil(
-            lambda: any(e.get("pid") == stopped and "stalled_for" in e for e in cluster.events),
+            lambda: cluster.logged(logevents.WORKER_UNSTALLED, worker_pid=stopped),
             10, "the worker to acknowledge again",
         )
         await deferToThread(load.stop)
         self.assertGreater(served, 50)
         self.assertEqual(load.failed, [])
-        [stall] = [e for e in cluster.events if e.get("pid") == stopped and "pending" in e]
+        [stall] = cluster.logged(logevents.WORKER_STALLED, worker_pid=stopped)
         self.assertEqual(stall["worker_id"], 1)
         self.assertEqual(capturedLate, 0)

@@ -27,6 +27,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from tests.support import ROOT, ClusterProcess, pidAlive, sleep, waitUntil
 from tests.test_deployment import controlURL
+from twisted_cluster import logevents
 
 EXAMPLE = os.path.join(ROOT, "examples", "haproxy", "haproxy.cfg")
 HAPROXY = shutil.which("haproxy") or (
@@ -183,8 +184,7 @@ class HAProxyExampleTests(TestCase):
         await sleep(1)
         a.signal("HUP")
         await waitUntil(
-            lambda: any(e.get("log_format", "").startswith("rolling restart done")
-                        for e in a.events), 20, "A's rolling restart")
+            lambda: a.logged(logevents.ROLLOUT_DONE), 20, "A's rolling restart")
         pids["a"] |= set(a.workers.values())
         await sleep(0.5)
         b.signal("TERM")

@@ -28,6 +28,7 @@ from tests.support import (
     testEnvironment,
     waitUntil,
 )
+from twisted_cluster import logevents
 
 #: Options that make figures arrive fast and keep the site on 127.0.0.1.
 FAST = ("--health-interval", "0.2", "--control", "tcp:0:interface=127.0.0.1")
@@ -38,7 +39,7 @@ def controlAddress(cluster: ClusterProcess) -> str:
     The control site's address, from the master's structured log.
     """
     for event in cluster.events:
-        if event.get("log_format") == "control site on {address}":
+        if event.get("cluster_event") == logevents.CONTROL_LISTENING:
             return str(event["address"])
     raise AssertionError("the master did not log its control site")
 
@@ -49,7 +50,7 @@ def controlToken(cluster: ClusterProcess) -> str:
     logged.
     """
     for event in cluster.events:
-        if event.get("log_format") == "control token in {token_file}":
+        if event.get("cluster_event") == logevents.CONTROL_TOKEN_WRITTEN:
             with open(event["token_file"]) as f:
                 return f.read().strip()
     raise AssertionError("the master did not log its control token file")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.interfaces import IReactorProcess
@@ -21,11 +21,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.fakes import RecordingHandoffObserver
+from twisted_cluster import logevents
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._supervision import process as processModule
 from twisted_cluster._supervision.backoff import Backoff
 from twisted_cluster._supervision.process import (
+    KILL,
     READY,
     STOPPED,
     SpawnFailed,
@@ -124,11 +127,10 @@ class Cluster:
         globalLogPublisher.addObserver(self.events.append)
         testCase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def _make(self, workerId: int) -> WorkerProcess:
+    def _make(self, workerId: int, onReady: Callable[[Any], None]) -> WorkerProcess:
         process = WorkerProcess(
             self.reactor, workerId, WorkerConfig(workerId, None, (), ()), sys.executable,
-            onReady=self.supervisor.noteReady, onAck=lambda *a: None,
-            onLost=lambda *a: None, listWorkers=list,
+            onReady=onReady, handoffObserver=RecordingHandoffObserver(), listWorkers=list,
         )
         self.made.append(process)
         return process
@@ -143,15 +145,15 @@ class Cluster:
             self.ready(process)
         return list(self.made)
 
-    def logged(self, fragment: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if fragment in e.get("log_format", "")]
+    def logged(self, key: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("cluster_event") == key]
 
 
 class WorkerProcessSpawnTests(SynchronousTestCase):
     def process(self, reactor: SpawnReactor) -> WorkerProcess:
         return WorkerProcess(
             reactor, 1, WorkerConfig(1, None, (), ()), sys.executable,
-            onReady=lambda p: None, onAck=lambda *a: None, onLost=lambda *a: None,
+            onReady=lambda p: None, handoffObserver=RecordingHandoffObserver(),
             listWorkers=list,
         )
 
@@ -168,7 +170,7 @@ class WorkerProcessSpawnTests(SynchronousTestCase):
             process.exitDescription(reason),
             "spawn failed: EAGAIN: Resource temporarily unavailable",
         )
-        process.signal("KILL")  # nothing to signal, and no error
+        process.stop(KILL)  # nothing to signal, and no error
 
     def test_noDescriptorForTheHandoffChannelLeaksTheControlChannel(self) -> None:
         """
@@ -226,7 +228,7 @@ class SupervisorSpawnFailureTests(SynchronousTestCase):
         c.reactor.exit(second.pid)
         c.reactor.advance(0)  # crashed while serving: at once, refused
         self.assertEqual(c.supervisor.slotPids()[2], None)
-        self.assertEqual(len(c.logged("could not be started")), 1)
+        self.assertEqual(len(c.logged(logevents.WORKER_SPAWN_FAILED)), 1)
         self.assertEqual(c.reactor.attempts, 3)
         for delay, attempts in ((1, 4), (2, 5), (4, 6)):
             c.reactor.advance(delay - 0.01)
@@ -271,7 +273,7 @@ class SupervisorSpawnFailureTests(SynchronousTestCase):
         c.reactor.exit(first.pid, 0)
         self.successResultOf(stopped)
         c.reactor.advance(60)
-        self.assertEqual(c.logged("still running after the grace period"), [])
+        self.assertEqual(c.logged(logevents.WORKER_KILLED), [])
         self.assertEqual(c.reactor.attempts, attempts, "no retry once stopping")
 
     def test_rolloutWhoseForkFailsIsAbortedAndSaysWhy(self) -> None:
@@ -280,7 +282,7 @@ class SupervisorSpawnFailureTests(SynchronousTestCase):
         c.reactor.failing = 1
         done = RollingRestart(c.supervisor).request()
         self.assertFalse(self.successResultOf(done))
-        [aborted] = c.logged("rolling restart aborted")
+        [aborted] = c.logged(logevents.ROLLOUT_ABORTED)
         self.assertEqual(aborted["worker_id"], 1)
         self.assertEqual(aborted["how"], "spawn failed: EAGAIN: Resource temporarily unavailable")
         self.assertEqual(len(c.supervisor.ready()), 2, "the old workers keep serving")

@@ -7,15 +7,14 @@ replacing and resizing, with a L{Clock} and fake worker processes.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Callable
 
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.fakes import FakeProcess
+from twisted_cluster import logevents
 from twisted_cluster._contract.commands import PingFigures
 from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._supervision.health import (
@@ -25,63 +24,10 @@ from twisted_cluster._supervision.health import (
     HealthMonitor,
     HealthPolicy,
 )
-from twisted_cluster._supervision.process import DRAINING, READY, STARTING, STOPPED
+from twisted_cluster._supervision.process import DRAINING, STARTING
 from twisted_cluster._supervision.recycle import MB, RecyclePolicy, Recycler
 from twisted_cluster._supervision.rollout import RollingRestart, RolloutPlan
 from twisted_cluster._supervision.supervisor import Supervisor
-
-
-class FakeProcess:
-    """
-    A worker process that records what the supervisor does to it; the test
-    makes it ready, answer pings, or exit.
-    """
-
-    nextPid = 1000
-
-    def __init__(self, clock: Clock, workerId: int) -> None:
-        self._clock = clock
-        self.workerId = workerId
-        self.pid: int | None = None
-        self.state = STARTING
-        self.startedAt = clock.seconds()
-        self.readyAt: float | None = None
-        self.appError: str | None = None
-        self.appErrorDetails = ""
-        self.ended: Deferred[Failure] = Deferred()
-        self.signals: list[str] = []
-        self.drained = False
-        self.exitCause: str | None = None
-        self.figures = PingFigures()
-        self.lastPing: float | None = None
-        self.pings: list[Deferred[dict[str, int]]] = []
-        #: Its hand-off channel, when a test gives it one.
-        self.handoff: Any = None
-
-    def spawn(self) -> None:
-        FakeProcess.nextPid += 1
-        self.pid = FakeProcess.nextPid
-
-    def drain(self) -> None:
-        self.drained = True
-        if self.state != STOPPED:
-            self.state = DRAINING
-
-    def signal(self, name: str) -> None:
-        self.signals.append(name)
-
-    def callRemote(self, command: Any, **arguments: Any) -> Deferred[dict[str, int]]:
-        d: Deferred[dict[str, int]] = Deferred()
-        self.pings.append(d)
-        return d
-
-    def exit(self, code: int = 0) -> None:
-        self.state = STOPPED
-        reason = ProcessDone(0) if code == 0 else ProcessTerminated(code)
-        self.ended.callback(Failure(reason))
-
-    def exitDescription(self, reason: Failure) -> str:
-        return f"exit {reason.value.exitCode}"
 
 
 class Harness:
@@ -106,15 +52,13 @@ class Harness:
         globalLogPublisher.addObserver(self.events.append)
         testCase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def _make(self, workerId: int) -> FakeProcess:
-        process = FakeProcess(self.clock, workerId)
+    def _make(self, workerId: int, onReady: Callable[[Any], None]) -> FakeProcess:
+        process = FakeProcess(workerId, clock=self.clock, onReady=onReady)
         self.spawned.append(process)
         return process
 
     def ready(self, process: FakeProcess) -> None:
-        process.state = READY
-        process.readyAt = self.clock.seconds()
-        self.supervisor.noteReady(process)
+        process.becomeReady()
 
     def startAll(self) -> list[FakeProcess]:
         """
@@ -126,8 +70,17 @@ class Harness:
             self.ready(next(p for p in self.spawned if p.state == STARTING))
         return list(self.spawned)
 
-    def logged(self, fragment: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if fragment in e.get("log_format", "")]
+    def logged(self, key: str) -> list[dict[str, Any]]:
+        """
+        The events logged with C{cluster_event} C{key}.
+        """
+        return [e for e in self.events if e.get("cluster_event") == key]
+
+    def restarts(self) -> list[dict[str, Any]]:
+        """
+        The exits after which a slot restarts (they carry the C{delay}).
+        """
+        return [e for e in self.logged(logevents.WORKER_EXITED) if "delay" in e]
 
 
 class HealthPolicyTests(SynchronousTestCase):
@@ -184,8 +137,8 @@ class HealthMonitorTests(SynchronousTestCase):
         self.assertEqual(w1.state, DRAINING)
         self.h.clock.advance(ClusterConfig().killTimeout)
         self.assertEqual(w1.signals, ["TERM", "KILL"])
-        [line] = self.h.logged("did not answer a ping")
-        self.assertEqual((line["worker_id"], line["pid"]), (1, w1.pid))
+        [line] = self.h.logged(logevents.WORKER_HUNG)
+        self.assertEqual((line["worker_id"], line["worker_pid"]), (1, w1.pid))
         w1.exit(-9)
         self.assertEqual(self.h.supervisor.restarts["hang"], 1)
         self.h.clock.advance(1)
@@ -235,8 +188,8 @@ class PingAnswerFailureTests(SynchronousTestCase):
         monitor.start()
         self.addCleanup(monitor.stop)
         workers[0].pings[0].callback(PingFigures().asAnswer())
-        [line] = h.logged("handling the ping answer")
-        self.assertEqual((line["worker_id"], line["pid"]), (1, workers[0].pid))
+        [line] = h.logged(logevents.PING_ANSWER_FAILED)
+        self.assertEqual((line["worker_id"], line["worker_pid"]), (1, workers[0].pid))
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         h.clock.advance(5)
         self.assertEqual(len(workers[0].pings), 2)
@@ -284,7 +237,7 @@ class RecyclerTests(SynchronousTestCase):
         h.ready(new)
         self.assertTrue(w1.drained)
         self.assertEqual(h.supervisor.restarts["recycle"], 1)
-        self.assertEqual(len(h.logged("recycling it")), 1)
+        self.assertEqual(len(h.logged(logevents.WORKER_RECYCLING)), 1)
 
     def test_memoryLimitBelowAFreshWorkerTurnsMemoryRecyclingOff(self) -> None:
         """
@@ -298,7 +251,7 @@ class RecyclerTests(SynchronousTestCase):
             process.figures = PingFigures(rss=50 * MB)
             recycler.check(process)
         self.assertEqual(len(h.spawned), 2)
-        self.assertEqual(len(h.logged("recycling for memory is off")), 1)
+        self.assertEqual(len(h.logged(logevents.RECYCLE_MEMORY_OFF)), 1)
 
     def test_workerWithinTheLimitStays(self) -> None:
         h = Harness(self)
@@ -366,7 +319,7 @@ class RollingRestartTests(SynchronousTestCase):
         self.assertEqual(
             set(h.supervisor.slotPids().values()), {p.pid for p in h.spawned[3:]}
         )
-        self.assertEqual(len(h.logged("rolling restart done")), 1)
+        self.assertEqual(len(h.logged(logevents.ROLLOUT_DONE)), 1)
 
     def test_failingNewWorkerAbortsAndKeepsTheOldOnes(self) -> None:
         h = Harness(self, workers=2)
@@ -380,8 +333,8 @@ class RollingRestartTests(SynchronousTestCase):
         self.assertEqual((w1.drained, w2.drained), (False, False))
         self.assertEqual(len(h.spawned), 3)
         self.assertEqual(h.fatal, [])
-        self.assertEqual(len(h.logged("rolling restart aborted")), 1)
-        [line] = h.logged("exited before it was ready")
+        self.assertEqual(len(h.logged(logevents.ROLLOUT_ABORTED)), 1)
+        [line] = h.logged(logevents.WORKER_REPLACEMENT_FAILED)
         self.assertEqual(line["log_level"], LogLevel.error)
         self.assertIn("SyntaxError", line["error"])
 
@@ -409,7 +362,7 @@ class RollingRestartTests(SynchronousTestCase):
         supervisor.removeWorker()
         self.assertEqual(replacement2.signals, ["TERM"])
         self.assertTrue(self.successResultOf(done))
-        self.assertEqual(h.logged("rolling restart aborted"), [])
+        self.assertEqual(h.logged(logevents.ROLLOUT_ABORTED), [])
 
     def test_stoppingAbortsTheRollout(self) -> None:
         h = Harness(self, workers=2)
@@ -428,8 +381,8 @@ class ResizeTests(SynchronousTestCase):
         h.startAll()
         self.assertEqual(h.supervisor.addWorker(), 3)
         self.assertEqual(list(h.supervisor.slotPids()), [1, 2, 3])
-        [line] = h.logged("added")
-        self.assertEqual((line["worker_id"], line["pid"]), (3, h.spawned[-1].pid))
+        [line] = h.logged(logevents.WORKER_ADDED)
+        self.assertEqual((line["worker_id"], line["worker_pid"]), (3, h.spawned[-1].pid))
 
     def test_addWorkerStopsAtMaxWorkers(self) -> None:
         h = Harness(self, workers=2, maxWorkers=3)
@@ -437,7 +390,7 @@ class ResizeTests(SynchronousTestCase):
         self.assertEqual(h.supervisor.addWorker(), 3)
         self.assertIsNone(h.supervisor.addWorker())
         self.assertEqual(list(h.supervisor.slotPids()), [1, 2, 3])
-        self.assertTrue(h.logged("not adding a worker"))
+        self.assertTrue(h.logged(logevents.ADD_REFUSED))
 
     def test_removeWorkerDrainsTheHighestIdWithoutKilling(self) -> None:
         h = Harness(self, workers=3, gracePeriod=30)

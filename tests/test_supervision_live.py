@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tests.support import ClusterProcess, pidAlive, sleep, testEnvironment, waitUntil
+from twisted_cluster import logevents
 from twisted_cluster._master.config import ClusterConfig
 
 APP = ("--app", "tests.apps.sleepy.resource")
@@ -29,9 +30,6 @@ async def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
     response = await treq.get(url, pool=pool, timeout=timeout)
     return response.code, await response.content()
 
-
-def events(cluster: ClusterProcess, fragment: str) -> list[dict]:
-    return [e for e in cluster.events if fragment in e.get("log_format", "")]
 
 
 class LoadLoop:
@@ -90,7 +88,7 @@ class HealthCheckTests(TestCase):
         pair = [Deferred.fromCoroutine(get(cluster.url, timeout=3)) for _ in range(2)]
         answers = [await get(cluster.url, timeout=3) for _ in range(4)]
         await waitUntil(
-            lambda: [e for e in cluster.events if "pending" in e and "worker_id" in e],
+            lambda: cluster.logged(logevents.WORKER_STALLED),
             5, "the stall event",
         )
         self.assertEqual(len(set(answers)), 1, answers)
@@ -119,15 +117,15 @@ class HealthCheckTests(TestCase):
         started = time.monotonic()
         blocker.sendall(b"GET /block?s=60 HTTP/1.0\r\n\r\n")
         bound = interval + timeout + ClusterConfig().killTimeout + 4
-        [hang] = await waitUntil(lambda: events(cluster, "did not answer a ping"),
+        [hang] = await waitUntil(lambda: cluster.logged(logevents.WORKER_HUNG),
                                  bound, "the hang verdict")
-        workerId, pid = hang["worker_id"], hang["pid"]
+        workerId, pid = hang["worker_id"], hang["worker_pid"]
         self.assertEqual(before[workerId], pid)
         await waitUntil(
             lambda: cluster.workers[workerId] != pid and not pidAlive(pid),
             bound - (time.monotonic() - started), "the hung worker's replacement",
         )
-        [exited] = [e for e in events(cluster, "restarting in") if e["pid"] == pid]
+        [exited] = [e for e in cluster.restarts() if e["worker_pid"] == pid]
         self.assertEqual(exited["cause"], "hang")
         code, body = await get(cluster.url)
         self.assertEqual(code, 200)
@@ -193,7 +191,7 @@ class RollingRestartTests(TestCase):
         try:
             await sleep(0.5)
             cluster.signal("HUP")
-            await waitUntil(lambda: events(cluster, "rolling restart done"), 30,
+            await waitUntil(lambda: cluster.logged(logevents.ROLLOUT_DONE), 30,
                             "the end of the roll-out")
             answered = len(load.pids)
             await sleep(0.5)
@@ -206,7 +204,7 @@ class RollingRestartTests(TestCase):
         self.assertEqual(set(load.pids[answered + 8 :]) - new, set())
         await waitUntil(lambda: not any(pidAlive(p) for p in old), 10,
                         "the old workers to exit")
-        steps = events(cluster, "replaced by pid")
+        steps = cluster.logged(logevents.WORKER_REPLACED)
         self.assertEqual(sorted(e["worker_id"] for e in steps), [1, 2])
         self.assertEqual({e["cause"] for e in steps}, {"rollout"})
 
@@ -230,7 +228,7 @@ class RollingRestartTests(TestCase):
         with open(module, "w") as f:
             f.write("this is not python\n")
         cluster.signal("HUP")
-        [aborted] = await waitUntil(lambda: events(cluster, "rolling restart aborted"),
+        [aborted] = await waitUntil(lambda: cluster.logged(logevents.ROLLOUT_ABORTED),
                                     20, "the aborted roll-out")
         # Where the new worker failed, as fields: the last frame and the error.
         self.assertEqual(
@@ -266,8 +264,8 @@ class ResizeTests(TestCase):
         removed = cluster.workers[2]
         await waitUntil(lambda: not pidAlive(removed), 15, "the removed worker to exit")
         self.assertEqual(await answering(), {cluster.workers[1]})
-        [line] = events(cluster, "removed: draining it")
-        self.assertEqual((line["worker_id"], line["pid"]), (2, removed))
+        [line] = cluster.logged(logevents.WORKER_REMOVED)
+        self.assertEqual((line["worker_id"], line["worker_pid"]), (2, removed))
 
 
 class RecyclingTests(TestCase):
@@ -288,9 +286,9 @@ class RecyclingTests(TestCase):
             code, body = await get(cluster.url)
             self.assertEqual(code, 200)
         await waitUntil(lambda: cluster.workers[1] != first, 15, "the recycled worker")
-        [line] = events(cluster, "recycling it")
-        self.assertEqual((line["worker_id"], line["pid"]), (1, first))
-        [step] = events(cluster, "replaced by pid")
+        [line] = cluster.logged(logevents.WORKER_RECYCLING)
+        self.assertEqual((line["worker_id"], line["worker_pid"]), (1, first))
+        [step] = cluster.logged(logevents.WORKER_REPLACED)
         self.assertEqual(step["cause"], "recycle")
         code, body = await get(cluster.url)
         self.assertEqual(int(body), cluster.workers[1])
@@ -322,8 +320,8 @@ class CrashWhileServingTests(TestCase):
             self.assertEqual(code, 200)
             await sleep(max(0.0, 1.0 - (time.monotonic() - sent)))
         restarts = await waitUntil(
-            lambda: len(events(cluster, "restarting in")) >= poisons
-            and events(cluster, "restarting in"),
+            lambda: len(cluster.restarts()) >= poisons
+            and cluster.restarts(),
             10, "every crash to be restarted",
         )
         guard = ClusterConfig().crashGuard
@@ -333,9 +331,9 @@ class CrashWhileServingTests(TestCase):
             self.assertEqual(event["delay"], 0)
         ready: set[int] = set()
         for event in cluster.events:
-            fmt = event.get("log_format", "")
-            if fmt == "worker {worker_id} pid {pid} ready":
-                ready.add(event["pid"])
-            elif fmt.startswith("worker {worker_id} pid {pid} exited"):
-                ready.discard(event["pid"])
-                self.assertTrue(ready, f"no worker ready after pid {event['pid']} exited")
+            key = event.get("cluster_event")
+            if key == logevents.WORKER_READY:
+                ready.add(event["worker_pid"])
+            elif key == logevents.WORKER_EXITED:
+                ready.discard(event["worker_pid"])
+                self.assertTrue(ready, f"no worker ready after pid {event['worker_pid']} exited")

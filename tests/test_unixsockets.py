@@ -31,6 +31,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from tests.support import ClusterProcess, shortTempDir, testEnvironment, waitUntil
+from twisted_cluster import logevents
 from twisted_cluster._shared.adoptedport import adoptListeningPort
 
 #: Writes its worker's pid and closes.
@@ -76,12 +77,6 @@ def listenQueueLength(path: str) -> int:
     [queue] = [line.split()[3] for line in out.splitlines() if f" {path} " in line]
     return int(queue)
 
-
-def events(cluster: ClusterProcess, fmt: str) -> list[dict[str, Any]]:
-    """
-    The master's log events of format C{fmt}, oldest first.
-    """
-    return [e for e in cluster.events if e.get("log_format") == fmt]
 
 
 class _Connected(Protocol):
@@ -187,11 +182,11 @@ class _UNIXSocketLifeCycle:
         await self.served(path)
         cluster.signal("TTOU")
         [removed] = await waitUntil(
-            lambda: events(cluster, "worker {worker_id} pid {pid} exited: {how}"),
+            lambda: [e for e in cluster.logged(logevents.WORKER_EXITED) if "delay" not in e],
             30, "the removed worker's exit",
         )
         self.assertEqual(fileMode(path), 0o600)
-        survivors = set(cluster.workers.values()) - {removed["pid"]}
+        survivors = set(cluster.workers.values()) - {removed["worker_pid"]}
         for _ in range(3):
             self.assertIn(await self.served(path), survivors)
         cluster.signal("TERM")
@@ -208,7 +203,7 @@ class _UNIXSocketLifeCycle:
         before = set(cluster.workers.values())
         cluster.signal("HUP")
         await waitUntil(
-            lambda: events(cluster, "rolling restart done; workers replaced: {count}"),
+            lambda: cluster.logged(logevents.ROLLOUT_DONE),
             60, "the rolling restart",
         )
         self.assertTrue(os.path.exists(path))
@@ -274,10 +269,10 @@ class _UNIXSocketLifeCycle:
         self.assertEqual(listenQueueLength(path), 16)
         cluster.signal("TTOU")
         [removed] = await waitUntil(
-            lambda: events(cluster, "worker {worker_id} pid {pid} exited: {how}"),
+            lambda: [e for e in cluster.logged(logevents.WORKER_EXITED) if "delay" not in e],
             30, "the removed worker's exit",
         )
-        survivors = set(cluster.workers.values()) - {removed["pid"]}
+        survivors = set(cluster.workers.values()) - {removed["worker_pid"]}
         self.assertIn(await self.served(path), survivors)
         cluster.signal("TERM")
         self.assertEqual(await cluster.waitExit(30), 0)

@@ -16,7 +16,9 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.fakes import FakeProcess, FakeSupervisor
 from tests.support import acceptedFD, fdIsOpen
+from twisted_cluster import logevents
 from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._master.dispatch import LeastConnections, Sticky
 from twisted_cluster._master.dispatcher import REFUSAL_REST, STALL_LOG_AFTER
@@ -25,32 +27,11 @@ from twisted_cluster._supervision.process import READY, STOPPED
 from twisted_cluster.errors import ClusterFailed
 
 
-class FakeWorker:
+def readyWorker(workerId: int) -> FakeProcess:
     """
-    A ready worker process as the master sees it: records what it is sent.
+    A ready worker process as the master sees it: it records what it is sent.
     """
-
-    handoff = None
-
-    def __init__(self, workerId: int) -> None:
-        self.workerId = workerId
-        self.pid = 1000 + workerId
-        self.state = READY
-        self.sent: list[tuple[int, int]] = []
-
-    def send(self, connections: list[tuple[int, int]]) -> None:
-        self.sent.extend(connections)
-
-
-class FakeSupervisor:
-    def __init__(self) -> None:
-        self.workers: list[FakeWorker] = []
-
-    def ready(self) -> list[FakeWorker]:
-        return [w for w in self.workers if w.state == READY]
-
-    def noteReady(self, worker: FakeWorker) -> None:
-        pass
+    return FakeProcess(workerId, 1000 + workerId, READY)
 
 
 class WaitingQueueTests(SynchronousTestCase):
@@ -71,14 +52,16 @@ class WaitingQueueTests(SynchronousTestCase):
             for i in range(count)
         ]
 
-    def ready(self, worker: FakeWorker) -> None:
-        self.supervisor.workers.append(worker)
-        self.service._workerReady(worker)  # type: ignore[arg-type]
+    def ready(self, worker: FakeProcess) -> None:
+        self.supervisor.extra.append(worker)
+        # What the supervisor tells its observers.
+        self.service.workerReady(worker)
+        self.service.dispatcher.workerReady(worker)
 
     def test_connectionsWaitForTheFirstReadyWorker(self) -> None:
         accepted = self.accepted(2)
         self.service._sink(0)(accepted)
-        worker = FakeWorker(1)
+        worker = readyWorker(1)
         self.ready(worker)
         self.assertEqual(worker.sent, [(fd, 0) for fd, _ in accepted])
         self.assertEqual(self.service.dropped, 0)
@@ -90,18 +73,13 @@ class WaitingQueueTests(SynchronousTestCase):
         sink(accepted[3:])
         self.assertEqual(self.service.dropped, 3)
         self.assertEqual([fdIsOpen(fd) for fd, _ in accepted], [True, True, False, False, False])
-        worker = FakeWorker(1)
+        worker = readyWorker(1)
         self.ready(worker)
         self.assertEqual(worker.sent, [(fd, 0) for fd, _ in accepted[:2]])
-        formats = [e["log_format"] for e in self.events]
+        keys = [e.get("cluster_event") for e in self.events]
         self.assertEqual(
-            [f for f in formats if "queue" in f],
-            [
-                "no worker ready and {limit} connections waiting (--queue-limit): "
-                "closing new ones until a worker is ready",
-                "worker {worker_id} pid {pid} ready: handing out {count} connections "
-                "that waited for a worker ({dropped} closed while the queue was full)",
-            ],
+            [k for k in keys if k and k.startswith("queue")],
+            [logevents.QUEUE_FULL, logevents.QUEUE_RELEASED],
         )
         self.assertEqual(self.events[-1]["dropped"], 3)
 
@@ -119,13 +97,14 @@ class WaitingQueueTests(SynchronousTestCase):
         service.supervisor = self.supervisor  # type: ignore[assignment]
         accepted = self.accepted(1)
         service._sink(0)(accepted)
-        one, two = FakeWorker(1), FakeWorker(2)
-        self.supervisor.workers.extend([one, two])
-        service._workerReady(one)  # type: ignore[arg-type]
+        one, two = readyWorker(1), readyWorker(2)
+        self.supervisor.extra.extend([one, two])
+        service.workerReady(one)
+        service.dispatcher.workerReady(one)
         self.assertEqual((one.sent, two.sent), ([], [(accepted[0][0], 0)]))
 
     def test_workerThatLeftGetsNoMoreConnections(self) -> None:
-        one, two = FakeWorker(1), FakeWorker(2)
+        one, two = readyWorker(1), readyWorker(2)
         self.ready(one)
         self.ready(two)
         sink = self.service._sink(0)
@@ -138,8 +117,8 @@ class WaitingQueueTests(SynchronousTestCase):
         policy = LeastConnections()
         service = ClusterService(MemoryReactorClock(), ClusterConfig(), policy=policy)
         service.supervisor = self.supervisor  # type: ignore[assignment]
-        worker = FakeWorker(1)
-        self.supervisor.workers.append(worker)
+        worker = readyWorker(1)
+        self.supervisor.extra.append(worker)
         service._sink(0)(self.accepted(3))
         self.assertEqual(policy.openConnections(worker), 3)
         service.dispatcher.workerAck(worker, 3, 2, [])  # type: ignore[arg-type]
@@ -171,18 +150,20 @@ class StalledWorkerTests(SynchronousTestCase):
         self.service = ClusterService(self.clock, ClusterConfig(workers=2))
         self.supervisor = FakeSupervisor()
         self.service.supervisor = self.supervisor  # type: ignore[assignment]
-        self.one, self.two = FakeWorker(1), FakeWorker(2)
+        self.one, self.two = readyWorker(1), readyWorker(2)
         for worker in (self.one, self.two):
             worker.handoff = FakeHandoff()  # type: ignore[assignment]
-            self.supervisor.workers.append(worker)
-            self.service._workerReady(worker)  # type: ignore[arg-type]
+            self.supervisor.extra.append(worker)
+            # What the supervisor tells its observers.
+        self.service.workerReady(worker)
+        self.service.dispatcher.workerReady(worker)
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def dispatch(self, count: int) -> None:
         for _ in range(count):
             self.service.dispatcher.dispatch([(-1, 0)], [None])
 
-    def stall(self, worker: FakeWorker, stalled: bool = True) -> None:
+    def stall(self, worker: FakeProcess, stalled: bool = True) -> None:
         self.service.dispatcher.workerStalled(worker, stalled)  # type: ignore[arg-type]
 
     def stallEvents(self) -> list[tuple[str, int, int]]:
@@ -191,7 +172,7 @@ class StalledWorkerTests(SynchronousTestCase):
         began, C{"again"} when it ended.
         """
         return [
-            ("stalled" if "pending" in e else "again", e["worker_id"], e["pid"])
+            ("stalled" if "pending" in e else "again", e["worker_id"], e["worker_pid"])
             for e in self.events
             if "pending" in e or "stalled_for" in e
         ]
@@ -261,10 +242,12 @@ class RefusedConnectionsTests(SynchronousTestCase):
         self.service = ClusterService(self.clock, ClusterConfig(workers=2, queueLimit=2))
         self.supervisor = FakeSupervisor()
         self.service.supervisor = self.supervisor  # type: ignore[assignment]
-        self.one, self.two = FakeWorker(1), FakeWorker(2)
+        self.one, self.two = readyWorker(1), readyWorker(2)
         for worker in (self.one, self.two):
-            self.supervisor.workers.append(worker)
-            self.service._workerReady(worker)  # type: ignore[arg-type]
+            self.supervisor.extra.append(worker)
+            # What the supervisor tells its observers.
+        self.service.workerReady(worker)
+        self.service.dispatcher.workerReady(worker)
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def connections(self, count: int) -> list[tuple[int, int]]:
@@ -274,7 +257,7 @@ class RefusedConnectionsTests(SynchronousTestCase):
         for connection in connections:
             self.service.dispatcher.dispatch([connection], [None])
 
-    def ack(self, worker: FakeWorker, taken: int, closed: int,
+    def ack(self, worker: FakeProcess, taken: int, closed: int,
             returned: list[tuple[int, int]]) -> None:
         self.service.dispatcher.workerAck(worker, taken, closed, returned)  # type: ignore[arg-type]
 
@@ -284,7 +267,7 @@ class RefusedConnectionsTests(SynchronousTestCase):
         an episode began, C{"again"} when it ended.
         """
         return [
-            ("full" if "refused" in e else "again", e["worker_id"], e["pid"],
+            ("full" if "refused" in e else "again", e["worker_id"], e["worker_pid"],
              e.get("refused", e.get("refused_total")))
             for e in self.events
             if "refused" in e or "refused_total" in e

@@ -39,7 +39,7 @@ from twisted_cluster._master.routing import (
     WorkerCalls,
 )
 from twisted_cluster._master.service import ClusterService
-from twisted_cluster._supervision.process import STOPPED
+from twisted_cluster._supervision.process import KILL, STOPPED
 from twisted_cluster.apploading import buildWorkerApp, checkApp, resolveName
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import ClusterApp, makeLocator
@@ -257,7 +257,7 @@ class RunningCluster(ForwardingMasterContext):
             )
         finally:
             for process in processes:
-                process.signal("KILL")
+                process.stop(KILL)
         await self.waitUntil(
             lambda: all(
                 p.state == STOPPED

@@ -45,6 +45,7 @@ from twisted.logger import Logger
 from twisted.python.lockfile import FilesystemLock
 from twisted.web.server import Request
 
+from twisted_cluster import logevents
 from twisted_cluster._shared.ratelimit import RateLimiter
 
 log = Logger()
@@ -229,6 +230,7 @@ class RefusalLog:
         log.warn(
             "control: refused {method} {path} from {peer}: {reason} "
             "({suppressed} more refused since the last such line)",
+            cluster_event=logevents.CONTROL_REFUSED,
             method=_printable(method, 10),
             path=_printable(path, 100),
             reason=verdict.reason,

@@ -37,6 +37,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.static import File
 
+from twisted_cluster import logevents
 from twisted_cluster._control.auth import (
     Access,
     AccessPolicy,
@@ -378,6 +379,7 @@ class _Operation(_Protected):
         log.info(
             "control: {operation} requested by {peer} (uid {peer_uid}, pid {peer_pid}; "
             "authenticated: {authenticated}, by {how})",
+            cluster_event=logevents.CONTROL_OPERATION,
             operation=self._name,
             authenticated=verdict.authenticated,
             how=verdict.reason,
@@ -396,7 +398,11 @@ class _Operation(_Protected):
         else:
             # A long operation (a roll-out): answered now, logged if it fails.
             result.addErrback(
-                lambda f: log.failure("control: {operation} failed", f, operation=self._name)
+                lambda f: log.failure(
+                    "control: {operation} failed", f,
+                    cluster_event=logevents.CONTROL_OPERATION_FAILED,
+                    operation=self._name,
+                )
             )
         if outcome and isinstance(outcome[0], Failure):
             error = outcome[0].value
@@ -567,7 +573,8 @@ class ControlServer:
             self._port = None
             raise
         self.history.start()
-        log.info("control site on {address}", address=self.address)
+        log.info("control site on {address}",
+                 cluster_event=logevents.CONTROL_LISTENING, address=self.address)
         if not self._access.policy.enforce:
             log.warn(
                 "control site on {address} checks no credentials (--control-no-auth): "
@@ -612,7 +619,8 @@ class ControlServer:
         except TokenFileError as e:
             raise ControlError(str(e)) from None
         self.tokenFile = tokenFile
-        log.info("control token in {token_file}", token_file=tokenFile.path)
+        log.info("control token in {token_file}",
+                 cluster_event=logevents.CONTROL_TOKEN_WRITTEN, token_file=tokenFile.path)
 
     def stop(self) -> Deferred[None]:
         """

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_cluster import logevents
 from twisted_cluster._shared.exhaustion import EXHAUSTED
 from twisted_cluster._shared.ratelimit import RateLimiter
 
@@ -157,6 +158,7 @@ class Acceptor:
             self.log.warn(
                 "cannot accept connections ({error}); pausing {pause}s "
                 "({repeated} more times since the last warning)",
+                cluster_event=logevents.ACCEPT_FAILING,
                 error=error.strerror,
                 errno=error.errno,
                 pause=self._exhaustedPause,

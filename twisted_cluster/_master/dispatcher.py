@@ -20,10 +20,17 @@ from typing import Any, Callable
 import attr
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from twisted_cluster import logevents
 from twisted_cluster._contract.handoff import Connection
 from twisted_cluster._master.dispatch import IDispatchPolicy
-from twisted_cluster._supervision.process import READY, WorkerProcess
+from twisted_cluster._supervision.process import (
+    READY,
+    IHandoffObserver,
+    IWorkerProcess,
+)
+from twisted_cluster._supervision.supervisor import IWorkerObserver
 
 log = Logger()
 
@@ -61,6 +68,7 @@ class _Refusals:
     last: float
 
 
+@implementer(IHandoffObserver, IWorkerObserver)
 class Dispatcher:
     """
     The dispatch path of one cluster.
@@ -77,7 +85,7 @@ class Dispatcher:
         self,
         clock: IReactorTime,
         policy: IDispatchPolicy,
-        allReady: Callable[[], list[WorkerProcess]],
+        allReady: Callable[[], list[IWorkerProcess]],
         queueLimit: int,
     ) -> None:
         """
@@ -92,17 +100,17 @@ class Dispatcher:
         self._queueLimit = queueLimit
         #: Connections (and their peers) held while no worker is ready.
         self._waiting: deque[tuple[Connection, Any]] = deque()
-        self._ready: list[WorkerProcess] = []
+        self._ready: list[IWorkerProcess] = []
         #: Stalled workers -> the call that logs the stall (spent once it
         #: did).
-        self._stalled: dict[WorkerProcess, IDelayedCall] = {}
+        self._stalled: dict[IWorkerProcess, IDelayedCall] = {}
         #: Workers sent nothing for now (they returned connections) -> the
         #: call that ends the rest.
-        self._resting: dict[WorkerProcess, IDelayedCall] = {}
-        self._refusals: dict[WorkerProcess, _Refusals] = {}
+        self._resting: dict[IWorkerProcess, IDelayedCall] = {}
+        self._refusals: dict[IWorkerProcess, _Refusals] = {}
         #: The ready list that L{_usable} last filtered, and the result.
-        self._usableFrom: list[WorkerProcess] | None = None
-        self._usableWorkers: list[WorkerProcess] = []
+        self._usableFrom: list[IWorkerProcess] | None = None
+        self._usableWorkers: list[IWorkerProcess] = []
         self._droppedWaiting = 0
         self.dropped = 0
         self.redispatched = 0
@@ -115,7 +123,7 @@ class Dispatcher:
         """
         return len(self._waiting)
 
-    def workerReady(self, process: WorkerProcess) -> None:
+    def workerReady(self, process: IWorkerProcess) -> None:
         """
         C{process} became ready: the ready list is read again, and the
         connections that waited for a worker go out now.
@@ -123,10 +131,11 @@ class Dispatcher:
         self._ready = []
         if self._waiting or self._droppedWaiting:
             log.info(
-                "worker {worker_id} pid {pid} ready: handing out {count} connections "
+                "worker {worker_id} pid {worker_pid} ready: handing out {count} connections "
                 "that waited for a worker ({dropped} closed while the queue was full)",
+                cluster_event=logevents.QUEUE_RELEASED,
                 worker_id=process.workerId,
-                pid=process.pid,
+                worker_pid=process.pid,
                 count=len(self._waiting),
                 dropped=self._droppedWaiting,
             )
@@ -155,7 +164,7 @@ class Dispatcher:
         if len(connections) == 1:
             choose(ready, peers[0]).send(connections)
             return
-        batches: dict[WorkerProcess, list[Connection]] = {}
+        batches: dict[IWorkerProcess, list[Connection]] = {}
         for connection, peer in zip(connections, peers):
             worker = choose(ready, peer)
             batch = batches.get(worker)
@@ -166,7 +175,7 @@ class Dispatcher:
         for worker, batch in batches.items():
             worker.send(batch)
 
-    def _usable(self, ready: list[WorkerProcess]) -> list[WorkerProcess]:
+    def _usable(self, ready: list[IWorkerProcess]) -> list[IWorkerProcess]:
         """
         C{ready} without the workers that rest (they returned connections:
         L{workerAck}) and, unless every other one does too, without the
@@ -182,7 +191,7 @@ class Dispatcher:
             self._usableFrom = ready
         return self._usableWorkers
 
-    def workerStalled(self, process: WorkerProcess, stalled: bool) -> None:
+    def workerStalled(self, process: IWorkerProcess, stalled: bool) -> None:
         """
         C{process} left connections unacknowledged for its stall time
         (C{stalled}), or acknowledges again.  A stall that lasts
@@ -206,26 +215,28 @@ class Dispatcher:
         else:
             # The report fired STALL_LOG_AFTER into the stall.
             log.info(
-                "worker {worker_id} pid {pid} acknowledges its connections again "
+                "worker {worker_id} pid {worker_pid} acknowledges its connections again "
                 "after {stalled_for:.1f}s",
+                cluster_event=logevents.WORKER_UNSTALLED,
                 worker_id=process.workerId,
-                pid=process.pid,
+                worker_pid=process.pid,
                 stalled_for=self._reactor.seconds() - report.getTime() + STALL_LOG_AFTER,
             )
 
-    def _logStall(self, process: WorkerProcess) -> None:
+    def _logStall(self, process: IWorkerProcess) -> None:
         handoff = process.handoff
         since = handoff.waitingSince if handoff is not None else None
         log.warn(
-            "worker {worker_id} pid {pid} has not acknowledged {pending} connections "
+            "worker {worker_id} pid {worker_pid} has not acknowledged {pending} connections "
             "for {seconds:.1f}s: new connections go to the other workers",
+            cluster_event=logevents.WORKER_STALLED,
             worker_id=process.workerId,
-            pid=process.pid,
+            worker_pid=process.pid,
             pending=handoff.pending if handoff is not None else 0,
             seconds=self._reactor.seconds() - since if since is not None else 0.0,
         )
 
-    def _readyWorkers(self) -> list[WorkerProcess]:
+    def _readyWorkers(self) -> list[IWorkerProcess]:
         """
         The workers that may take connections, without asking the supervisor
         for every batch: the list is kept until one of its workers leaves
@@ -255,6 +266,7 @@ class Dispatcher:
             log.warn(
                 "no worker ready and {limit} connections waiting (--queue-limit): "
                 "closing new ones until a worker is ready",
+                cluster_event=logevents.QUEUE_FULL,
                 limit=self._queueLimit,
             )
         self.dropped += dropped
@@ -262,7 +274,7 @@ class Dispatcher:
         self._waiting.extend(zip(connections[:room], peers[:room]))
 
     def workerAck(
-        self, process: WorkerProcess, taken: int, closed: int, returned: list[Connection]
+        self, process: IWorkerProcess, taken: int, closed: int, returned: list[Connection]
     ) -> None:
         """
         An acknowledgement from C{process} (see L{twisted_cluster._contract.handoff}).
@@ -283,14 +295,15 @@ class Dispatcher:
             ):
                 del self._refusals[process]
                 log.info(
-                    "worker {worker_id} pid {pid} takes connections again "
+                    "worker {worker_id} pid {worker_pid} takes connections again "
                     "({refused_total} returned meanwhile)",
+                    cluster_event=logevents.WORKER_ROOM_AGAIN,
                     worker_id=process.workerId,
-                    pid=process.pid,
+                    worker_pid=process.pid,
                     refused_total=refusals.count,
                 )
 
-    def _refused(self, process: WorkerProcess, connections: list[Connection]) -> None:
+    def _refused(self, process: IWorkerProcess, connections: list[Connection]) -> None:
         """
         C{process} had no descriptor left for C{connections}: hand them to
         another worker, and rest it.  Logged once per episode: until it
@@ -306,11 +319,12 @@ class Dispatcher:
         if refusals is None:
             self._refusals[process] = _Refusals(count, now)
             log.warn(
-                "worker {worker_id} pid {pid} could not take {refused} connections "
+                "worker {worker_id} pid {worker_pid} could not take {refused} connections "
                 "(out of file descriptors): handing them to other workers, and "
                 "none to it until it closes some",
+                cluster_event=logevents.WORKER_FULL,
                 worker_id=process.workerId,
-                pid=process.pid,
+                worker_pid=process.pid,
                 refused=count,
             )
         else:
@@ -323,7 +337,7 @@ class Dispatcher:
             self._usableFrom = None
         self.dispatch(connections, [None] * count)
 
-    def _rested(self, process: WorkerProcess) -> None:
+    def _rested(self, process: IWorkerProcess) -> None:
         """
         C{process} may take connections again: those that waited for a
         worker with room go out now.
@@ -348,7 +362,7 @@ class Dispatcher:
             self.dispatch([c for c, _ in waiting], [peer for _, peer in waiting])
 
     def workerReclaimed(
-        self, process: WorkerProcess, connections: list[Connection]
+        self, process: IWorkerProcess, connections: list[Connection]
     ) -> None:
         """
         C{process} stalled before it received C{connections}, and the master
@@ -360,7 +374,7 @@ class Dispatcher:
         self.redispatched += count
         self.dispatch(connections, [None] * count)
 
-    def workerLost(self, process: WorkerProcess, connections: list[Connection]) -> None:
+    def workerLost(self, process: IWorkerProcess, connections: list[Connection]) -> None:
         self._policy.forget(process)
         for calls in (self._stalled, self._resting):
             call = calls.pop(process, None)
@@ -371,20 +385,22 @@ class Dispatcher:
         handoff = process.handoff
         if handoff is not None and handoff.closedWithWorker:
             log.info(
-                "worker {worker_id} pid {pid} died with {count} connections it had "
+                "worker {worker_id} pid {worker_pid} died with {count} connections it had "
                 "received: they are closed",
+                cluster_event=logevents.CONNECTIONS_CLOSED,
                 worker_id=process.workerId,
-                pid=process.pid,
+                worker_pid=process.pid,
                 count=handoff.closedWithWorker,
             )
         if not connections:
             return
         self.redispatched += len(connections)
         log.warn(
-            "worker {worker_id} pid {pid} left {count} connections unadopted: "
+            "worker {worker_id} pid {worker_pid} left {count} connections unadopted: "
             "handing them to other workers",
+            cluster_event=logevents.CONNECTIONS_REDISPATCHED,
             worker_id=process.workerId,
-            pid=process.pid,
+            worker_pid=process.pid,
             count=len(connections),
         )
         self._reactor.callLater(0, self.dispatch, connections, [None] * len(connections))

@@ -19,6 +19,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_cluster import logevents
 from twisted_cluster._contract import commands
 from twisted_cluster.calling import (
     DEFAULT_TIMEOUT,
@@ -239,6 +240,7 @@ class RelayLocator(amp.CommandLocator):
         except ValueError as e:
             log.warn(
                 "refused to relay {command} to worker {target_worker}: {reason}",
+                cluster_event=logevents.RELAY_REFUSED,
                 command=command.decode("ascii", "replace")[:100],
                 target_worker=worker,
                 reason=str(e),

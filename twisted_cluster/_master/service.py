@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from zope.interface import implementer
 
+from twisted_cluster import logevents
 from twisted_cluster._contract.handoff import Connection
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._control.site import ControlServer, checkEndpoint, resolveEndpoint
@@ -38,10 +39,14 @@ from twisted_cluster._master.routing import (
 )
 from twisted_cluster._shared.endpointstrings import endpointKind
 from twisted_cluster._supervision.health import HealthMonitor, HealthPolicy
-from twisted_cluster._supervision.process import WorkerProcess, workerRow
+from twisted_cluster._supervision.process import (
+    IWorkerProcess,
+    WorkerProcess,
+    workerRow,
+)
 from twisted_cluster._supervision.recycle import RecyclePolicy, Recycler
 from twisted_cluster._supervision.rollout import RollingRestart
-from twisted_cluster._supervision.supervisor import Supervisor
+from twisted_cluster._supervision.supervisor import IWorkerObserver, Supervisor
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import Responders, makeLocator
 from twisted_cluster.contexts import IMasterContext
@@ -57,7 +62,7 @@ def _credentialFields(config: ClusterConfig) -> dict[str, Any]:
     return {"uid": credentials.uid, "gid": credentials.gid, "groups": credentials.groups}
 
 
-@implementer(IMasterContext)
+@implementer(IMasterContext, IWorkerObserver)
 class ClusterService(ForwardingMasterContext, Service):
     """
     A Twisted service that runs a whole cluster: listeners, workers, hand-off.
@@ -185,9 +190,11 @@ class ClusterService(ForwardingMasterContext, Service):
             for index, listener in enumerate(self.listeners)
         ]
         for listener in self.listeners:
-            log.info("listening on {address}", address=listener.address())
+            log.info("listening on {address}",
+                     cluster_event=logevents.LISTENING, address=listener.address())
         self.supervisor = Supervisor(
-            self._reactor, self.config, self._makeProcess, self._fatal
+            self._reactor, self.config, self._makeProcess, self._fatal,
+            observers=[self, self.dispatcher],
         )
         self.supervisor.start()
         self._rollout = RollingRestart(self.supervisor)
@@ -203,7 +210,9 @@ class ClusterService(ForwardingMasterContext, Service):
         )
         self._health.start()
 
-    def _makeProcess(self, workerId: int) -> WorkerProcess:
+    def _makeProcess(
+        self, workerId: int, onReady: Callable[[IWorkerProcess], None]
+    ) -> IWorkerProcess:
         workerConfig = WorkerConfig(
             workerId=workerId,
             app=self.config.app,
@@ -220,14 +229,11 @@ class ClusterService(ForwardingMasterContext, Service):
             workerId,
             workerConfig,
             self.config.python,
-            onReady=self._workerReady,
-            onAck=self.dispatcher.workerAck,
-            onLost=self.dispatcher.workerLost,
+            onReady=onReady,
+            handoffObserver=self.dispatcher,
             listWorkers=self.workerTable,
             appLocator=self._appLocator,
             stallAfter=STICKY_STALL_AFTER if self._keysOnClients else STALL_AFTER,
-            onStall=self.dispatcher.workerStalled,
-            onReclaim=self.dispatcher.workerReclaimed,
         )
 
     def whenReady(self) -> Deferred["ClusterService"]:
@@ -270,7 +276,7 @@ class ClusterService(ForwardingMasterContext, Service):
         """
         return self.dispatcher.returned
 
-    def _supervisorReady(self) -> list[WorkerProcess]:
+    def _supervisorReady(self) -> list[IWorkerProcess]:
         assert self.supervisor is not None
         return self.supervisor.ready()
 
@@ -301,20 +307,22 @@ class ClusterService(ForwardingMasterContext, Service):
         self._peekers.append(peeker)
         return peeker.accepted
 
-    def _workerReady(self, process: WorkerProcess) -> None:
-        assert self.supervisor is not None
-        self.supervisor.noteReady(process)
+    def workerReady(self, process: IWorkerProcess) -> None:
+        """
+        A worker is ready (L{IWorkerObserver}): accept again if accepting
+        was paused, or give it the listening sockets (C{--dispatch
+        shared}), and fire L{whenReady}.
+        """
         if self._policy.sharesListeners:
             self._shareListeners(process)
         elif self.running and self._stopped is None:
             for acceptor in self._acceptors:
                 acceptor.resume()
-        self.dispatcher.workerReady(process)
         waiters, self._readyWaiters = self._readyWaiters, []
         for d in waiters:
             d.callback(self)
 
-    def _shareListeners(self, process: WorkerProcess) -> None:
+    def _shareListeners(self, process: IWorkerProcess) -> None:
         """
         Give C{process} its own copy of every listening socket, for a policy
         whose workers accept for themselves (C{--dispatch shared}).
@@ -399,7 +407,8 @@ class ClusterService(ForwardingMasterContext, Service):
         if self.fatalError is not None:
             return
         self.fatalError = reason
-        log.critical("cluster stopping: {reason}", reason=reason)
+        log.critical("cluster stopping: {reason}",
+                     cluster_event=logevents.CLUSTER_FAILED, reason=reason)
         waiters, self._readyWaiters = self._readyWaiters, []
         for d in waiters:
             d.errback(ClusterFailed(reason))
@@ -452,6 +461,7 @@ class ClusterService(ForwardingMasterContext, Service):
             self._stopped = succeed(None)
         else:
             log.info("stopping: draining workers (grace period {grace}s)",
+                     cluster_event=logevents.CLUSTER_STOPPING,
                      grace=self.config.gracePeriod)
             self._stopped = self.supervisor.stop().addCallback(lambda _: None)
         control = self.control

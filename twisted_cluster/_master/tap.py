@@ -19,6 +19,7 @@ from typing import Any, Callable, NoReturn
 from twisted.logger import Logger
 from twisted.python import usage
 
+from twisted_cluster import logevents
 from twisted_cluster._master.config import ClusterConfig, WorkerBound, defaultWorkers
 from twisted_cluster._master.dispatch import POLICIES
 from twisted_cluster._master.listening import DEFAULT_BACKLOG, ListenError
@@ -329,7 +330,8 @@ def installSignals(reactor: Any, service: ClusterService) -> None:
             and reactor.seconds() - stoppedAt[0] >= 1.0
             and service.supervisor is not None
         ):
-            log.warn("second interrupt: killing the workers now")
+            log.warn("second interrupt: killing the workers now",
+                     cluster_event=logevents.KILLING_NOW)
             service.supervisor.stopNow()
 
     def handler(signum: int, frame: Any) -> None:

@@ -19,8 +19,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_cluster import logevents
 from twisted_cluster._contract import commands
-from twisted_cluster._supervision.process import READY, WorkerProcess
+from twisted_cluster._supervision.process import READY, IWorkerProcess
 
 log = Logger()
 
@@ -90,7 +91,7 @@ class HealthMonitor:
         clock: IReactorTime,
         supervisor: Any,
         policy: HealthPolicy,
-        onFigures: Callable[[WorkerProcess], None] = lambda process: None,
+        onFigures: Callable[[IWorkerProcess], None] = lambda process: None,
     ) -> None:
         """
         @param clock: an L{twisted.internet.interfaces.IReactorTime} (the
@@ -101,7 +102,7 @@ class HealthMonitor:
         self._supervisor = supervisor
         self._policy = policy
         self._onFigures = onFigures
-        self._records: dict[WorkerProcess, _PingRecord] = {}
+        self._records: dict[IWorkerProcess, _PingRecord] = {}
         self._loop = LoopingCall(self.tick)
         self._loop.clock = clock
 
@@ -137,7 +138,7 @@ class HealthMonitor:
             if self._policy.verdict(now, record.sentAt, record.answeredAt) == OK:
                 self._ping(process, record, now)
 
-    def _ping(self, process: WorkerProcess, record: _PingRecord, now: float) -> None:
+    def _ping(self, process: IWorkerProcess, record: _PingRecord, now: float) -> None:
         record.sentAt = now
         record.check = self._clock.callLater(self._policy.timeout, self._judge, process)
         d = process.callRemote(commands.Ping)
@@ -147,14 +148,15 @@ class HealthMonitor:
         d.addCallbacks(self._answered, lambda failure: None, (process, record, now))
         d.addErrback(self._answerFailed, process)
 
-    def _answerFailed(self, failure: Failure, process: WorkerProcess) -> None:
+    def _answerFailed(self, failure: Failure, process: IWorkerProcess) -> None:
         log.failure(
-            "handling the ping answer of worker {worker_id} pid {pid} failed",
-            failure, worker_id=process.workerId, pid=process.pid,
+            "handling the ping answer of worker {worker_id} pid {worker_pid} failed",
+            failure, cluster_event=logevents.PING_ANSWER_FAILED,
+            worker_id=process.workerId, worker_pid=process.pid,
         )
 
     def _answered(
-        self, answer: dict[str, int], process: WorkerProcess, record: _PingRecord,
+        self, answer: dict[str, int], process: IWorkerProcess, record: _PingRecord,
         sentAt: float,
     ) -> None:
         if process not in self._records or record.sentAt != sentAt:
@@ -172,7 +174,7 @@ class HealthMonitor:
             handoff.alive()
         self._onFigures(process)
 
-    def _judge(self, process: WorkerProcess) -> None:
+    def _judge(self, process: IWorkerProcess) -> None:
         record = self._records.get(process)
         if record is None or process.state != READY:
             return
@@ -183,10 +185,11 @@ class HealthMonitor:
         assert record.sentAt is not None
         del self._records[process]
         log.warn(
-            "worker {worker_id} pid {pid} did not answer a ping for {silence:.1f}s "
+            "worker {worker_id} pid {worker_pid} did not answer a ping for {silence:.1f}s "
             "(hang): killing it",
+            cluster_event=logevents.WORKER_HUNG,
             worker_id=process.workerId,
-            pid=process.pid,
+            worker_pid=process.pid,
             silence=now - record.sentAt,
         )
         self._supervisor.killHung(process)

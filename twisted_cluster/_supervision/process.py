@@ -15,16 +15,23 @@ import signal
 import socket
 from typing import Any, Callable
 
-from constantly import ValueConstant, Values
+from constantly import NamedConstant, Names, ValueConstant, Values
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IAddress, IReactorProcess, IReactorSocket
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IReactorProcess,
+    IReactorSocket,
+)
 from twisted.internet.protocol import ProcessProtocol, ServerFactory
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.protocols import amp
 from twisted.python.failure import Failure
+from zope.interface import Attribute, Interface, implementer
 
 import twisted_cluster
+from twisted_cluster import logevents
 from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD, commands
 from twisted_cluster._contract.amp import ControlAMP
 from twisted_cluster._contract.handoff import (
@@ -59,6 +66,22 @@ class WorkerState(Values):
 STARTING, READY, DRAINING, STOPPED = (
     WorkerState.STARTING, WorkerState.READY, WorkerState.DRAINING, WorkerState.STOPPED
 )
+
+
+class StopMode(Names):
+    """
+    How the master ends a worker process (L{WorkerProcess.stop}).
+    """
+
+    #: Ask it to finish its connections and exit (the Drain command).
+    DRAIN = NamedConstant()
+    #: SIGTERM: for a process that cannot drain (starting, hung).
+    TERMINATE = NamedConstant()
+    #: SIGKILL now.
+    KILL = NamedConstant()
+
+
+DRAIN, TERMINATE, KILL = StopMode.DRAIN, StopMode.TERMINATE, StopMode.KILL
 
 log = Logger()
 
@@ -217,6 +240,39 @@ class _OneProtocol(ServerFactory):
         return self._control
 
 
+class IHandoffObserver(Interface):
+    """
+    What a worker process reports about its hand-off channel: the master's
+    dispatch path (L{twisted_cluster._master.dispatcher.Dispatcher}) acts on it.
+    """
+
+    def workerAck(
+        process: IWorkerProcess, taken: int, closed: int, returned: list[Connection]
+    ) -> None:
+        """
+        C{process} acknowledged: connections taken, connections closed, and
+        those it returned (no descriptor left for them; see L{HandoffSender}).
+        """
+
+    def workerLost(process: IWorkerProcess, connections: list[Connection]) -> None:
+        """
+        The hand-off channel of C{process} broke; C{connections} are those it
+        never acknowledged.
+        """
+
+    def workerStalled(process: IWorkerProcess, stalled: bool) -> None:
+        """
+        C{process} left connections unacknowledged too long (C{True}), or
+        acknowledges again (C{False}).
+        """
+
+    def workerReclaimed(process: IWorkerProcess, connections: list[Connection]) -> None:
+        """
+        C{connections} were taken back from the stalled C{process}, which
+        never received them.
+        """
+
+
 class ProcessReactor(IReactorProcess, IReactorSocket, HandoffReactor):
     """
     What a worker process needs of the reactor: to spawn it, adopt its
@@ -224,7 +280,7 @@ class ProcessReactor(IReactorProcess, IReactorSocket, HandoffReactor):
     """
 
 
-def workerRow(process: "WorkerProcess", restarts: int) -> dict[str, Any]:
+def workerRow(process: IWorkerProcess, restarts: int) -> dict[str, Any]:
     """
     One worker as plain data: id, pid, state, the C{restarts} of its slot,
     and the connections dispatched to it; the master's worker table and the
@@ -240,6 +296,56 @@ def workerRow(process: "WorkerProcess", restarts: int) -> dict[str, Any]:
     }
 
 
+class IWorkerProcess(Interface):
+    """
+    One worker process as the rest of the master uses it: the supervisor
+    owns it (starts and stops it), the dispatch path sends it connections,
+    the health monitor and the control plane read its figures.
+    """
+
+    workerId = Attribute("The slot this process fills (an C{int}).")
+    pid = Attribute("Its pid once spawned, else C{None}.")
+    state = Attribute("A L{WorkerState}.")
+    startedAt = Attribute("When it was started (reactor seconds).")
+    readyAt = Attribute("When it said it was ready, or C{None}.")
+    appError = Attribute("Its one-line app load error, if it sent one.")
+    appErrorDetails = Attribute("The traceback text that came with C{appError}.")
+    ended = Attribute("A L{Deferred} fired with the exit reason once it is gone.")
+    exitCause = Attribute("Why the master ended it (a restart cause), or C{None}.")
+    figures = Attribute("Its last reported L{commands.PingFigures}.")
+    lastPing = Attribute("The round trip of its last answered ping, or C{None}.")
+    dispatched = Attribute("Connections sent to it so far.")
+    handoff = Attribute("Its L{HandoffSender}, once spawned.")
+    control = Attribute("Its L{MasterControl} channel, once spawned.")
+
+    def spawn() -> None:
+        """
+        Start the process; a spawn that fails ends it at once.
+        """
+
+    def stop(mode: NamedConstant, within: float = 0.0) -> None:
+        """
+        End it: L{DRAIN}, L{TERMINATE} or L{KILL}, then SIGKILL after
+        C{within} seconds if it is still there.
+        """
+
+    def send(connections: list[Connection]) -> None:
+        """
+        Hand it C{connections}.
+        """
+
+    def callRemote(command: type[amp.Command], **arguments: Any) -> Deferred:
+        """
+        Call C{command} on it over its control channel.
+        """
+
+    def exitDescription(reason: Failure) -> str:
+        """
+        How it ended, in words (C{"exit 3"}, C{"signal KILL"}).
+        """
+
+
+@implementer(IWorkerProcess)
 class WorkerProcess:
     """
     One running worker process and its two channels.
@@ -261,39 +367,26 @@ class WorkerProcess:
         config: WorkerConfig,
         python: str,
         onReady: Callable[["WorkerProcess"], None],
-        onAck: Callable[["WorkerProcess", int, int, list[Connection]], None],
-        onLost: Callable[["WorkerProcess", list[Connection]], None],
+        handoffObserver: IHandoffObserver,
         listWorkers: Callable[[], list[dict[str, Any]]],
         appLocator: Any = None,
         stallAfter: float | None = None,
-        onStall: Callable[["WorkerProcess", bool], None] = lambda process, stalled: None,
-        onReclaim: Callable[["WorkerProcess", list[Connection]], None] = (
-            lambda process, connections: None
-        ),
     ) -> None:
         """
-        @param onAck: called with this process and each hand-off
-            acknowledgement: connections taken, connections closed, and the
-            connections it returned (see L{HandoffSender}).
-        @param onLost: called with this process and the connections it
-            never acknowledged when its hand-off channel breaks.
+        @param onReady: called with this process once it is ready (by its
+            supervisor, which owns it).
+        @param handoffObserver: told what happens on this process's
+            hand-off channel (the master's dispatch path).
         @param stallAfter: seconds of unacknowledged connections after which
-            the hand-off channel calls C{onStall} (C{None}: never).
-        @param onStall: called with this process and C{True} when it stalls,
-            C{False} when it acknowledges again.
-        @param onReclaim: called with this process and the connections taken
-            back from it when it stalled (it never received them).
+            the hand-off channel reports a stall (C{None}: never).
         """
         self._reactor = reactor
         self.workerId = workerId
         self._config = config
         self._python = python
         self._onReady = onReady
-        self._onAck = onAck
-        self._onLost = onLost
+        self._handoffObserver = handoffObserver
         self._stallAfter = stallAfter
-        self._onStall = onStall
-        self._onReclaim = onReclaim
         self._listWorkers = listWorkers
         self._appLocator = appLocator
         self.state = STARTING
@@ -312,6 +405,8 @@ class WorkerProcess:
         #: Why the master ended it, when it did (L{RestartCause.HANG},
         #: L{RestartCause.STARTUP}); a crash otherwise.
         self.exitCause: Any = None
+        #: The SIGKILL that ends a L{stop} the process outlives.
+        self._killer: IDelayedCall | None = None
 
     @property
     def name(self) -> str:
@@ -371,26 +466,28 @@ class WorkerProcess:
             handoffOurs.close()
             handoffTheirs.close()
             log.warn(
-                "worker {worker_id} pid {pid}: cannot open its control channel "
+                "worker {worker_id} pid {worker_pid}: cannot open its control channel "
                 "({error}): killing it",
+                cluster_event=logevents.WORKER_CONTROL_FAILED,
                 worker_id=self.workerId,
-                pid=self.pid,
+                worker_pid=self.pid,
                 error=_describeOSError(e),
             )
-            self.signal("KILL")
+            self.stop(KILL)
             return
         finally:
             controlOurs.close()
         self.control = control
+        observer = self._handoffObserver
         self.handoff = HandoffSender(
             self._reactor,
             handoffOurs,
-            lambda taken, closed, returned: self._onAck(self, taken, closed, returned),
+            lambda taken, closed, returned: observer.workerAck(self, taken, closed, returned),
             self._handoffLost,
             stallAfter=self._stallAfter,
-            onStall=lambda stalled: self._onStall(self, stalled),
+            onStall=lambda stalled: observer.workerStalled(self, stalled),
             peer=handoffTheirs,
-            onReclaim=lambda connections: self._onReclaim(self, connections),
+            onReclaim=lambda connections: observer.workerReclaimed(self, connections),
         )
 
     def _spawnFailed(self, error: OSError) -> None:
@@ -409,7 +506,7 @@ class WorkerProcess:
         # any more, so those it gives back must go to another one.
         if self.state in (STARTING, READY):
             self.state = DRAINING
-        self._onLost(self, connections)
+        self._handoffObserver.workerLost(self, connections)
 
     def _startupFailed(self, error: str, details: str) -> None:
         self.appError = error
@@ -430,7 +527,50 @@ class WorkerProcess:
         assert self.control is not None
         return self.control.callRemote(command, **arguments)
 
-    def drain(self) -> None:
+    def stop(self, mode: NamedConstant, within: float = 0.0) -> None:
+        """
+        End this process: the one way the master ends a worker.
+
+        Whatever the mode, the process takes no new work from now on, and
+        is SIGKILLed if it is still there C{within} seconds from now (the
+        grace period of a drain, the kill timeout of a SIGTERM).  Another
+        call may bring that moment closer, never push it back; it is
+        cancelled when the process exits.
+
+        @param mode: L{DRAIN}, L{TERMINATE} or L{KILL}.
+        """
+        if self.state == STOPPED:
+            return
+        if mode is KILL:
+            self.state = DRAINING
+            self._signal("KILL")
+            return
+        if mode is DRAIN:
+            self._drain()
+        else:
+            self.state = DRAINING
+            self._signal("TERM")
+        killer = self._killer
+        if killer is not None and killer.active():
+            if killer.getTime() <= self._reactor.seconds() + within:
+                return
+            killer.cancel()
+        self._killer = self._reactor.callLater(within, self._outlived, mode, within)
+
+    def _outlived(self, mode: NamedConstant, within: float) -> None:
+        log.warn(
+            "worker {worker_id} pid {worker_pid} still running {within:g}s after "
+            "{stop}: killing it",
+            cluster_event=logevents.WORKER_KILLED,
+            worker_id=self.workerId,
+            worker_pid=self.pid,
+            within=within,
+            stop="its drain began" if mode is DRAIN else "SIGTERM",
+            stop_mode=mode.name,
+        )
+        self._signal("KILL")
+
+    def _drain(self) -> None:
         """
         Ask the worker to finish its connections and exit.
         """
@@ -440,7 +580,7 @@ class WorkerProcess:
         if self.control is not None and self.control.transport is not None:
             self.callRemote(commands.Drain).addErrback(lambda _: None)
 
-    def signal(self, name: str) -> None:
+    def _signal(self, name: str) -> None:
         """
         Send the process a signal (C{"TERM"}, C{"KILL"}) unless it is gone.
         """
@@ -453,6 +593,8 @@ class WorkerProcess:
 
     def _ended(self, reason: Failure) -> None:
         self.state = STOPPED
+        if self._killer is not None and self._killer.active():
+            self._killer.cancel()
         if self.handoff is not None:
             self.handoff.close()
         if self.control is not None and self.control.transport is not None:

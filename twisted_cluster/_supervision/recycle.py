@@ -16,7 +16,12 @@ from typing import Any
 import attr
 from twisted.logger import Logger
 
-from twisted_cluster._supervision.process import READY, STARTING, WorkerProcess
+from twisted_cluster import logevents
+from twisted_cluster._supervision.process import (
+    READY,
+    STARTING,
+    IWorkerProcess,
+)
 from twisted_cluster._supervision.supervisor import RECYCLE
 
 log = Logger()
@@ -99,11 +104,11 @@ class Recycler:
         self._supervisor = supervisor
         self._policy = policy
         self._rng = rng if rng is not None else random.Random()
-        self._limits: dict[WorkerProcess, int] = {}
-        self._seen: set[WorkerProcess] = set()
+        self._limits: dict[IWorkerProcess, int] = {}
+        self._seen: set[IWorkerProcess] = set()
         self._checkMemory = True
 
-    def limitOf(self, process: WorkerProcess) -> int:
+    def limitOf(self, process: IWorkerProcess) -> int:
         """
         The connection limit of C{process} (drawn once per process).
         """
@@ -111,7 +116,7 @@ class Recycler:
             self._limits[process] = self._policy.connectionLimit(self._rng)
         return self._limits[process]
 
-    def check(self, process: WorkerProcess) -> None:
+    def check(self, process: IWorkerProcess) -> None:
         """
         Recycle C{process} if its last figures are past a threshold.
         """
@@ -126,10 +131,11 @@ class Recycler:
             if self._checkMemory and self._policy.tooLowForAFreshWorker(rss):
                 self._checkMemory = False
                 log.error(
-                    "worker {worker_id} pid {pid} uses {rss} MB at start, more than "
+                    "worker {worker_id} pid {worker_pid} uses {rss} MB at start, more than "
                     "--max-memory {limit:g} MB: recycling for memory is off",
+                    cluster_event=logevents.RECYCLE_MEMORY_OFF,
                     worker_id=process.workerId,
-                    pid=process.pid,
+                    worker_pid=process.pid,
                     rss=rss // MB,
                     limit=self._policy.maxMemory,
                 )
@@ -139,9 +145,10 @@ class Recycler:
         if why is None or not self._supervisor.canReplace(process):
             return
         log.info(
-            "worker {worker_id} pid {pid} {why}: recycling it",
+            "worker {worker_id} pid {worker_pid} {why}: recycling it",
+            cluster_event=logevents.WORKER_RECYCLING,
             worker_id=process.workerId,
-            pid=process.pid,
+            worker_pid=process.pid,
             why=why,
         )
         self._supervisor.replace(process.workerId, RECYCLE)

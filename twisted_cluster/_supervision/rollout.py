@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from twisted_cluster import logevents
 from twisted_cluster._supervision.startfailure import StartFailure
 from twisted_cluster._supervision.supervisor import ROLLOUT
 
@@ -118,6 +119,7 @@ class RollingRestart:
             self._running = True
             log.info(
                 "rolling restart: replacing workers one at a time; to replace: {count}",
+                cluster_event=logevents.ROLLOUT_STARTED,
                 count=sum(1 for p in self._supervisor.slotPids().values() if p),
             )
             self._step(0)
@@ -131,14 +133,16 @@ class RollingRestart:
         current = supervisor.slotPids()
         workerId = self._plan.next(current)
         if workerId is None:
-            log.info("rolling restart done; workers replaced: {count}", count=replaced)
+            log.info("rolling restart done; workers replaced: {count}",
+                     cluster_event=logevents.ROLLOUT_DONE, count=replaced)
             self._finish(True)
             return
         pid = current[workerId]
         log.info(
-            "rolling restart: starting a new worker {worker_id} to replace pid {pid}",
+            "rolling restart: starting a new worker {worker_id} to replace pid {worker_pid}",
+            cluster_event=logevents.ROLLOUT_STEP,
             worker_id=workerId,
-            pid=pid,
+            worker_pid=pid,
         )
 
         def stepped(ok: bool) -> None:
@@ -155,6 +159,7 @@ class RollingRestart:
                 log.error(
                     "rolling restart aborted: the new worker {worker_id} failed to "
                     "start{why}; the old workers keep serving",
+                    cluster_event=logevents.ROLLOUT_ABORTED,
                     worker_id=workerId,
                     why=_why(failure),
                     **(failure.fields() if failure is not None else {}),

@@ -17,7 +17,7 @@ L{Clock}.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import attr
 from constantly import ValueConstant, Values
@@ -25,13 +25,18 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import Attribute, Interface, implementer
 
+from twisted_cluster import logevents
 from twisted_cluster._supervision.process import (
+    DRAIN,
+    KILL,
     READY,
     STARTING,
     STOPPED,
+    TERMINATE,
+    IWorkerProcess,
     SpawnFailed,
-    WorkerProcess,
 )
 from twisted_cluster._supervision.startfailure import StartFailure
 
@@ -61,16 +66,6 @@ CRASH, HANG, RECYCLE, ROLLOUT, STARTUP = (
 )
 
 
-def _cancelling(result: Any, call: Any) -> Any:
-    """
-    Cancel the delayed C{call} (a SIGKILL) if it is still pending, and pass
-    C{result} on: added to a process's C{ended}, once it is gone.
-    """
-    if call.active():
-        call.cancel()
-    return result
-
-
 @attr.s(auto_attribs=True, eq=False)
 class _Slot:
     """
@@ -80,7 +75,7 @@ class _Slot:
     """
 
     workerId: int
-    process: WorkerProcess | None = None
+    process: IWorkerProcess | None = None
     #: Start-ups that failed in a row (reset when a worker is ready).
     failures: int = 0
     #: When its workers crashed while serving, within the crash window.
@@ -88,7 +83,7 @@ class _Slot:
     restart: Any = None
     restarts: int = 0
     #: The process starting to replace C{process} (rolling restart, recycling).
-    pending: WorkerProcess | None = None
+    pending: IWorkerProcess | None = None
     #: Why C{pending} was started: L{ROLLOUT} or L{RECYCLE}.
     cause: RestartCause | None = None
     #: Fired with whether C{pending} took over the slot.
@@ -97,6 +92,49 @@ class _Slot:
     replacementFailure: StartFailure | None = None
 
 
+class IWorkerObserver(Interface):
+    """
+    What the rest of the master learns from the supervisor, the one owner
+    of the worker processes.
+    """
+
+    def workerReady(process: IWorkerProcess) -> None:
+        """
+        C{process} is ready and holds its slot: it may be given work.
+        """
+
+
+class IWorkerPool(Interface):
+    """
+    The workers as the supervisor keeps them, read by the control plane
+    (status, metrics) and the operations (roll-out, health).
+    """
+
+    restarts = Attribute("Restarts so far, by cause value (a C{Counter}).")
+
+    def processes() -> list[IWorkerProcess]:
+        """
+        Every live process: those holding a slot, in slot order, then
+        those starting to replace one or retiring.
+        """
+
+    def ready() -> list[IWorkerProcess]:
+        """
+        The processes that are ready, in slot order.
+        """
+
+    def slotPids() -> dict[int, int | None]:
+        """
+        Each slot's worker id and the pid of the process holding it.
+        """
+
+    def slotRestarts(workerId: int) -> int:
+        """
+        How many times slot C{workerId} was restarted.
+        """
+
+
+@implementer(IWorkerPool)
 class Supervisor:
     """
     Runs C{config.workers} workers and replaces those that exit.
@@ -109,21 +147,26 @@ class Supervisor:
         self,
         reactor: IReactorTime,
         config: ClusterConfig,
-        makeProcess: Callable[[int], WorkerProcess],
+        makeProcess: Callable[[int, Callable[[IWorkerProcess], None]], IWorkerProcess],
         onFatal: Callable[[str], None],
+        observers: Sequence[IWorkerObserver] = (),
     ) -> None:
         """
-        @param makeProcess: builds (does not spawn) the process for a slot.
+        @param makeProcess: builds (does not spawn) the process for a slot,
+            given the slot's worker id and what the process calls once it
+            is ready.
         @param onFatal: called once with one line when workers cannot start.
+        @param observers: told, in order, when a worker becomes ready.
         """
         self._reactor = reactor
         self._config = config
         self._makeProcess = makeProcess
+        self._observers = list(observers)
         self._onFatal = onFatal
         self._slots: dict[int, _Slot] = {}
         #: Slots waiting for their turn to start (L{_spawn}), in order.
         self._queued: list[_Slot] = []
-        self._retired: set[WorkerProcess] = set()
+        self._retired: set[IWorkerProcess] = set()
         self._startupFailures = 0
         self._shownErrors: set[str] = set()
         self._stopping = False
@@ -133,7 +176,7 @@ class Supervisor:
 
     # Queries
 
-    def processes(self) -> list[WorkerProcess]:
+    def processes(self) -> list[IWorkerProcess]:
         """
         Every live worker process, slot holders first, by worker id, then
         replacements still starting, then processes being retired.
@@ -159,7 +202,7 @@ class Supervisor:
             for workerId, slot in sorted(self._slots.items())
         }
 
-    def canReplace(self, process: WorkerProcess) -> bool:
+    def canReplace(self, process: IWorkerProcess) -> bool:
         """
         Whether C{process} holds its slot and no replacement is starting.
         """
@@ -171,7 +214,7 @@ class Supervisor:
             and slot.pending is None
         )
 
-    def ready(self) -> list[WorkerProcess]:
+    def ready(self) -> list[IWorkerProcess]:
         """
         The workers that may take connections now, by worker id.
         """
@@ -203,7 +246,7 @@ class Supervisor:
             self._slots[workerId] = _Slot(workerId)
             self._spawn(self._slots[workerId])
 
-    def _spawn(self, slot: _Slot) -> WorkerProcess | None:
+    def _spawn(self, slot: _Slot) -> IWorkerProcess | None:
         """
         Start a process in C{slot}, or queue the slot when
         C{startConcurrency} workers are starting already: started together
@@ -220,11 +263,12 @@ class Supervisor:
                 log.info(
                     "worker {worker_id} waits its turn to start: {starting} "
                     "workers starting",
+                    cluster_event=logevents.WORKER_QUEUED,
                     worker_id=slot.workerId,
                     starting=self._starting(),
                 )
             return None
-        process = self._makeProcess(slot.workerId)
+        process = self._makeProcess(slot.workerId, self._processReady)
         slot.process = process
         return self._launch(process)
 
@@ -245,14 +289,15 @@ class Supervisor:
             if self._slots.get(slot.workerId) is slot and slot.process is None:
                 self._spawn(slot)
 
-    def _launch(self, process: WorkerProcess) -> WorkerProcess:
+    def _launch(self, process: IWorkerProcess) -> IWorkerProcess:
         process.spawn()
         timeout = None
         if process.state != STOPPED:
             log.info(
-                "worker {worker_id} pid {pid} started",
+                "worker {worker_id} pid {worker_pid} started",
+                cluster_event=logevents.WORKER_STARTED,
                 worker_id=process.workerId,
-                pid=process.pid,
+                worker_pid=process.pid,
             )
             timeout = self._reactor.callLater(
                 self._config.startTimeout, self._startTimedOut, process
@@ -262,40 +307,30 @@ class Supervisor:
         process.ended.addBoth(self._exited, process, timeout)
         return process
 
-    def _startTimedOut(self, process: WorkerProcess) -> None:
+    def _startTimedOut(self, process: IWorkerProcess) -> None:
         if process.state == STARTING:
             log.warn(
-                "worker {worker_id} pid {pid} not ready after {timeout}s: killing it",
+                "worker {worker_id} pid {worker_pid} not ready after {timeout}s: killing it",
+                cluster_event=logevents.WORKER_START_TIMEOUT,
                 worker_id=process.workerId,
-                pid=process.pid,
+                worker_pid=process.pid,
                 timeout=self._config.startTimeout,
             )
             process.exitCause = STARTUP
-            self.terminate(process)
+            process.stop(TERMINATE, self._config.killTimeout)
 
-    def terminate(self, process: WorkerProcess) -> None:
-        """
-        SIGTERM C{process} now, SIGKILL it if it is still there after the
-        kill timeout.  Used for workers that cannot drain (hung, stuck in
-        start-up).
-        """
-        process.signal("TERM")
-        killer = self._reactor.callLater(
-            self._config.killTimeout, process.signal, "KILL"
-        )
-        process.ended.addBoth(_cancelling, killer)
-
-    def _exited(self, reason: Failure, process: WorkerProcess, timeout: Any) -> None:
+    def _exited(self, reason: Failure, process: IWorkerProcess, timeout: Any) -> None:
         if timeout is not None and timeout.active():
             timeout.cancel()
         self._handleExit(reason, process)
         self._startQueued()
 
-    def _handleExit(self, reason: Failure, process: WorkerProcess) -> None:
+    def _handleExit(self, reason: Failure, process: IWorkerProcess) -> None:
         how = process.exitDescription(reason)
         if reason.check(SpawnFailed):
             log.error(
                 "worker {worker_id} could not be started: {error}",
+                cluster_event=logevents.WORKER_SPAWN_FAILED,
                 worker_id=process.workerId,
                 error=str(reason.value),
             )
@@ -310,9 +345,10 @@ class Supervisor:
         self._retired.discard(process)
         if self._stopping or self._fatal or not current:
             log.info(
-                "worker {worker_id} pid {pid} exited: {how}",
+                "worker {worker_id} pid {worker_pid} exited: {how}",
+                cluster_event=logevents.WORKER_EXITED,
                 worker_id=process.workerId,
-                pid=process.pid,
+                worker_pid=process.pid,
                 how=how,
             )
             return
@@ -331,19 +367,21 @@ class Supervisor:
         slot.restarts += 1
         if slot.pending is not None:
             log.warn(
-                "worker {worker_id} pid {pid} exited ({how}, {cause}): its "
+                "worker {worker_id} pid {worker_pid} exited ({how}, {cause}): its "
                 "replacement pid {new_pid} takes the slot",
+                cluster_event=logevents.WORKER_EXITED,
                 worker_id=process.workerId,
-                pid=process.pid,
+                worker_pid=process.pid,
                 how=how,
                 cause=cause.value,
                 new_pid=slot.pending.pid,
             )
             return
         log.warn(
-            "worker {worker_id} pid {pid} exited ({how}, {cause}): restarting in {delay:.2f}s",
+            "worker {worker_id} pid {worker_pid} exited ({how}, {cause}): restarting in {delay:.2f}s",
+            cluster_event=logevents.WORKER_EXITED,
             worker_id=process.workerId,
-            pid=process.pid,
+            worker_pid=process.pid,
             how=how,
             cause=cause.value,
             delay=delay,
@@ -363,16 +401,17 @@ class Supervisor:
         return guard.delay(slot.crashes, now, len(self.ready()))
 
     def _startFailed(
-        self, slot: _Slot, process: WorkerProcess, how: str, reason: Failure
+        self, slot: _Slot, process: IWorkerProcess, how: str, reason: Failure
     ) -> None:
         self._startupFailures += 1
         error = process.appError
         if error is not None and error not in self._shownErrors:
             self._shownErrors.add(error)
             log.error(
-                "worker {worker_id} pid {pid} could not load the app: {error}\n{details}",
+                "worker {worker_id} pid {worker_pid} could not load the app: {error}\n{details}",
+                cluster_event=logevents.WORKER_APP_ERROR,
                 worker_id=process.workerId,
-                pid=process.pid,
+                worker_pid=process.pid,
                 error=error,
                 details=process.appErrorDetails,
             )
@@ -390,34 +429,38 @@ class Supervisor:
             self._onFatal(verdict.reason)
         elif self._startupFailures >= self._config.startup.maxFailures:
             log.error(
-                "worker {worker_id} pid {pid} failed to start ({failures} start-ups "
+                "worker {worker_id} pid {worker_pid} failed to start ({failures} start-ups "
                 "in a row): retrying with backoff; workers still serving: {serving}",
+                cluster_event=logevents.WORKER_START_FAILING,
                 worker_id=process.workerId,
-                pid=process.pid,
+                worker_pid=process.pid,
                 failures=self._startupFailures,
                 serving=len(self.ready()),
             )
 
-    def noteReady(self, process: WorkerProcess) -> None:
+    def _processReady(self, process: IWorkerProcess) -> None:
         """
-        Record that C{process} is ready (called by the master).
+        C{process} said it is ready: record it, let it take over its slot if
+        it replaces another, and tell the observers.  A process retired
+        while it was starting never gets here: it was told to stop, and
+        takes no work (L{IWorkerProcess.stop}).
         """
         self.everReady = True
         self._startupFailures = 0
         log.info(
-            "worker {worker_id} pid {pid} ready",
+            "worker {worker_id} pid {worker_pid} ready",
+            cluster_event=logevents.WORKER_READY,
             worker_id=process.workerId,
-            pid=process.pid,
+            worker_pid=process.pid,
         )
         slot = self._slots.get(process.workerId)
         if slot is not None and process in (slot.process, slot.pending):
             slot.failures = 0
         if slot is not None and slot.pending is process:
             self._takeOver(slot, process)
-        elif process in self._retired:
-            # Removed (or stopped) while it was starting: it takes no work.
-            process.drain()
         self._startQueued()
+        for observer in self._observers:
+            observer.workerReady(process)
 
     # Replacing, resizing
 
@@ -445,11 +488,11 @@ class Supervisor:
         slot.waiters.append(d)
         if slot.pending is None:
             slot.cause = cause
-            slot.pending = self._makeProcess(workerId)
+            slot.pending = self._makeProcess(workerId, self._processReady)
             self._launch(slot.pending)
         return d
 
-    def _takeOver(self, slot: _Slot, process: WorkerProcess) -> None:
+    def _takeOver(self, slot: _Slot, process: IWorkerProcess) -> None:
         old = slot.process
         slot.process = process
         slot.pending = None
@@ -459,10 +502,11 @@ class Supervisor:
             slot.restarts += 1
             self._retired.add(old)
             log.info(
-                "worker {worker_id} pid {pid} replaced by pid {new_pid} "
+                "worker {worker_id} pid {worker_pid} replaced by pid {new_pid} "
                 "({cause}): draining it",
+                cluster_event=logevents.WORKER_REPLACED,
                 worker_id=slot.workerId,
-                pid=old.pid,
+                worker_pid=old.pid,
                 new_pid=process.pid,
                 cause=cause.value,
             )
@@ -471,17 +515,18 @@ class Supervisor:
         for d in waiters:
             d.callback(True)
 
-    def _replacementFailed(self, slot: _Slot, process: WorkerProcess, how: str) -> None:
+    def _replacementFailed(self, slot: _Slot, process: IWorkerProcess, how: str) -> None:
         slot.pending = None
         old = slot.process
         failure = slot.replacementFailure = StartFailure.fromWorker(
             how, process.appError, process.appErrorDetails
         )
         log.error(
-            "worker {worker_id} pid {pid} exited before it was ready ({how}"
+            "worker {worker_id} pid {worker_pid} exited before it was ready ({how}"
             "{error_text}): {outcome}",
+            cluster_event=logevents.WORKER_REPLACEMENT_FAILED,
             worker_id=process.workerId,
-            pid=process.pid,
+            worker_pid=process.pid,
             error_text=f": {process.appError}" if process.appError else "",
             outcome=f"pid {old.pid} keeps serving" if old else "no replacement",
             **failure.fields(),
@@ -495,28 +540,24 @@ class Supervisor:
         for d in waiters:
             d.callback(False)
 
-    def _retire(self, process: WorkerProcess) -> None:
+    def _retire(self, process: IWorkerProcess) -> None:
         """
-        Take C{process} out of service: a starting one is terminated, a
-        ready one drains and is SIGKILLed if it outlasts the grace period.
+        Take C{process} out of service: a starting one is terminated (it
+        cannot drain), a ready one drains; either is SIGKILLed if it
+        outlasts the kill timeout or the grace period.
         """
         if process.state == STARTING:
-            self.terminate(process)
-            return
-        process.drain()
-        killer = self._reactor.callLater(
-            self._config.gracePeriod, self._killAll, [process]
-        )
-        process.ended.addBoth(_cancelling, killer)
+            process.stop(TERMINATE, self._config.killTimeout)
+        else:
+            process.stop(DRAIN, self._config.gracePeriod)
 
-    def killHung(self, process: WorkerProcess) -> None:
+    def killHung(self, process: IWorkerProcess) -> None:
         """
         Replace C{process}, whose reactor is blocked: no more work for it,
         SIGTERM, then SIGKILL; its restart is counted as L{HANG}.
         """
         process.exitCause = HANG
-        process.drain()
-        self.terminate(process)
+        process.stop(TERMINATE, self._config.killTimeout)
 
     def addWorker(self) -> int | None:
         """
@@ -530,6 +571,7 @@ class Supervisor:
         if len(self._slots) >= self._config.maxWorkers:
             log.warn(
                 "not adding a worker: --max-workers is {count}",
+                cluster_event=logevents.ADD_REFUSED,
                 count=len(self._slots),
             )
             return None
@@ -539,9 +581,10 @@ class Supervisor:
         slot = self._slots[workerId] = _Slot(workerId)
         process = self._spawn(slot)
         log.info(
-            "worker {worker_id} pid {pid} added; workers: {count}",
+            "worker {worker_id} pid {worker_pid} added; workers: {count}",
+            cluster_event=logevents.WORKER_ADDED,
             worker_id=workerId,
-            pid=process.pid if process else None,
+            worker_pid=process.pid if process else None,
             count=len(self._slots),
         )
         return workerId
@@ -557,6 +600,7 @@ class Supervisor:
         if self.stopping or len(self._slots) <= 1:
             log.warn(
                 "not removing a worker: {why}",
+                cluster_event=logevents.REMOVE_REFUSED,
                 why="stopping" if self.stopping else "the last worker stays",
             )
             return None
@@ -571,9 +615,10 @@ class Supervisor:
                 self._retired.add(process)
                 self._retire(process)
         log.info(
-            "worker {worker_id} pid {pid} removed: draining it; workers left: {count}",
+            "worker {worker_id} pid {worker_pid} removed: draining it; workers left: {count}",
+            cluster_event=logevents.WORKER_REMOVED,
             worker_id=workerId,
-            pid=slot.process.pid if slot.process else None,
+            worker_pid=slot.process.pid if slot.process else None,
             count=len(self._slots),
         )
         waiters, slot.waiters = slot.waiters, []
@@ -594,33 +639,15 @@ class Supervisor:
                 slot.restart = None
         return self._stopAll(self.processes())
 
-    def _stopAll(self, processes: list[WorkerProcess]) -> Deferred[Any]:
+    def _stopAll(self, processes: list[IWorkerProcess]) -> Deferred[Any]:
         waits = []
         for process in processes:
-            if process.state == STOPPED:
-                continue
-            if process.state == STARTING:
-                self.terminate(process)
-            else:
-                process.drain()
-            waits.append(process.ended)
+            if process.state != STOPPED:
+                self._retire(process)
+                waits.append(process.ended)
         if not waits:
             return succeed(None)
-        killer = self._reactor.callLater(
-            self._config.gracePeriod, self._killAll, processes
-        )
-        return DeferredList(waits).addBoth(_cancelling, killer)
-
-    def _killAll(self, processes: list[WorkerProcess]) -> None:
-        for process in processes:
-            if process.state != STOPPED:
-                log.warn(
-                    "worker {worker_id} pid {pid} still running after the grace "
-                    "period: killing it",
-                    worker_id=process.workerId,
-                    pid=process.pid,
-                )
-                process.signal("KILL")
+        return DeferredList(waits)
 
     def stopNow(self) -> Deferred[Any]:
         """
@@ -634,6 +661,6 @@ class Supervisor:
                 slot.restart.cancel()
         processes = [p for p in self.processes() if p.state != STOPPED]
         for process in processes:
-            process.signal("KILL")
+            process.stop(KILL)
         return DeferredList([p.ended for p in processes])
 

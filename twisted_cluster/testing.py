@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from twisted_cluster._contract.amp import ControlAMP
+from twisted_cluster._control.site import controlPlane
 from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._master.routing import (
     ForwardingMasterContext,
@@ -322,7 +323,10 @@ async def startCluster(
         pythonPath=pythonPath,
         **settings,
     )
-    service = ClusterService(reactor, config, appLocator=masterResponders)
+    service = ClusterService(
+        reactor, config, appLocator=masterResponders,
+        controlPlane=controlPlane(reactor, config.control),
+    )
     cluster = RunningCluster(service, reactor)
     testCase.addCleanup(lambda: Deferred.fromCoroutine(cluster.stop()))
     service.startService()

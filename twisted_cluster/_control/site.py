@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.static import File
+from zope.interface import implementer
 
 from twisted_cluster import logevents
 from twisted_cluster._control.auth import (
@@ -53,6 +54,7 @@ from twisted_cluster._control.metrics import RateHistory, clusterRegistry, clust
 from twisted_cluster._control.probes import addProbes
 from twisted_cluster._master.listening import ListenError, listenNow
 from twisted_cluster._master.pidfile import pidAlive
+from twisted_cluster._master.service import IControlPlane
 from twisted_cluster.apploading import quietSite
 
 log = Logger()
@@ -479,6 +481,26 @@ def controlResource(
     return root
 
 
+def controlPlane(
+    reactor: Any, description: str | None
+) -> Callable[[Any], "ControlServer | None"]:
+    """
+    What a L{ClusterService} is given to serve its control site on the
+    C{--control} value C{description} (see L{resolveEndpoint}): the site is
+    built when the service binds, with the master's pid known.
+
+    @raise ControlError: now, when C{description} is not an endpoint string.
+    """
+    checkEndpoint(reactor, description)
+
+    def build(service: Any) -> ControlServer | None:
+        resolved = resolveEndpoint(description, os.getpid())
+        return None if resolved is None else ControlServer(reactor, service, resolved)
+
+    return build
+
+
+@implementer(IControlPlane)
 class ControlServer:
     """
     The master's control site, bound to one endpoint.

@@ -15,12 +15,11 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.protocols import amp
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 from twisted_cluster import logevents
 from twisted_cluster._contract.handoff import Connection
 from twisted_cluster._contract.workerconfig import WorkerConfig
-from twisted_cluster._control.site import ControlServer, checkEndpoint, resolveEndpoint
 from twisted_cluster._master.acceptor import Accepted, Acceptor
 from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._master.dispatch import IDispatchPolicy, policyNamed
@@ -62,6 +61,28 @@ def _credentialFields(config: ClusterConfig) -> dict[str, Any]:
     return {"uid": credentials.uid, "gid": credentials.gid, "groups": credentials.groups}
 
 
+class IControlPlane(Interface):
+    """
+    A control site a L{ClusterService} serves while it runs (status,
+    metrics, operations): built for it by whoever composes the cluster
+    (L{twisted_cluster._control.site.controlPlane}), so that the master's
+    data path knows nothing of the plane above it.
+    """
+
+    def listen() -> None:
+        """
+        Bind and serve; called as the master binds its listeners.
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Stop serving; called once every worker is gone.
+        """
+
+
+ControlPlaneFactory = Callable[["ClusterService"], "IControlPlane | None"]
+
+
 @implementer(IMasterContext, IWorkerObserver)
 class ClusterService(ForwardingMasterContext, Service):
     """
@@ -90,6 +111,7 @@ class ClusterService(ForwardingMasterContext, Service):
         policy: IDispatchPolicy | None = None,
         onFatal: Callable[[str], None] = lambda reason: None,
         appLocator: Responders = None,
+        controlPlane: ControlPlaneFactory | None = None,
     ) -> None:
         """
         @param reactor: provides process, socket, FD-set and time interfaces.
@@ -98,6 +120,9 @@ class ClusterService(ForwardingMasterContext, Service):
         @param appLocator: the app's master-side AMP responders
             (C{ClusterApp.masterResponders}): a locator, or a callable that
             takes this service (its L{IMasterContext}) and returns one.
+        @param controlPlane: builds the control site this service serves
+            (given the service; it may return C{None}: no site), or
+            C{None} for none.
         """
         self._reactor = reactor
         self.config = config
@@ -121,7 +146,8 @@ class ClusterService(ForwardingMasterContext, Service):
         self._readyWaiters: list[Deferred[ClusterService]] = []
         self.fatalError: str | None = None
         self._stopped: Deferred[None] | None = None
-        self.control: ControlServer | None = None
+        self._controlPlane = controlPlane
+        self.control: IControlPlane | None = None
         #: The scheduling policy workers set back at start (the command
         #: line's master yields to its workers, see
         #: L{twisted_cluster._shared.scheduling}); C{None}: they keep the master's.
@@ -137,7 +163,6 @@ class ClusterService(ForwardingMasterContext, Service):
         """
         for description in self.config.listen:
             parseEndpoint(self._reactor, description)
-        checkEndpoint(self._reactor, self.config.control)
 
     def privilegedStartService(self) -> None:
         """
@@ -163,11 +188,11 @@ class ClusterService(ForwardingMasterContext, Service):
 
     def _listenControl(self) -> None:
         """
-        Serve the control site (L{twisted_cluster._control.site}) if configured.
+        Serve the control site, if this service was given one.
         """
-        description = resolveEndpoint(self.config.control, os.getpid())
-        if description is not None:
-            self.control = ControlServer(self._reactor, self, description)
+        if self._controlPlane is not None:
+            self.control = self._controlPlane(self)
+        if self.control is not None:
             self.control.listen()
 
     def accepted(self) -> int:

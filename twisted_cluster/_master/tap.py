@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_cluster import logevents
+from twisted_cluster._control.site import ControlError, controlPlane
 from twisted_cluster._master.config import ClusterConfig, WorkerBound, defaultWorkers
 from twisted_cluster._master.dispatch import POLICIES
 from twisted_cluster._master.listening import DEFAULT_BACKLOG, ListenError
@@ -374,6 +375,10 @@ def makeService(options: Options) -> ClusterService:
             if e.details:
                 sys.stderr.write(e.details)
             die(str(e))
+    try:
+        control = controlPlane(reactor, config.control)
+    except ControlError as e:
+        die(str(e))
     exit = _Exit()
 
     def fatal(reason: str) -> None:
@@ -387,7 +392,8 @@ def makeService(options: Options) -> ClusterService:
         appLocator = obj.masterResponders
     try:
         service = CommandLineService(
-            reactor, config, onFatal=fatal, appLocator=appLocator
+            reactor, config, onFatal=fatal, appLocator=appLocator,
+            controlPlane=control,
         )
     except Exception as e:
         die(f"cannot load app {config.app!r}: its masterResponders raised "

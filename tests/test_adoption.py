@@ -22,7 +22,7 @@ from tests.support import fdIsOpen
 from twisted_cluster._worker.adoption import (
     AdoptedConnection,
     adoptConnection,
-    readAtOnce,
+    immediateReader,
 )
 
 
@@ -213,7 +213,7 @@ class Collector(Protocol):
 
 class ReadAtOnceTests(SynchronousTestCase):
     """
-    L{readAtOnce} reads what an adopted connection already received within
+    L{immediateReader} reads what an adopted connection already received within
     the turn that adopted it, through a real (not running) epoll reactor.
     """
 
@@ -235,12 +235,12 @@ class ReadAtOnceTests(SynchronousTestCase):
     def test_waitingRequestIsReadInTheSameTurn(self) -> None:
         reactor, protocol, _ = self.adopted()
         self.assertEqual(protocol.received, b"")
-        readAtOnce(reactor, [protocol.transport])
+        immediateReader(reactor)([protocol.transport])
         self.assertEqual(protocol.received, b"GET / HTTP/1.1\r\n\r\n")
 
     def test_pausedTransportIsLeftAlone(self) -> None:
         reactor, protocol, _ = self.adopted(pause=True)
-        readAtOnce(reactor, [protocol.transport])
+        immediateReader(reactor)([protocol.transport])
         self.assertEqual(protocol.received, b"")
 
     def test_reactorWithoutPollHandlingReadsLater(self) -> None:
@@ -257,5 +257,5 @@ class ReadAtOnceTests(SynchronousTestCase):
             def doRead(self) -> None:
                 reads.append(1)
 
-        readAtOnce(MemoryReactor(), [Transport()])
+        immediateReader(MemoryReactor())([Transport()])
         self.assertEqual(reads, [])

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, IReactorUNIX
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
@@ -143,12 +144,19 @@ def _why(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
+class ClientReactor(IReactorTCP, IReactorUNIX, IReactorTime):
+    """
+    What ctl needs of the reactor: HTTP over TCP or a UNIX socket, with
+    time-outs.
+    """
+
+
 class _UNIXEndpoints:
     """
     An endpoint factory for L{Agent}: every request goes to one socket.
     """
 
-    def __init__(self, reactor: Any, path: str) -> None:
+    def __init__(self, reactor: ClientReactor, path: str) -> None:
         self._reactor = reactor
         self._path = path
 
@@ -183,7 +191,8 @@ def _readBody(response: Any) -> Deferred[bytes]:
 
 
 async def request(
-    reactor: Any, target: Target, method: bytes, path: str, token: str | None = None
+    reactor: ClientReactor, target: Target, method: bytes, path: str,
+    token: str | None = None,
 ) -> tuple[int, Any]:
     """
     Send one request to the control site; return the status code and the
@@ -306,7 +315,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-async def run(reactor: Any, argv: Sequence[str], out: Any = sys.stdout) -> int:
+async def run(reactor: ClientReactor, argv: Sequence[str], out: Any = sys.stdout) -> int:
     """
     Run one command; return the exit status.
     """
@@ -349,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     arguments = list(sys.argv[1:] if argv is None else argv)
 
-    async def go(reactor: Any) -> None:
+    async def go(reactor: ClientReactor) -> None:
         code = await run(reactor, arguments)
         if code:
             raise SystemExit(code)

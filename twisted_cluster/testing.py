@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, cast
 
 import attr
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock, deferLater
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -40,7 +41,7 @@ from twisted_cluster._master.routing import (
     WorkerCalls,
 )
 from twisted_cluster._master.service import ClusterService
-from twisted_cluster._supervision.process import KILL, STOPPED
+from twisted_cluster._supervision.process import KILL, STOPPED, ProcessReactor
 from twisted_cluster.apploading import buildWorkerApp, checkApp, resolveName
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import ClusterApp, makeLocator
@@ -197,7 +198,7 @@ class RunningCluster(ForwardingMasterContext):
     """
 
     service: ClusterService
-    _reactor: Any
+    _reactor: IReactorTime
 
     @property
     def port(self) -> int:
@@ -276,7 +277,7 @@ async def startCluster(
     app: str | None = None,
     workers: int = 2,
     timeout: float = 30.0,
-    reactor: Any = None,
+    reactor: ProcessReactor | None = None,
     **settings: Any,
 ) -> RunningCluster:
     """
@@ -305,7 +306,8 @@ async def startCluster(
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
-        reactor = globalReactor
+        # The platform's default reactor provides all the master needs.
+        reactor = cast(ProcessReactor, globalReactor)
     masterResponders = None
     pythonPath: tuple[str, ...] = ()
     if app is not None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.protocol import connectionDone
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -82,3 +83,16 @@ class ControlAMP(amp.AMP):
         # fails with ConnectionLost, and owners see the channel closed.
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
+
+
+class ChannelFactory(ServerFactory):
+    """
+    The factory of the one connection a control channel is, on either
+    side: it builds no protocol but C{control}, made beforehand.
+    """
+
+    def __init__(self, control: ControlAMP) -> None:
+        self._control = control
+
+    def buildProtocol(self, addr: IAddress | None) -> ControlAMP:
+        return self._control

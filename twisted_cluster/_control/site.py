@@ -55,6 +55,7 @@ from twisted_cluster._control.probes import addProbes
 from twisted_cluster._master.listening import ListenError, listenNow
 from twisted_cluster._master.pidfile import pidAlive
 from twisted_cluster._master.service import IControlPlane
+from twisted_cluster._shared.endpointstrings import EndpointReactor
 from twisted_cluster.apploading import quietSite
 
 log = Logger()
@@ -192,7 +193,7 @@ def privateUNIX(description: str) -> str:
     return f"{description}:mode=600"
 
 
-def checkEndpoint(reactor: Any, description: str | None) -> None:
+def checkEndpoint(reactor: EndpointReactor, description: str | None) -> None:
     """
     Parse a C{--control} value now, so that a typo fails before anything
     starts.
@@ -204,7 +205,7 @@ def checkEndpoint(reactor: Any, description: str | None) -> None:
     _parseEndpoint(reactor, description)
 
 
-def _parseEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+def _parseEndpoint(reactor: EndpointReactor, description: str) -> IStreamServerEndpoint:
     """
     The server endpoint of a C{--control} endpoint string.
 
@@ -482,7 +483,7 @@ def controlResource(
 
 
 def controlPlane(
-    reactor: Any, description: str | None
+    reactor: EndpointReactor, description: str | None
 ) -> Callable[[Any], "ControlServer | None"]:
     """
     What a L{ClusterService} is given to serve its control site on the
@@ -514,7 +515,7 @@ class ControlServer:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: EndpointReactor,
         service: Any,
         description: str,
         tokenPath: str | None = None,

@@ -30,7 +30,11 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 
 from twisted_cluster._shared.adoptedport import adoptListeningPort
-from twisted_cluster._shared.endpointstrings import endpointKind, explainParseError
+from twisted_cluster._shared.endpointstrings import (
+    EndpointReactor,
+    endpointKind,
+    explainParseError,
+)
 
 #: Connections the kernel queues on a listening socket before the master
 #: accepts them (C{--backlog}); Linux caps it at C{net.core.somaxconn}.
@@ -94,7 +98,7 @@ class Listener:
         self.port.stopListening()
 
 
-def parseEndpoint(reactor: Any, description: str) -> Any:
+def parseEndpoint(reactor: EndpointReactor, description: str) -> IStreamServerEndpoint:
     """
     Parse an endpoint string, so that mistakes surface before anything
     starts.
@@ -175,7 +179,9 @@ def ownsBacklog(description: str) -> bool:
     return endpointKind(description) != "systemd" and ":backlog=" not in description
 
 
-def listen(reactor: Any, description: str, backlog: int = DEFAULT_BACKLOG) -> Listener:
+def listen(
+    reactor: EndpointReactor, description: str, backlog: int = DEFAULT_BACKLOG
+) -> Listener:
     """
     Bind and listen on C{description}; return the listening socket with
     Twisted no longer accepting on it.

@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_cluster._contract.handoff import Connection
+from twisted_cluster._contract.handoff import Connection, HandoffReactor
 
 #: Seconds a proxied connection may take to send its PROXY header before it
 #: is dispatched without it.
@@ -170,7 +170,8 @@ class HeaderPeeker:
     """
 
     def __init__(
-        self, reactor: Any, family: int, dispatch: Dispatch, timeout: float = PEEK_TIMEOUT
+        self, reactor: HandoffReactor, family: int, dispatch: Dispatch,
+        timeout: float = PEEK_TIMEOUT,
     ) -> None:
         """
         @param reactor: an L{IReactorFDSet} and L{IReactorTime}.

@@ -40,6 +40,7 @@ from twisted_cluster._shared.endpointstrings import endpointKind
 from twisted_cluster._supervision.health import HealthMonitor, HealthPolicy
 from twisted_cluster._supervision.process import (
     IWorkerProcess,
+    ProcessReactor,
     WorkerProcess,
     workerRow,
 )
@@ -106,7 +107,7 @@ class ClusterService(ForwardingMasterContext, Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ProcessReactor,
         config: ClusterConfig,
         policy: IDispatchPolicy | None = None,
         onFatal: Callable[[str], None] = lambda reason: None,

@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, cast
 
 from twisted.logger import Logger
 from twisted.python import usage
@@ -32,6 +32,7 @@ from twisted_cluster._shared.privileges import (
     resolveCredentials,
 )
 from twisted_cluster._shared.scheduling import yieldToWorkers
+from twisted_cluster._supervision.process import ProcessReactor
 from twisted_cluster.apploading import AppLoadError, checkApp, resolveName
 from twisted_cluster.clusterapp import ClusterApp
 
@@ -358,7 +359,10 @@ def makeService(options: Options) -> ClusterService:
     Build the cluster service from parsed options; check everything that can
     be checked before any process starts.
     """
-    from twisted.internet import reactor
+    from twisted.internet import reactor as globalReactor
+
+    # The platform's default reactor provides all the master needs.
+    reactor = cast(ProcessReactor, globalReactor)
 
     config = options.config()
     appLocator = None
@@ -385,8 +389,8 @@ def makeService(options: Options) -> ClusterService:
         exit.status = EXIT_FAILURE
         # twist sends sys.stderr to the log by now: write to the real one.
         os.write(2, f"twist cluster: error: {reason}\n".encode())
-        if reactor.running:
-            reactor.stop()
+        if globalReactor.running:
+            globalReactor.stop()
 
     if config.app is not None and isinstance(obj, ClusterApp):
         appLocator = obj.masterResponders
@@ -408,5 +412,5 @@ def makeService(options: Options) -> ClusterService:
         die(str(e))
     if not options["master-normal-priority"]:
         service.workerPolicy = yieldToWorkers()
-    reactor.callWhenRunning(installSignals, reactor, service)
+    globalReactor.callWhenRunning(installSignals, globalReactor, service)
     return service

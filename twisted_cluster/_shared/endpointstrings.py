@@ -5,6 +5,22 @@ Twisted parses it: its kind, and a one-line reason when it does not parse.
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import (
+    IReactorSocket,
+    IReactorSSL,
+    IReactorTCP,
+    IReactorTime,
+    IReactorUNIX,
+)
+
+
+class EndpointReactor(IReactorTCP, IReactorUNIX, IReactorSSL, IReactorSocket, IReactorTime):
+    """
+    What the server endpoints a cluster parses need of the reactor: TCP,
+    UNIX and TLS ports, adopting the sockets systemd passes, and time (the
+    PROXY header's time-out).
+    """
+
 
 def endpointKind(description: str) -> str:
     """

@@ -19,12 +19,10 @@ from constantly import NamedConstant, Names, ValueConstant, Values
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import (
-    IAddress,
     IDelayedCall,
     IReactorProcess,
-    IReactorSocket,
 )
-from twisted.internet.protocol import ProcessProtocol, ServerFactory
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -33,7 +31,7 @@ from zope.interface import Attribute, Interface, implementer
 import twisted_cluster
 from twisted_cluster import logevents
 from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD, commands
-from twisted_cluster._contract.amp import ControlAMP
+from twisted_cluster._contract.amp import ChannelFactory, ControlAMP
 from twisted_cluster._contract.handoff import (
     Connection,
     HandoffReactor,
@@ -41,6 +39,7 @@ from twisted_cluster._contract.handoff import (
     socketpair,
 )
 from twisted_cluster._contract.workerconfig import WorkerConfig
+from twisted_cluster._shared.endpointstrings import EndpointReactor
 from twisted_cluster._shared.workerlog import (
     EVENT_LIMIT,
     LINE_LIMIT,
@@ -227,18 +226,6 @@ class MasterControl(ControlAMP):
         return {"workers": json.dumps(self._worker._listWorkers())}
 
 
-class _OneProtocol(ServerFactory):
-    """
-    The factory of the one connection a worker's control channel is: it
-    builds no protocol but C{control}.
-    """
-
-    def __init__(self, control: "MasterControl") -> None:
-        self._control = control
-
-    def buildProtocol(self, addr: IAddress | None) -> "MasterControl":
-        return self._control
-
 
 class IHandoffObserver(Interface):
     """
@@ -273,10 +260,11 @@ class IHandoffObserver(Interface):
         """
 
 
-class ProcessReactor(IReactorProcess, IReactorSocket, HandoffReactor):
+class ProcessReactor(IReactorProcess, EndpointReactor, HandoffReactor):
     """
-    What a worker process needs of the reactor: to spawn it, adopt its
-    control channel, watch its hand-off channel, and keep time.
+    What the master needs of the reactor: to spawn worker processes, adopt
+    their control channels, watch their hand-off channels, keep time, and
+    listen on the endpoints it is given.
     """
 
 
@@ -459,7 +447,7 @@ class WorkerProcess:
         try:
             controlOurs.setblocking(False)
             self._reactor.adoptStreamConnection(
-                controlOurs.fileno(), socket.AF_UNIX, _OneProtocol(control)
+                controlOurs.fileno(), socket.AF_UNIX, ChannelFactory(control)
             )
         except OSError as e:
             # adoptStreamConnection dup()s the socket: EMFILE.

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet, ITransport
+from twisted.internet.interfaces import (
+    IProtocolFactory,
+    IReactorFDSet,
+    IReactorSocket,
+    ITransport,
+)
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
@@ -43,7 +48,7 @@ class AdoptedConnection(tcp.Server):
 
 
 def adoptConnection(
-    reactor: Any, fd: int, family: int, factory: IProtocolFactory, sessionno: int
+    reactor: IReactorSocket, fd: int, family: int, factory: IProtocolFactory, sessionno: int
 ) -> ITransport | None:
     """
     Serve the connected stream socket C{fd} with a protocol from C{factory}.
@@ -62,7 +67,10 @@ def adoptConnection(
     """
     if family not in _TCP_FAMILIES or not IReactorFDSet.providedBy(reactor):
         try:
-            return reactor.adoptStreamConnection(fd, family, factory)
+            # Twisted's reactors return the transport, which the interface
+            # (and so its stubs) leaves out.
+            adopt: Any = reactor.adoptStreamConnection
+            return adopt(fd, family, factory)
         finally:
             os.close(fd)
     sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
@@ -84,10 +92,10 @@ def adoptConnection(
     return transport
 
 
-def readAtOnce(reactor: Any, transports: Iterable[ITransport]) -> None:
+def immediateReader(reactor: object) -> Callable[[Iterable[ITransport]], None]:
     """
-    Read what the just adopted C{transports} have already received, now,
-    instead of at the reactor's next turn.
+    What reads the just adopted transports' waiting bytes at once, instead
+    of at the reactor's next turn; looked up once per worker.
 
     A client sends its request right after it connects, so by the time the
     master has accepted the connection and handed it over, the request is
@@ -98,14 +106,18 @@ def readAtOnce(reactor: Any, transports: Iterable[ITransport]) -> None:
     transport in C{connectionMade} is left alone), through the reactor's
     own read handling so that errors and disconnections are dealt with as
     in any turn.  Reactors without that handling (not C{poll}-like) read
-    at their next turn as before.
+    at their next turn as before: the reader does nothing.
     """
     handle = getattr(reactor, "_doReadOrWrite", None)
     reads = getattr(reactor, "_reads", None)
-    if handle is None or reads is None:
-        return
-    readable = reactor._POLL_IN
-    for transport in transports:
-        fd = transport.fileno()  # type: ignore[attr-defined]
-        if fd in reads:
-            handle(transport, fd, readable)
+    readable = getattr(reactor, "_POLL_IN", None)
+    if handle is None or reads is None or readable is None:
+        return lambda transports: None
+
+    def readAtOnce(transports: Iterable[ITransport]) -> None:
+        for transport in transports:
+            fd = transport.fileno()  # type: ignore[attr-defined]
+            if fd in reads:
+                handle(transport, fd, readable)
+
+    return readAtOnce

@@ -22,19 +22,20 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from twisted.internet.interfaces import IProtocolFactory
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD, commands
-from twisted_cluster._contract.amp import ControlAMP
-from twisted_cluster._contract.handoff import HandoffReceiver
+from twisted_cluster._contract.amp import ChannelFactory, ControlAMP
+from twisted_cluster._contract.handoff import HandoffReactor, HandoffReceiver
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._shared.adoptedport import adoptListeningPort
+from twisted_cluster._shared.endpointstrings import EndpointReactor
 from twisted_cluster._shared.exhaustion import EXHAUSTED
 from twisted_cluster._shared.privileges import (
     Credentials,
@@ -43,7 +44,7 @@ from twisted_cluster._shared.privileges import (
 )
 from twisted_cluster._shared.scheduling import restorePolicy
 from twisted_cluster._shared.workerlog import logToMaster
-from twisted_cluster._worker.adoption import adoptConnection, readAtOnce
+from twisted_cluster._worker.adoption import adoptConnection, immediateReader
 from twisted_cluster._worker.tracking import ConnectionTracker
 from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
 from twisted_cluster.apploading import AppLoadError, loadWorkerApp
@@ -74,6 +75,14 @@ def currentRSS() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+class WorkerReactor(EndpointReactor, HandoffReactor):
+    """
+    What a worker needs of the reactor: to adopt its control channel and
+    the connections it is handed, watch its hand-off channel, keep time,
+    and parse its listeners' endpoints (for their TLS settings).
+    """
 
 
 class WorkerControl(ControlAMP):
@@ -116,7 +125,7 @@ class Worker:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: WorkerReactor,
         config: WorkerConfig,
         stop: Callable[[], None],
         controlFD: int = CONTROL_FD,
@@ -126,6 +135,7 @@ class Worker:
         @param stop: called once the worker is done (stops the reactor).
         """
         self._reactor = reactor
+        self._readAtOnce = immediateReader(reactor)
         self.config = config
         self._stop = stop
         self._controlFD = controlFD
@@ -160,7 +170,7 @@ class Worker:
         """
         control = self.control = WorkerControl(self)
         self._reactor.adoptStreamConnection(
-            self._controlFD, socket.AF_UNIX, Factory.forProtocol(lambda: control)
+            self._controlFD, socket.AF_UNIX, ChannelFactory(control)
         )
         os.close(self._controlFD)
         try:
@@ -265,7 +275,7 @@ class Worker:
     def _readFresh(self) -> None:
         # Read the requests already waiting on what was just adopted.
         fresh, self._fresh = self._fresh, []
-        readAtOnce(self._reactor, fresh)
+        self._readAtOnce(fresh)
 
     def _adoptListener(self, fd: int, index: int) -> None:
         """
@@ -360,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     logToMaster(LOG_FD)
     from twisted.internet import reactor
 
-    worker = Worker(reactor, config, reactor.stop)
+    # The platform's default reactor (epoll on Linux) provides all of them.
+    worker = Worker(cast(WorkerReactor, reactor), config, reactor.stop)
 
     def installSignals() -> None:
         for ignored in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):

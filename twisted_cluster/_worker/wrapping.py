@@ -23,7 +23,11 @@ from typing import Any, Callable
 
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 
-from twisted_cluster._shared.endpointstrings import endpointKind, explainParseError
+from twisted_cluster._shared.endpointstrings import (
+    EndpointReactor,
+    endpointKind,
+    explainParseError,
+)
 
 #: A function that wraps the app's factory for one listener.
 FactoryWrapper = Callable[[IProtocolFactory], IProtocolFactory]
@@ -39,7 +43,7 @@ def _identity(factory: IProtocolFactory) -> IProtocolFactory:
     return factory
 
 
-def wrapperFor(reactor: Any, description: str) -> FactoryWrapper:
+def wrapperFor(reactor: EndpointReactor, description: str) -> FactoryWrapper:
     """
     The function that turns the app's factory into the factory Twisted's
     port for C{description} would have served connections with.
@@ -81,7 +85,7 @@ def _proxyProtocol(factory: IProtocolFactory, clock: IReactorTime) -> IProtocolF
     return StrictProxyFactory(factory, clock)
 
 
-def _sslContextFactory(reactor: Any, description: str) -> Any:
+def _sslContextFactory(reactor: EndpointReactor, description: str) -> Any:
     # Twisted's endpoint parser (and its plugin machinery) is loaded only by
     # workers that have a TLS listener.
     from twisted.internet.endpoints import serverFromString

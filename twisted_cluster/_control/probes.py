@@ -19,12 +19,13 @@ without processes.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable
 
 import attr
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+
+from twisted_cluster._control.responses import jsonResponse
 
 #: The worker state that takes new connections (L{twisted_cluster._supervision.process.READY}).
 _READY = "ready"
@@ -66,13 +67,6 @@ def readiness(stopping: bool, workers: Iterable[dict[str, Any]]) -> Verdict:
     return Verdict(True, "ready", ready)
 
 
-def _answer(request: Request, verdict: Verdict) -> bytes:
-    request.setResponseCode(200 if verdict.ok else 503)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(verdict.document()).encode("ascii") + b"\n"
-
-
 class _Probe(Resource):
     """
     A probe of one cluster: answers C{GET} and C{HEAD} alike.
@@ -101,7 +95,7 @@ class LivenessResource(_Probe):
 
     def render_GET(self, request: Request) -> bytes:
         ready = readiness(False, self._service.workerTable()).ready
-        return _answer(request, Verdict(True, "alive", ready))
+        return jsonResponse(request, Verdict(True, "alive", ready).document())
 
 
 class ReadinessResource(_Probe):
@@ -112,7 +106,8 @@ class ReadinessResource(_Probe):
 
     def render_GET(self, request: Request) -> bytes:
         service = self._service
-        return _answer(request, readiness(service.stopping, service.workerTable()))
+        verdict = readiness(service.stopping, service.workerTable())
+        return jsonResponse(request, verdict.document(), 200 if verdict.ok else 503)
 
 
 def addProbes(root: Resource, service: Any) -> None:

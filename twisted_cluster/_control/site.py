@@ -18,7 +18,6 @@ that this site never grants).  Each operation is logged with who asked.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 from typing import Any, Callable
@@ -52,6 +51,7 @@ from twisted_cluster._control.auth import (
 from twisted_cluster._control.budget import BudgetedFactory
 from twisted_cluster._control.metrics import RateHistory, clusterRegistry, clusterStatus
 from twisted_cluster._control.probes import addProbes
+from twisted_cluster._control.responses import jsonResponse
 from twisted_cluster._master.listening import ListenError, listenNow
 from twisted_cluster._master.pidfile import pidAlive
 from twisted_cluster._master.service import IControlPlane
@@ -232,13 +232,6 @@ def _portAddress(port: IListeningPort, description: str) -> str:
     return f"{scheme}://{address}:{host.port}/"
 
 
-def _json(request: Request, document: Any, code: int = 200) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(document, indent=1).encode("utf-8") + b"\n"
-
-
 class _Protected(Resource):
     """
     A resource only those L{Access} admits may use; others get C{401}
@@ -260,7 +253,7 @@ class _Protected(Resource):
                 "from the master's token file (see docs/observability.md)"
                 if not peer.unix else "this user may not use the control site"
             )
-            return _json(request, {"error": error}, 401)
+            return jsonResponse(request, {"error": error}, 401)
         return self.renderAdmitted(request, peer, verdict)
 
     def renderAdmitted(self, request: Request, peer: Peer, verdict: Verdict) -> bytes:
@@ -277,7 +270,7 @@ class _Status(_Protected):
         self._status = status
 
     def render_GET(self, request: Request) -> bytes:
-        return _json(request, self._status())
+        return jsonResponse(request, self._status())
 
 
 #: Seconds a rendered C{/metrics} answer is served again before the next
@@ -364,9 +357,9 @@ class _Operation(_Protected):
     def renderAdmitted(self, request: Request, peer: Peer, verdict: Verdict) -> bytes:
         if request.method != b"POST":
             request.setHeader(b"allow", b"POST")
-            return _json(request, {"error": f"{self._name} needs POST"}, 405)
+            return jsonResponse(request, {"error": f"{self._name} needs POST"}, 405)
         if request.getHeader(CONTROL_HEADER) is None:
-            return _json(
+            return jsonResponse(
                 request,
                 {"error": f"operations need the {CONTROL_HEADER.decode()} header"},
                 403,
@@ -374,7 +367,7 @@ class _Operation(_Protected):
         if not _literalHost(request.getHeader(b"host")):
             # A page served under a DNS name that was re-bound to this
             # address would be same-origin, and could send the header.
-            return _json(
+            return jsonResponse(
                 request,
                 {"error": "operations need an IP address or localhost as Host"},
                 403,
@@ -410,11 +403,11 @@ class _Operation(_Protected):
         if outcome and isinstance(outcome[0], Failure):
             error = outcome[0].value
             code = 501 if isinstance(error, NotImplementedError) else 409
-            return _json(request, {"operation": self._name, "error": str(error)}, code)
+            return jsonResponse(request, {"operation": self._name, "error": str(error)}, code)
         if outcome and outcome[0] is False:
             error = f"{self._name} refused: the cluster is stopping"
-            return _json(request, {"operation": self._name, "error": error}, 409)
-        return _json(request, {"operation": self._name, "status": self._status()}, 202)
+            return jsonResponse(request, {"operation": self._name, "error": error}, 409)
+        return jsonResponse(request, {"operation": self._name, "status": self._status()}, 202)
 
 
 def _operation(service: Any, name: str) -> Callable[[], Any]:

@@ -29,6 +29,7 @@ from twisted_cluster._supervision.process import (
     READY,
     IHandoffObserver,
     IWorkerProcess,
+    workerFields,
 )
 from twisted_cluster._supervision.supervisor import IWorkerObserver
 
@@ -134,8 +135,7 @@ class Dispatcher:
                 "worker {worker_id} pid {worker_pid} ready: handing out {count} connections "
                 "that waited for a worker ({dropped} closed while the queue was full)",
                 cluster_event=logevents.QUEUE_RELEASED,
-                worker_id=process.workerId,
-                worker_pid=process.pid,
+                **workerFields(process),
                 count=len(self._waiting),
                 dropped=self._droppedWaiting,
             )
@@ -218,8 +218,7 @@ class Dispatcher:
                 "worker {worker_id} pid {worker_pid} acknowledges its connections again "
                 "after {stalled_for:.1f}s",
                 cluster_event=logevents.WORKER_UNSTALLED,
-                worker_id=process.workerId,
-                worker_pid=process.pid,
+                **workerFields(process),
                 stalled_for=self._reactor.seconds() - report.getTime() + STALL_LOG_AFTER,
             )
 
@@ -230,8 +229,7 @@ class Dispatcher:
             "worker {worker_id} pid {worker_pid} has not acknowledged {pending} connections "
             "for {seconds:.1f}s: new connections go to the other workers",
             cluster_event=logevents.WORKER_STALLED,
-            worker_id=process.workerId,
-            worker_pid=process.pid,
+            **workerFields(process),
             pending=handoff.pending if handoff is not None else 0,
             seconds=self._reactor.seconds() - since if since is not None else 0.0,
         )
@@ -298,8 +296,7 @@ class Dispatcher:
                     "worker {worker_id} pid {worker_pid} takes connections again "
                     "({refused_total} returned meanwhile)",
                     cluster_event=logevents.WORKER_ROOM_AGAIN,
-                    worker_id=process.workerId,
-                    worker_pid=process.pid,
+                    **workerFields(process),
                     refused_total=refusals.count,
                 )
 
@@ -323,8 +320,7 @@ class Dispatcher:
                 "(out of file descriptors): handing them to other workers, and "
                 "none to it until it closes some",
                 cluster_event=logevents.WORKER_FULL,
-                worker_id=process.workerId,
-                worker_pid=process.pid,
+                **workerFields(process),
                 refused=count,
             )
         else:
@@ -388,8 +384,7 @@ class Dispatcher:
                 "worker {worker_id} pid {worker_pid} died with {count} connections it had "
                 "received: they are closed",
                 cluster_event=logevents.CONNECTIONS_CLOSED,
-                worker_id=process.workerId,
-                worker_pid=process.pid,
+                **workerFields(process),
                 count=handoff.closedWithWorker,
             )
         if not connections:
@@ -399,8 +394,7 @@ class Dispatcher:
             "worker {worker_id} pid {worker_pid} left {count} connections unadopted: "
             "handing them to other workers",
             cluster_event=logevents.CONNECTIONS_REDISPATCHED,
-            worker_id=process.workerId,
-            worker_pid=process.pid,
+            **workerFields(process),
             count=len(connections),
         )
         self._reactor.callLater(0, self.dispatch, connections, [None] * len(connections))

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from twisted_cluster import logevents
 from twisted_cluster._contract import commands
-from twisted_cluster._supervision.process import READY, IWorkerProcess
+from twisted_cluster._supervision.process import READY, IWorkerProcess, workerFields
 
 log = Logger()
 
@@ -152,7 +152,7 @@ class HealthMonitor:
         log.failure(
             "handling the ping answer of worker {worker_id} pid {worker_pid} failed",
             failure, cluster_event=logevents.PING_ANSWER_FAILED,
-            worker_id=process.workerId, worker_pid=process.pid,
+            **workerFields(process),
         )
 
     def _answered(
@@ -188,8 +188,7 @@ class HealthMonitor:
             "worker {worker_id} pid {worker_pid} did not answer a ping for {silence:.1f}s "
             "(hang): killing it",
             cluster_event=logevents.WORKER_HUNG,
-            worker_id=process.workerId,
-            worker_pid=process.pid,
+            **workerFields(process),
             silence=now - record.sentAt,
         )
         self._supervisor.killHung(process)

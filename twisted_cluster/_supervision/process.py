@@ -169,8 +169,7 @@ class _WorkerOutput(ProcessProtocol):
             line=text,
             truncated=cut,
             limit=LINE_LIMIT,
-            worker_id=worker.workerId,
-            worker_pid=worker.pid,
+            **workerFields(worker),
         )
 
     def _event(self, line: bytes, cut: bool) -> None:
@@ -186,8 +185,7 @@ class _WorkerOutput(ProcessProtocol):
                 "{reason} ({dropped} dropped so far)",
                 reason=str(e),
                 dropped=self.dropped,
-                worker_id=worker.workerId,
-                worker_pid=worker.pid,
+                **workerFields(worker),
             )
             return
         event["log_namespace"] = f"{worker.name} {event.get('log_namespace', '')}"
@@ -209,7 +207,7 @@ class MasterControl(ControlAMP):
         self._worker = worker
 
     def logFields(self) -> dict[str, Any]:
-        return {"worker_id": self._worker.workerId, "worker_pid": self._worker.pid}
+        return workerFields(self._worker)
 
     @commands.Ready.responder
     def ready(self, pid: int) -> dict[str, Any]:
@@ -266,6 +264,14 @@ class ProcessReactor(IReactorProcess, EndpointReactor, HandoffReactor):
     their control channels, watch their hand-off channels, keep time, and
     listen on the endpoints it is given.
     """
+
+
+def workerFields(process: IWorkerProcess) -> dict[str, Any]:
+    """
+    The fields that say which worker a log event is about, the same in
+    every event of the master and in those it forwards from the worker.
+    """
+    return {"worker_id": process.workerId, "worker_pid": process.pid}
 
 
 def workerRow(process: IWorkerProcess, restarts: int) -> dict[str, Any]:
@@ -457,8 +463,7 @@ class WorkerProcess:
                 "worker {worker_id} pid {worker_pid}: cannot open its control channel "
                 "({error}): killing it",
                 cluster_event=logevents.WORKER_CONTROL_FAILED,
-                worker_id=self.workerId,
-                worker_pid=self.pid,
+                **workerFields(self),
                 error=_describeOSError(e),
             )
             self.stop(KILL)
@@ -550,8 +555,7 @@ class WorkerProcess:
             "worker {worker_id} pid {worker_pid} still running {within:g}s after "
             "{stop}: killing it",
             cluster_event=logevents.WORKER_KILLED,
-            worker_id=self.workerId,
-            worker_pid=self.pid,
+            **workerFields(self),
             within=within,
             stop="its drain began" if mode is DRAIN else "SIGTERM",
             stop_mode=mode.name,

@@ -21,6 +21,7 @@ from twisted_cluster._supervision.process import (
     READY,
     STARTING,
     IWorkerProcess,
+    workerFields,
 )
 from twisted_cluster._supervision.supervisor import RECYCLE
 
@@ -134,8 +135,7 @@ class Recycler:
                     "worker {worker_id} pid {worker_pid} uses {rss} MB at start, more than "
                     "--max-memory {limit:g} MB: recycling for memory is off",
                     cluster_event=logevents.RECYCLE_MEMORY_OFF,
-                    worker_id=process.workerId,
-                    worker_pid=process.pid,
+                    **workerFields(process),
                     rss=rss // MB,
                     limit=self._policy.maxMemory,
                 )
@@ -147,8 +147,7 @@ class Recycler:
         log.info(
             "worker {worker_id} pid {worker_pid} {why}: recycling it",
             cluster_event=logevents.WORKER_RECYCLING,
-            worker_id=process.workerId,
-            worker_pid=process.pid,
+            **workerFields(process),
             why=why,
         )
         self._supervisor.replace(process.workerId, RECYCLE)

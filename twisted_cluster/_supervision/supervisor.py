@@ -37,6 +37,7 @@ from twisted_cluster._supervision.process import (
     TERMINATE,
     IWorkerProcess,
     SpawnFailed,
+    workerFields,
 )
 from twisted_cluster._supervision.startfailure import StartFailure
 
@@ -296,8 +297,7 @@ class Supervisor:
             log.info(
                 "worker {worker_id} pid {worker_pid} started",
                 cluster_event=logevents.WORKER_STARTED,
-                worker_id=process.workerId,
-                worker_pid=process.pid,
+                **workerFields(process),
             )
             timeout = self._reactor.callLater(
                 self._config.startTimeout, self._startTimedOut, process
@@ -312,8 +312,7 @@ class Supervisor:
             log.warn(
                 "worker {worker_id} pid {worker_pid} not ready after {timeout}s: killing it",
                 cluster_event=logevents.WORKER_START_TIMEOUT,
-                worker_id=process.workerId,
-                worker_pid=process.pid,
+                **workerFields(process),
                 timeout=self._config.startTimeout,
             )
             process.exitCause = STARTUP
@@ -347,8 +346,7 @@ class Supervisor:
             log.info(
                 "worker {worker_id} pid {worker_pid} exited: {how}",
                 cluster_event=logevents.WORKER_EXITED,
-                worker_id=process.workerId,
-                worker_pid=process.pid,
+                **workerFields(process),
                 how=how,
             )
             return
@@ -370,8 +368,7 @@ class Supervisor:
                 "worker {worker_id} pid {worker_pid} exited ({how}, {cause}): its "
                 "replacement pid {new_pid} takes the slot",
                 cluster_event=logevents.WORKER_EXITED,
-                worker_id=process.workerId,
-                worker_pid=process.pid,
+                **workerFields(process),
                 how=how,
                 cause=cause.value,
                 new_pid=slot.pending.pid,
@@ -380,8 +377,7 @@ class Supervisor:
         log.warn(
             "worker {worker_id} pid {worker_pid} exited ({how}, {cause}): restarting in {delay:.2f}s",
             cluster_event=logevents.WORKER_EXITED,
-            worker_id=process.workerId,
-            worker_pid=process.pid,
+            **workerFields(process),
             how=how,
             cause=cause.value,
             delay=delay,
@@ -410,8 +406,7 @@ class Supervisor:
             log.error(
                 "worker {worker_id} pid {worker_pid} could not load the app: {error}\n{details}",
                 cluster_event=logevents.WORKER_APP_ERROR,
-                worker_id=process.workerId,
-                worker_pid=process.pid,
+                **workerFields(process),
                 error=error,
                 details=process.appErrorDetails,
             )
@@ -432,8 +427,7 @@ class Supervisor:
                 "worker {worker_id} pid {worker_pid} failed to start ({failures} start-ups "
                 "in a row): retrying with backoff; workers still serving: {serving}",
                 cluster_event=logevents.WORKER_START_FAILING,
-                worker_id=process.workerId,
-                worker_pid=process.pid,
+                **workerFields(process),
                 failures=self._startupFailures,
                 serving=len(self.ready()),
             )
@@ -450,8 +444,7 @@ class Supervisor:
         log.info(
             "worker {worker_id} pid {worker_pid} ready",
             cluster_event=logevents.WORKER_READY,
-            worker_id=process.workerId,
-            worker_pid=process.pid,
+            **workerFields(process),
         )
         slot = self._slots.get(process.workerId)
         if slot is not None and process in (slot.process, slot.pending):
@@ -525,8 +518,7 @@ class Supervisor:
             "worker {worker_id} pid {worker_pid} exited before it was ready ({how}"
             "{error_text}): {outcome}",
             cluster_event=logevents.WORKER_REPLACEMENT_FAILED,
-            worker_id=process.workerId,
-            worker_pid=process.pid,
+            **workerFields(process),
             error_text=f": {process.appError}" if process.appError else "",
             outcome=f"pid {old.pid} keeps serving" if old else "no replacement",
             **failure.fields(),

@@ -249,15 +249,6 @@ def buildWorkerApp(obj: Any, name: str, context: Any) -> tuple[IProtocolFactory,
         raise _fromUserCode(name, e) from e
 
 
-def loadWorkerApp(name: str, context: Any) -> tuple[IProtocolFactory, Any]:
-    """
-    Resolve C{name} and build what a worker serves (L{buildWorkerApp}).
-
-    @raise AppLoadError: with one line that says what is wrong.
-    """
-    return buildWorkerApp(resolveName(name), name, context)
-
-
 def checkApp(obj: Any, name: str) -> None:
     """
     Check, without calling anything, that C{obj} can be what C{--app}
@@ -268,6 +259,7 @@ def checkApp(obj: Any, name: str) -> None:
     """
     if isinstance(obj, ClusterApp):
         checkApp(obj.app, name)
+        metricsRegistry(obj, name)
         return
     if IResource.providedBy(obj) or IProtocolFactory.providedBy(obj) or callable(obj):
         return
@@ -281,3 +273,20 @@ def loadApp(name: str, context: Any = None) -> IProtocolFactory:
     @raise AppLoadError: with one line that says what is wrong.
     """
     return asFactory(resolveName(name), name, context)
+
+
+def metricsRegistry(obj: Any, name: str) -> Any:
+    """
+    The metrics registry that C{obj} names (L{ClusterApp.metricsRegistry}),
+    or C{None} for the default.
+
+    @raise AppLoadError: when it names something that has no C{collect()}.
+    """
+    registry = obj.metricsRegistry if isinstance(obj, ClusterApp) else None
+    if registry is not None and not callable(getattr(registry, "collect", None)):
+        raise AppLoadError(
+            f"cannot load app {name!r}: its metricsRegistry is a "
+            f"{type(registry).__name__}, not a prometheus_client registry "
+            "(nothing with collect())"
+        )
+    return registry

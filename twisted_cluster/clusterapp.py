@@ -29,11 +29,16 @@ class ClusterApp:
         after C{app}, so that they can reach it as C{context.app}.
     @ivar masterResponders: the responders of the master, for the commands
         workers call on it.  Built once, in the master.
+    @ivar metricsRegistry: the C{prometheus_client} registry (anything with
+        C{collect()}) whose series each worker publishes on the master's
+        C{/metrics}; by default, C{prometheus_client}'s default registry
+        once the app imports C{prometheus_client} (docs/observability.md).
     """
 
     app: Any
     workerResponders: Responders = None
     masterResponders: Responders = None
+    metricsRegistry: Any = None
 
 
 def makeLocator(responders: Responders, context: Any) -> Any:

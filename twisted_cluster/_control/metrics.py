@@ -272,12 +272,17 @@ class ClusterCollector(Collector):
         yield from series.values()
 
 
-def clusterRegistry(status: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+def clusterRegistry(
+    status: Callable[[], dict[str, Any]], *collectors: Collector
+) -> CollectorRegistry:
     """
     A registry of its own (not the process-global one) with the cluster's
-    series and the master process's own C{process_*} series.
+    series, then C{collectors} (the app's series gathered from the
+    workers), then the master process's own C{process_*} series.
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClusterCollector(status))
+    for collector in collectors:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     return registry

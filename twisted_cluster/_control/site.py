@@ -34,7 +34,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
 
 from twisted_cluster._control.auth import (
@@ -48,6 +48,7 @@ from twisted_cluster._control.auth import (
     newToken,
 )
 from twisted_cluster._control.budget import BudgetedFactory
+from twisted_cluster._control.gathering import MetricsGatherer
 from twisted_cluster._control.metrics import RateHistory, clusterRegistry, clusterStatus
 from twisted_cluster._control.probes import addProbes
 from twisted_cluster._master.listening import ListenError, listenNow
@@ -288,7 +289,9 @@ class _Metrics(_Protected):
     The Prometheus exposition, rendered in the reactor thread (the
     collector reads live state that only the reactor thread may touch;
     prometheus_client's own Twisted resource would read it from a thread
-    pool), at most once per L{METRICS_CACHE_SECONDS}.
+    pool), at most once per L{METRICS_CACHE_SECONDS}, after the app's
+    metrics were gathered from the workers (L{MetricsGatherer}: bounded
+    in time, so a hung worker never holds a scrape up).
     """
 
     def __init__(
@@ -296,19 +299,47 @@ class _Metrics(_Protected):
         access: Access,
         status: Callable[[], dict[str, Any]],
         clock: IReactorTime,
+        gatherer: MetricsGatherer,
         cacheSeconds: float = METRICS_CACHE_SECONDS,
     ) -> None:
         super().__init__(access)
-        self._registry = clusterRegistry(status)
+        self._gatherer = gatherer
+        self._registry = clusterRegistry(status, gatherer)
         self._clock = clock
         self._cacheSeconds = cacheSeconds
         self._cached: tuple[float, bytes] | None = None
 
-    def render_GET(self, request: Request) -> bytes:
-        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+    def render_GET(self, request: Request) -> bytes | int:
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
+        now = self._clock.seconds()
+        if self._cached is not None and now - self._cached[0] < self._cacheSeconds:
+            return self._cached[1]
+        rendered: list[bytes] = []
+        gathered = self._gatherer.gather()
+        gathered.addCallback(lambda _: rendered.append(self._render()))
+        if rendered:
+            return rendered[0]
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(_: Any) -> None:
+            if not gone:
+                request.write(rendered[0])
+                request.finish()
+
+        gathered.addCallback(answer)
+        return NOT_DONE_YET
+
+    def _render(self) -> bytes:
+        """
+        The exposition, rendered now unless a scrape that shared the same
+        gathering just rendered it.
+        """
+        from prometheus_client.exposition import generate_latest
+
         now = self._clock.seconds()
         if self._cached is None or now - self._cached[0] >= self._cacheSeconds:
             self._cached = (now, generate_latest(self._registry))
@@ -451,6 +482,14 @@ def _scale(service: Any, status: Callable[[], dict[str, Any]], request: Request)
         _operation(service, step)()
 
 
+def _processes(service: Any) -> list[Any]:
+    """
+    The live worker processes of C{service} (none before it starts).
+    """
+    supervisor = service.supervisor
+    return [] if supervisor is None else list(supervisor.processes())
+
+
 def controlResource(
     service: Any, status: Callable[[], dict[str, Any]], access: Access, clock: IReactorTime
 ) -> Resource:
@@ -460,7 +499,8 @@ def controlResource(
     """
     root = File(STATIC)
     root.putChild(b"status.json", _Status(access, status))
-    root.putChild(b"metrics", _Metrics(access, status, clock))
+    gatherer = MetricsGatherer(clock, lambda: _processes(service))
+    root.putChild(b"metrics", _Metrics(access, status, clock, gatherer))
     addProbes(root, service)
     operations = {
         b"restart": lambda request: _operation(service, "rollingRestart")(),

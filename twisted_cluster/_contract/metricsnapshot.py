@@ -156,7 +156,7 @@ def _family(entry: Any, budget: list[int]) -> Family:
         raise SnapshotError("a family must be an object")
     name = _name(entry.get("name"), _METRIC_NAME, "family name")
     kind = entry.get("type")
-    if kind not in SUFFIXES:
+    if not isinstance(kind, str) or kind not in SUFFIXES:
         raise SnapshotError(f"family {name} has unknown type {str(kind)[:40]!r}")
     text = entry.get("help", "")
     if not isinstance(text, str):

@@ -198,8 +198,8 @@ class AppSeries:
             for family in self._live[key]:
                 kinds.setdefault(family.name, (family.type, family.help))
         for totals in self._gone.values():
-            for name, kind in totals.kinds.items():
-                kinds.setdefault(name, kind)
+            for name, retired in totals.kinds.items():
+                kinds.setdefault(name, retired)
         staleSlots = {key[0] for key in self._live if key not in self._fresh}
         for name, (kind, documentation) in sorted(kinds.items()):
             metric = Metric(name, documentation, kind)

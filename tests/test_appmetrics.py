@@ -9,19 +9,27 @@ time (L{twisted_cluster._control.gathering}) and the worker's side
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import attr
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import Attribute, Interface
 from zope.interface.verify import verifyObject
 
+from tests.observability_fakes import FakeProcess as StatusProcess
+from tests.observability_fakes import twoWorkers
 from twisted_cluster import ClusterApp
 from twisted_cluster._contract import commands
 from twisted_cluster._contract.metricsnapshot import (
@@ -35,6 +43,9 @@ from twisted_cluster._contract.metricsnapshot import (
 )
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._control.appseries import AppSeries
+from twisted_cluster._control.auth import Access, AccessPolicy
+from twisted_cluster._control.metrics import clusterStatus
+from twisted_cluster._control.site import controlResource
 from twisted_cluster._control.gathering import MetricsGatherer
 from twisted_cluster._supervision.process import WorkerProcess, WorkerState
 from twisted_cluster._worker.appmetrics import AppMetrics
@@ -288,16 +299,14 @@ class IGatheredProcess(Interface):
 
 
 @attr.s(auto_attribs=True, eq=False)
-class FakeProcess:
+class FakeProcess(StatusProcess):
     """
-    A worker process that answers L{CollectMetrics} with C{families}, or
-    leaves the call unanswered when C{hung}.
+    A worker process as the control site reads it, which answers
+    L{CollectMetrics} with C{families}, or leaves the call unanswered when
+    C{hung}.
     """
 
-    workerId: int
-    pid: int
     families: list[Family] = attr.ib(factory=list)
-    state: WorkerState = WorkerState.READY
     control: Any = "a channel"
     finalMetrics: bytes | None = None
     hung: bool = False
@@ -336,7 +345,8 @@ class GatheringTests(SynchronousTestCase):
         time-out only; it is counted in C{twisted_cluster_scrape_errors},
         marked not fresh, and its last known count stays in the total.
         """
-        one, two = FakeProcess(1, 101, [counter(3)]), FakeProcess(2, 102, [counter(4)])
+        one = FakeProcess(1, 101, families=[counter(3)])
+        two = FakeProcess(2, 102, families=[counter(4)])
         self.processes = [one, two]
         self.gatherer.gather()
         two.hung = True
@@ -389,7 +399,7 @@ class GatheringTests(SynchronousTestCase):
         """
         A worker still loading its app has no metrics yet.
         """
-        starting = FakeProcess(1, 101, state=WorkerState.STARTING)
+        starting = FakeProcess(1, 101, state="starting")
         self.processes = [starting]
         self.successResultOf(self.gatherer.gather())
         self.assertEqual(starting.calls, [])
@@ -399,11 +409,11 @@ class GatheringTests(SynchronousTestCase):
         A worker no longer among the processes is retired at the next
         gathering, at the value of the snapshot it sent as it exited.
         """
-        old = FakeProcess(1, 101, [counter(3)])
+        old = FakeProcess(1, 101, families=[counter(3)])
         self.processes = [old]
         self.gatherer.gather()
         old.finalMetrics = encodeSnapshot([counter(7)])
-        self.processes = [FakeProcess(1, 103, [counter(1)])]
+        self.processes = [FakeProcess(1, 103, families=[counter(1)])]
         self.gatherer.gather()
         found = exposed(self.gatherer)
         self.assertEqual(found[("app_requests_total", (("worker", "1"),))], 8)
@@ -423,6 +433,66 @@ class GatheringTests(SynchronousTestCase):
         self.successResultOf(self.gatherer.gather())
         self.assertEqual(dict(self.gatherer.errors), {(1, "refused"): 1, (2, "failed"): 1})
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+
+class MetricsResourceTests(SynchronousTestCase):
+    """
+    C{/metrics} of the control site with workers that publish app metrics.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.service = twoWorkers()
+        assert self.service.supervisor is not None
+        self.hung = FakeProcess(3, 103, families=[counter(2)])
+        self.service.supervisor.extra.append(self.hung)
+        access = Access(AccessPolicy("t", os.getuid()), self.clock)
+        root = controlResource(
+            self.service, lambda: clusterStatus(self.service, self.clock), access, self.clock)
+        self.metrics = root.children[b"metrics"]
+
+    def scrape(self) -> tuple[Any, DummyRequest]:
+        request = DummyRequest([])
+        request.client = IPv4Address("TCP", "127.0.0.1", 40000)
+        request.requestHeaders.addRawHeader(b"authorization", b"Bearer t")
+        return self.metrics.render(request), request
+
+    def test_aScrapeWaitsForAHungWorkerOnlyUntilTheTimeout(self) -> None:
+        """
+        With a worker that does not answer, the scrape is answered when the
+        time-out expires, with the cluster's series, the others' and the
+        error.
+        """
+        self.clock.advance(5)
+        self.hung.hung = True
+        body, request = self.scrape()
+        self.assertEqual(body, NOT_DONE_YET)
+        self.assertEqual(request.finished, 0)
+        self.clock.advance(1.0)
+        self.assertEqual(request.finished, 1)
+        text = b"".join(request.written)
+        self.assertIn(b'twisted_cluster_workers{state="ready"} 3.0', text)
+        self.assertIn(b'twisted_cluster_scrape_errors_total{reason="timeout",worker="3"} 1.0',
+                      text)
+
+    def test_answeringWorkersAreScrapedAtOnce(self) -> None:
+        """
+        When every worker answers at once, so does the scrape, with the app's
+        series.
+        """
+        body, request = self.scrape()
+        self.assertIn(b'app_requests_total{worker="all"} 2.0', body)
+
+    def test_aClientGoneBeforeTheAnswerGetsNothingWritten(self) -> None:
+        """
+        A scraper that hung up while the workers were asked is not written
+        to.
+        """
+        self.hung.hung = True
+        body, request = self.scrape()
+        request.processingFailed(Failure(ConnectionDone()))
+        self.clock.advance(1.0)
+        self.assertEqual(request.written, [])
 
 
 class WorkerSideTests(SynchronousTestCase):

@@ -185,6 +185,19 @@ class MergeTests(SynchronousTestCase):
                          {("app_requests_total", (("worker", "1"),)): 15,
                           ("app_requests_total", (("worker", "all"),)): 15})
 
+    def test_aFinalSnapshotCannotTakeACountBack(self) -> None:
+        """
+        A final snapshot lower than the last scrape (sent early by a worker
+        that is not ours) does not make the slot's count go backwards; a
+        family only the last scrape had is kept.
+        """
+        series = AppSeries()
+        series.update((1, 101), [counter(10), counter(4, name="other")])
+        series.retire((1, 101), final=[counter(6)])
+        found = onlyApp(exposed(series))
+        self.assertEqual(found[("app_requests_total", (("worker", "all"),))], 10)
+        self.assertEqual(found[("other_total", (("worker", "all"),))], 4)
+
     def test_removedSlotsStayInTheClusterTotal(self) -> None:
         """
         A slot removed for good keeps its series and its part of the total.

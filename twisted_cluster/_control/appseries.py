@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator
 
+import attr
 from prometheus_client.core import Metric
 
 from twisted_cluster._contract.metricsnapshot import MAX_SAMPLES, Family
@@ -88,6 +89,30 @@ def _relabel(labels: tuple[tuple[str, str], ...]) -> dict[str, str] | None:
                 return None
             out[theirs] = out.pop(ours)
     return out
+
+
+def _latest(last: list[Family], final: list[Family]) -> list[Family]:
+    """
+    A process's final families, each counting sample at least what the
+    last scrape read (a final snapshot sent early, by a worker that is not
+    ours, must not make a count go backwards), and the families only the
+    last scrape had.
+    """
+    before = {
+        (family.name, sample.name, sample.labels): sample.value
+        for family in last for sample in family.samples
+        if counting(family.type, family.name, sample.name)
+    }
+    merged = [
+        attr.evolve(family, samples=tuple(
+            attr.evolve(sample, value=max(
+                sample.value, before.get((family.name, sample.name, sample.labels), sample.value)))
+            for sample in family.samples
+        ))
+        for family in final
+    ]
+    names = {family.name for family in final}
+    return merged + [family for family in last if family.name not in names]
 
 
 class _Totals:
@@ -183,11 +208,12 @@ class AppSeries:
         @param final: the snapshot it sent as it exited, if any (else its
             last one is kept).
         """
-        last = self._live.pop(key, None)
+        last = self._live.pop(key, None) or []
         self._fresh.discard(key)
-        kept = [f for f in final if not self._reserved(f.name)] if final is not None else last
-        if kept:
-            self._gone.setdefault(key[0], _Totals()).add(kept, self._limit)
+        if final is not None:
+            last = _latest(last, [f for f in final if not self._reserved(f.name)])
+        if last:
+            self._gone.setdefault(key[0], _Totals()).add(last, self._limit)
 
     def collect(self) -> Iterator[Metric]:
         """

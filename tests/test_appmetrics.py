@@ -118,7 +118,9 @@ class SnapshotFormatTests(SynchronousTestCase):
         """
         Bad JSON, names outside Prometheus' grammar, samples not of their
         family, reserved label names, values that are no numbers, an
-        unknown type and a family given twice are refused, whole.
+        unknown type, buckets and quantiles without their bound (which
+        would make Prometheus refuse the whole scrape) and a family given
+        twice are refused, whole.
         """
         self.assertIn("not JSON", self.refused(b"{"))
         self.assertIn("no list of families", self.refused([1]))
@@ -129,6 +131,10 @@ class SnapshotFormatTests(SynchronousTestCase):
         self.assertIn("label name", self.refused(self.family(samples=[["x", {"a-b": "1"}, 1]])))
         self.assertIn("not a number", self.refused(self.family(samples=[["x", {}, True]])))
         self.assertIn("not a number", self.refused(self.family(samples=[["x", {}, "1"]])))
+        bucket = self.family(type="histogram", samples=[["x_bucket", {}, 1]])
+        self.assertIn("le label", self.refused(bucket))
+        quantile = self.family(type="summary", samples=[["x", {"quantile": "high"}, 1]])
+        self.assertIn("quantile label", self.refused(quantile))
         twice = {"families": self.family()["families"] * 2}
         self.assertIn("twice", self.refused(twice))
 

@@ -151,6 +151,25 @@ def _value(value: Any) -> float:
     return float(value)
 
 
+def _bounds(kind: str, family: str, sample: str, labels: tuple[tuple[str, str], ...]) -> None:
+    """
+    Check that a bucket has its C{le} bound and a summary's quantile its
+    C{quantile}, each a number: Prometheus refuses a whole scrape over one
+    such sample, which a worker must not be able to make it do.
+    """
+    if sample.endswith("_bucket") and kind in ("histogram", "gaugehistogram"):
+        needed = "le"
+    elif sample == family and kind == "summary":
+        needed = "quantile"
+    else:
+        return
+    bound = dict(labels).get(needed)
+    try:
+        float(bound or "")
+    except ValueError:
+        raise SnapshotError(f"sample {sample} needs a number as its {needed} label") from None
+
+
 def _family(entry: Any, budget: list[int]) -> Family:
     if not isinstance(entry, dict):
         raise SnapshotError("a family must be an object")
@@ -175,7 +194,9 @@ def _family(entry: Any, budget: list[int]) -> Family:
         sampleName = item[0]
         if sampleName not in allowed:
             raise SnapshotError(f"sample {str(sampleName)[:MAX_NAME]!r} is not of {kind} {name}")
-        samples.append(Sample(sampleName, _labels(item[1]), _value(item[2])))
+        labels = _labels(item[1])
+        _bounds(kind, name, sampleName, labels)
+        samples.append(Sample(sampleName, labels, _value(item[2])))
     return Family(name, kind, text[:MAX_TEXT], tuple(samples))
 
 

@@ -91,7 +91,7 @@ class SnapshotFormatTests(SynchronousTestCase):
         What a worker encodes, the master decodes as it was.
         """
         families = [counter(3.0, path="/"), gauge(2.0)]
-        self.assertEqual(decodeSnapshot(encodeSnapshot(families)), families)
+        self.assertEqual(decodeSnapshot(encodeSnapshot(families)).families, families)
 
     def test_unknownKeysAreIgnored(self) -> None:
         """
@@ -101,12 +101,12 @@ class SnapshotFormatTests(SynchronousTestCase):
         document["version"] = 2
         document["compressed"] = False
         document["families"][0]["unit"] = "seconds"
-        self.assertEqual(decodeSnapshot(json.dumps(document).encode()), [gauge(1.0)])
+        self.assertEqual(decodeSnapshot(json.dumps(document).encode()).families, [gauge(1.0)])
 
     def refused(self, document: Any) -> str:
         data = document if isinstance(document, bytes) else json.dumps(document).encode()
         with self.assertRaises(SnapshotError) as caught:
-            decodeSnapshot(data)
+            decodeSnapshot(data).families
         return str(caught.exception)
 
     def family(self, **changes: Any) -> dict[str, Any]:
@@ -514,6 +514,67 @@ class MetricsResourceTests(SynchronousTestCase):
         self.assertEqual(request.written, [])
 
 
+class StatusPageTests(SynchronousTestCase):
+    """
+    The app's figures that the status page shows (C{statusSeries}).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        requests = Family("app_requests", "counter", "", (
+            Sample("app_requests_total", (("path", "/"),), 2),
+            Sample("app_requests_total", (("path", "/a"),), 3)))
+        self.process = FakeProcess(1, 101, families=[requests])
+        self.gatherer = MetricsGatherer(self.clock, lambda: [self.process])
+
+    def answerNaming(self, *names: str) -> None:
+        self.process.callRemote = lambda command: succeed(  # type: ignore[method-assign]
+            {"snapshot": encodeSnapshot(self.process.families, names)})
+
+    def test_namedSamplesAreSummedOverTheirLabels(self) -> None:
+        """
+        A worker's figures for the page are each named sample's sum over
+        its labels, in the status document's row as C{app}.
+        """
+        self.answerNaming("app_requests_total")
+        self.successResultOf(self.gatherer.gather())
+        service = twoWorkers()
+        assert service.supervisor is not None
+        service.supervisor.slots = {1: self.process}
+        status = clusterStatus(
+            service, self.clock,
+            appFigures=lambda p: self.gatherer.series.figures((p.workerId, p.pid)))
+        self.assertEqual(status["workers"][0]["app"], {"app_requests_total": 5.0})
+
+    def test_rowsHaveNoAppFiguresUnlessTheAppNamesSome(self) -> None:
+        """
+        Without C{statusSeries}, rows are as they were.
+        """
+        self.successResultOf(self.gatherer.gather())
+        self.assertEqual(self.gatherer.series.figures((1, 101)), {})
+
+    def test_thePageRefreshesAtMostOncePerSecondAndOnlyWhenAsked(self) -> None:
+        """
+        Polling C{/status.json} gathers at most once a second, and not at
+        all (after a first look) when no worker names series for the page.
+        """
+        self.answerNaming("app_requests_total")
+        calls = []
+        answer = self.process.callRemote
+        self.process.callRemote = lambda command: calls.append(1) or answer(command)  # type: ignore[method-assign]
+        for _ in range(3):
+            self.gatherer.refresh()
+        self.assertEqual(len(calls), 1)
+        self.clock.advance(1.0)
+        self.gatherer.refresh()
+        self.assertEqual(len(calls), 2)
+        quiet = MetricsGatherer(self.clock, lambda: [FakeProcess(2, 102, calls=[])])
+        quiet.refresh()
+        self.clock.advance(5)
+        quiet.refresh()
+        self.assertEqual(self.process.calls, [])
+
+
 class WorkerSideTests(SynchronousTestCase):
     def test_snapshotHasTheRegistrysFamiliesWithoutCreatedSamples(self) -> None:
         """
@@ -525,7 +586,7 @@ class WorkerSideTests(SynchronousTestCase):
         Gauge("temp", "Temperature.", registry=registry).set(21.5)
         Histogram("size", "Sizes.", buckets=(1,), registry=registry).observe(0.5)
         Summary("lat", "Latency.", registry=registry).observe(0.1)
-        families = {f.name: f for f in decodeSnapshot(AppMetrics(1, registry).snapshot())}
+        families = {f.name: f for f in decodeSnapshot(AppMetrics(1, registry).snapshot()).families}
         self.assertEqual(families["hits"].samples, (Sample("hits_total", (("path", "/"),), 2.0),))
         self.assertEqual(families["temp"].samples, (Sample("temp", (), 21.5),))
         self.assertEqual({s.name for s in families["size"].samples},
@@ -559,7 +620,7 @@ class WorkerSideTests(SynchronousTestCase):
             transport = "connected"
 
             def callRemote(self, command: Any, **arguments: Any) -> Deferred[Any]:
-                sent.append((command, decodeSnapshot(arguments["snapshot"])))
+                sent.append((command, decodeSnapshot(arguments["snapshot"]).families))
                 return Deferred()
 
         done = AppMetrics(1, registry).sendFinal(Control(), clock)
@@ -586,3 +647,13 @@ class WorkerSideTests(SynchronousTestCase):
         with self.assertRaises(AppLoadError) as caught:
             checkApp(app, "mod.app")
         self.assertIn("metricsRegistry", str(caught.exception))
+
+    def test_statusSeriesMustBeAFewMetricNames(self) -> None:
+        """
+        More than 4 names for the status page, or a name that is none, fail
+        to load with one line.
+        """
+        for names in (("a", "b", "c", "d", "e"), ("not a name",)):
+            with self.assertRaises(AppLoadError) as caught:
+                checkApp(ClusterApp(app=lambda: None, statusSeries=names), "mod.app")
+            self.assertIn("statusSeries", str(caught.exception))

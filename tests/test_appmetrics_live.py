@@ -202,6 +202,37 @@ class AppMetricsTests(TestCase):
         self.assertNotIn(("app_requests_total", (("path", "/"), ("worker", "all"))), found)
 
 
+class StatusPageFiguresTests(TestCase):
+    timeout = 60
+
+    async def test_statusJsonShowsTheSeriesTheAppNamesPerWorker(self) -> None:
+        """
+        With C{statusSeries}, each worker's row of C{/status.json} (what the
+        page shows) carries the named counter, summed over its labels, and
+        the rows add up to the requests sent.
+        """
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", *APP[2:], "--app", "tests.apps.counting.onThePage",
+            waitReady=2,
+        )
+        await send(cluster, 6)
+        address, token = control(cluster)
+
+        async def rows() -> list[dict[str, Any]]:
+            return list(json.loads(await get(address + "status.json", token))["workers"])
+
+        deadline = reactor.seconds() + 15
+        while True:
+            workers = await rows()
+            figures = [w.get("app", {}).get("app_requests_total", 0) for w in workers]
+            if sum(figures) == 6:
+                break
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"rows never added up to 6: {workers}")
+            await sleep(0.3)
+        self.assertEqual(len(figures), 2)
+
+
 def freePort() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

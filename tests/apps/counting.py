@@ -7,7 +7,9 @@ would, for the tests of the cluster's application metrics.
     C{/?n=K} adds K to the counter instead of 1 (a quick way to count much);
   - C{named}: a L{ClusterApp} whose counter lives in a registry of its own,
     named in C{metricsRegistry};
-  - C{broken}: a L{ClusterApp} whose registry's collector raises.
+  - C{broken}: a L{ClusterApp} whose registry's collector raises;
+  - C{onThePage}: a L{ClusterApp} that names its counter for the status
+    page.
 """
 
 import os
@@ -59,3 +61,5 @@ _broken = CollectorRegistry()
 _broken.register(_Failing())
 
 broken = ClusterApp(app=CountingPage(), metricsRegistry=_broken)
+
+onThePage = ClusterApp(app=resource, statusSeries=("app_requests_total",))

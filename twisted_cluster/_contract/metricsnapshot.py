@@ -8,12 +8,15 @@ A snapshot is one JSON object (UTF-8)::
     {"version": 1,
      "families": [
         {"name": "app_requests", "type": "counter", "help": "Requests.",
-         "samples": [["app_requests_total", {"path": "/"}, 12.0]]}]}
+         "samples": [["app_requests_total", {"path": "/"}, 12.0]]}],
+     "status": ["app_requests_total"]}
 
 C{name}, C{type}, C{help} and C{samples} are those of a
 C{prometheus_client} metric family (C{Metric}), with each sample as
 C{[sample name, labels, value]}; C{*_created} samples, timestamps and
-exemplars are left out.  JSON rather than the Prometheus text format: the
+exemplars are left out.  C{status} (optional) names the samples the
+app wants on the status page (L{ClusterApp.statusSeries
+<twisted_cluster.ClusterApp>}).  JSON rather than the Prometheus text format: the
 master decodes it at C{json}'s C speed instead of running a text parser
 over every worker's series at every scrape.
 
@@ -57,6 +60,9 @@ MAX_NAME = 200
 
 #: The longest label value, and the longest help text.
 MAX_TEXT = 2048
+
+#: The most sample names a snapshot may name for the status page.
+MAX_STATUS = 4
 
 #: Family types, and the suffixes their samples may add to the family name.
 SUFFIXES: Mapping[str, tuple[str, ...]] = {
@@ -103,12 +109,25 @@ class Family:
     samples: tuple[Sample, ...]
 
 
-def encodeSnapshot(families: Iterable[Family]) -> bytes:
+@attr.s(frozen=True, auto_attribs=True)
+class Snapshot:
     """
-    The snapshot of C{families}, as a worker sends it.
+    A worker's families, and the sample names its app wants on the status
+    page.
+    """
+
+    families: list[Family]
+    status: tuple[str, ...] = ()
+
+
+def encodeSnapshot(families: Iterable[Family], status: Iterable[str] = ()) -> bytes:
+    """
+    The snapshot of C{families}, as a worker sends it, naming C{status}
+    for the status page.
     """
     document = {
         "version": VERSION,
+        "status": list(status),
         "families": [
             {
                 "name": family.name,
@@ -200,9 +219,15 @@ def _family(entry: Any, budget: list[int]) -> Family:
     return Family(name, kind, text[:MAX_TEXT], tuple(samples))
 
 
-def decodeSnapshot(data: bytes) -> list[Family]:
+def _status(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_STATUS:
+        raise SnapshotError(f"status must be a list of at most {MAX_STATUS} names")
+    return tuple(_name(name, _METRIC_NAME, "status sample name") for name in value)
+
+
+def decodeSnapshot(data: bytes) -> Snapshot:
     """
-    The families of a snapshot that a worker sent.
+    The families (and status names) of a snapshot that a worker sent.
 
     @raise SnapshotError: when the snapshot is too large, is not a snapshot
         or breaks a bound (see the module docstring); nothing of it is kept.
@@ -223,5 +248,5 @@ def decodeSnapshot(data: bytes) -> list[Family]:
     names = [family.name for family in families]
     if len(set(names)) != len(names):
         raise SnapshotError("a family name appears twice")
-    return families
+    return Snapshot(families, _status(document.get("status", [])))
 

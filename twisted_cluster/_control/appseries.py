@@ -166,6 +166,7 @@ class AppSeries:
         self._reserved = reserved
         self._limit = retainedLimit
         self._live: dict[Key, list[Family]] = {}
+        self._status: dict[Key, tuple[str, ...]] = {}
         self._fresh: set[Key] = set()
         self._gone: dict[int, _Totals] = {}
 
@@ -187,12 +188,33 @@ class AppSeries:
         """
         self._fresh = set()
 
-    def update(self, key: Key, families: list[Family]) -> None:
+    def update(self, key: Key, families: list[Family], status: tuple[str, ...] = ()) -> None:
         """
-        Process C{key} answered this scrape with C{families}.
+        Process C{key} answered this scrape with C{families}, naming
+        C{status} for the status page.
         """
         self._live[key] = [f for f in families if not self._reserved(f.name)]
+        self._status[key] = status
         self._fresh.add(key)
+
+    def wantsStatus(self) -> bool:
+        """
+        Whether some process names samples for the status page.
+        """
+        return any(self._status.values())
+
+    def figures(self, key: Key) -> dict[str, float]:
+        """
+        The samples process C{key} names for the status page, each summed
+        over its labels, from its last snapshot.
+        """
+        names = self._status.get(key, ())
+        figures = dict.fromkeys(names, 0.0)
+        for family in self._live.get(key, ()):
+            for sample in family.samples:
+                if sample.name in figures:
+                    figures[sample.name] += sample.value
+        return figures
 
     def stale(self, key: Key) -> None:
         """
@@ -209,6 +231,7 @@ class AppSeries:
             last one is kept).
         """
         last = self._live.pop(key, None) or []
+        self._status.pop(key, None)
         self._fresh.discard(key)
         if final is not None:
             last = _latest(last, [f for f in final if not self._reserved(f.name)])

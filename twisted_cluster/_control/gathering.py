@@ -39,6 +39,10 @@ log = Logger()
 #: Seconds a scrape waits for one worker's metrics.
 TIMEOUT = 1.0
 
+#: Seconds after the start of a gathering during which the status page
+#: starts no other one.
+REFRESH_AFTER = 1.0
+
 #: Seconds between two log events about one worker's unread metrics.
 LOG_INTERVAL = 60.0
 
@@ -100,6 +104,7 @@ class MetricsGatherer:
         self._known: dict[Key, Any] = {}
         self._asking: set[Key] = set()
         self._running: Deferred[Any] | None = None
+        self._lastStart: float | None = None
         self._waiting: list[Deferred[None]] = []
         self._limiters: dict[int, RateLimiter] = {}
         self.errors: Counter[tuple[int, str]] = Counter()
@@ -117,8 +122,24 @@ class MetricsGatherer:
             self._start()
         return waiter
 
+    def refresh(self) -> None:
+        """
+        For the status page: start a gathering, without waiting for it,
+        when a worker names series for the page (or none was asked yet) and
+        none started within L{REFRESH_AFTER}; the page shows the figures of
+        the last one.
+        """
+        if self._running is not None:
+            return
+        last = self._lastStart
+        if last is not None and (
+            not self.series.wantsStatus() or self._clock.seconds() - last < REFRESH_AFTER
+        ):
+            return
+        self._start()
+
     def _start(self) -> None:
-        started = self._clock.seconds()
+        started = self._lastStart = self._clock.seconds()
         live = {
             _key(p): p for p in self._processes()
             if p.state in (READY, DRAINING) and getattr(p, "control", None) is not None
@@ -161,11 +182,11 @@ class MetricsGatherer:
 
     def _read(self, key: Key, snapshot: bytes) -> None:
         try:
-            families = decodeSnapshot(snapshot)
+            decoded = decodeSnapshot(snapshot)
         except SnapshotError as e:
             self._unread(key, REFUSED, str(e))
             return
-        self.series.update(key, families)
+        self.series.update(key, decoded.families, decoded.status)
 
     def _failed(self, key: Key, failure: Failure) -> None:
         if failure.check(TimeoutError):
@@ -193,7 +214,7 @@ class MetricsGatherer:
         snapshot = getattr(process, "finalMetrics", None)
         if snapshot is not None:
             try:
-                final = decodeSnapshot(snapshot)
+                final = decodeSnapshot(snapshot).families
             except SnapshotError as e:
                 self.errors[(key[0], REFUSED)] += 1
                 log.warn(

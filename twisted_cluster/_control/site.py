@@ -269,11 +269,16 @@ class _Protected(Resource):
 
 
 class _Status(_Protected):
-    def __init__(self, access: Access, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, access: Access, status: Callable[[], dict[str, Any]], gatherer: MetricsGatherer
+    ) -> None:
         super().__init__(access)
         self._status = status
+        self._gatherer = gatherer
 
     def render_GET(self, request: Request) -> bytes:
+        # The app's figures on the page come from the last gathering.
+        self._gatherer.refresh()
         return _json(request, self._status())
 
 
@@ -482,24 +487,37 @@ def _scale(service: Any, status: Callable[[], dict[str, Any]], request: Request)
         _operation(service, step)()
 
 
-def _processes(service: Any) -> list[Any]:
+def appMetricsGatherer(service: Any, clock: IReactorTime) -> MetricsGatherer:
     """
-    The live worker processes of C{service} (none before it starts).
+    What reads the app's metrics from the live worker processes of
+    C{service} (none before it starts).
     """
-    supervisor = service.supervisor
-    return [] if supervisor is None else list(supervisor.processes())
+
+    def processes() -> list[Any]:
+        supervisor = service.supervisor
+        return [] if supervisor is None else list(supervisor.processes())
+
+    return MetricsGatherer(clock, processes)
 
 
 def controlResource(
-    service: Any, status: Callable[[], dict[str, Any]], access: Access, clock: IReactorTime
+    service: Any,
+    status: Callable[[], dict[str, Any]],
+    access: Access,
+    clock: IReactorTime,
+    gatherer: MetricsGatherer | None = None,
 ) -> Resource:
     """
     The control site's resource tree for C{service}: the page's files and
     the probes open to all, the rest behind C{access}.
+
+    @param gatherer: reads the app's metrics from the workers (default: a
+        new one for C{service}'s workers).
     """
+    if gatherer is None:
+        gatherer = appMetricsGatherer(service, clock)
     root = File(STATIC)
-    root.putChild(b"status.json", _Status(access, status))
-    gatherer = MetricsGatherer(clock, lambda: _processes(service))
+    root.putChild(b"status.json", _Status(access, status, gatherer))
     root.putChild(b"metrics", _Metrics(access, status, clock, gatherer))
     addProbes(root, service)
     operations = {
@@ -560,6 +578,7 @@ class ControlServer:
         )
         self._access = Access(AccessPolicy(newToken(), os.getuid(), enforce), reactor)
         self.history = RateHistory(reactor, service.accepted)
+        self._gatherer = appMetricsGatherer(service, reactor)
         self.address: str | None = None
         self.tokenFile: TokenFile | None = None
         self._port: IListeningPort | None = None
@@ -568,7 +587,11 @@ class ControlServer:
         """
         The cluster's current L{clusterStatus} document.
         """
-        return clusterStatus(self._service, self._reactor, self.history, self.address)
+        series = self._gatherer.series
+        return clusterStatus(
+            self._service, self._reactor, self.history, self.address,
+            appFigures=lambda process: series.figures((process.workerId, process.pid)),
+        )
 
     def listen(self) -> None:
         """
@@ -586,7 +609,9 @@ class ControlServer:
             except TokenFileError as e:
                 raise ControlError(str(e)) from None
             self._access.policy = attr.evolve(self._access.policy, token=token)
-        resource = controlResource(self._service, self.status, self._access, self._reactor)
+        resource = controlResource(
+            self._service, self.status, self._access, self._reactor, self._gatherer
+        )
         site = quietSite(resource)
         site.noisy = False
         endpoint = _parseEndpoint(self._reactor, self._description)

@@ -52,15 +52,20 @@ class AppMetrics:
     The app's metrics in one worker.
     """
 
-    def __init__(self, workerId: int, registry: Any = None) -> None:
+    def __init__(
+        self, workerId: int, registry: Any = None, statusSeries: tuple[str, ...] = ()
+    ) -> None:
         """
         @param registry: what the app named (anything with C{collect()}
             yielding C{prometheus_client} metric families), or C{None}
             for C{prometheus_client}'s default registry once the app
             imported it.
+        @param statusSeries: the sample names the app wants on the status
+            page.
         """
         self._workerId = workerId
         self._registry = registry
+        self._status = statusSeries
 
     def registry(self) -> Any:
         """
@@ -82,7 +87,8 @@ class AppMetrics:
         if registry is None:
             return encodeSnapshot([])
         try:
-            return encodeSnapshot([_family(metric) for metric in registry.collect()])
+            families = [_family(metric) for metric in registry.collect()]
+            return encodeSnapshot(families, self._status)
         except Exception as e:
             log.failure(
                 "worker {worker_id}: the app's metrics registry failed",

@@ -50,7 +50,7 @@ from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
 from twisted_cluster.apploading import (
     AppLoadError,
     buildWorkerApp,
-    metricsRegistry,
+    metricsOptions,
     resolveName,
 )
 from twisted_cluster.calling import AppResponders
@@ -222,7 +222,7 @@ class Worker:
         self.context = WorkerContext(self.workerId, self.control, self._reactor)
         obj = resolveName(name)
         factory, locator = buildWorkerApp(obj, name, self.context)
-        self.metrics = AppMetrics(self.workerId, metricsRegistry(obj, name))
+        self.metrics = AppMetrics(self.workerId, *metricsOptions(obj, name))
         self.control.appLocator = AppResponders(locator)
         return factory
 

@@ -232,9 +232,10 @@ class MetricsGatherer:
         yield from self.series.collect()
         errors = CounterMetricFamily(
             "twisted_cluster_scrape_errors",
-            "Scrapes of /metrics that could not read a worker's app metrics, by "
-            "worker and reason (timeout, refused: a snapshot over the bounds, "
-            "failed: the app's collector raised or the worker went away).",
+            "Gatherings (for a /metrics scrape or the status page) that could not "
+            "read a worker's app metrics, by worker and reason (timeout, refused: "
+            "a snapshot over the bounds, failed: the app's collector raised or the "
+            "worker went away).",
             labels=["worker", "reason"],
         )
         for (workerId, reason), count in sorted(self.errors.items()):

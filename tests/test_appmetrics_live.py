@@ -21,10 +21,20 @@ import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tests.support import ClusterProcess, pidAlive, shortTempDir, sleep, waitUntil
+from tests.support import (
+    ROOT,
+    TWIST,
+    ClusterProcess,
+    pidAlive,
+    shortTempDir,
+    sleep,
+    testEnvironment,
+    waitUntil,
+)
 
 #: The counting app, figures fast, the control site on 127.0.0.1.
 APP = ("--app", "tests.apps.counting.resource", "--health-interval", "0.2",
@@ -200,6 +210,26 @@ class AppMetricsTests(TestCase):
         self.assertEqual(
             found[("own_requests_total", (("path", "/"), ("worker", "all")))], 4)
         self.assertNotIn(("app_requests_total", (("path", "/"), ("worker", "all"))), found)
+
+
+class BadOptionTests(TestCase):
+    timeout = 60
+
+    async def test_aRegistryThatIsNoneFailsWithOneLine(self) -> None:
+        """
+        C{metricsRegistry} naming something that is no registry: exit 1,
+        one line on stderr that names the option, no worker started.
+        """
+        out, err, code = await getProcessOutputAndValue(
+            TWIST[0], [*TWIST[1:], "cluster", "--app", "tests.apps.counting.notARegistry",
+                       "--listen", "tcp:0:interface=127.0.0.1"],
+            env=testEnvironment(), path=ROOT,
+        )
+        self.assertEqual(code, 1)
+        [line] = err.decode().strip().splitlines()
+        self.assertTrue(line.startswith("twist cluster: error: "), line)
+        self.assertIn("metricsRegistry", line)
+        self.assertNotIn(b"started", out)
 
 
 class StatusPageFiguresTests(TestCase):

@@ -9,7 +9,8 @@ would, for the tests of the cluster's application metrics.
     named in C{metricsRegistry};
   - C{broken}: a L{ClusterApp} whose registry's collector raises;
   - C{onThePage}: a L{ClusterApp} that names its counter for the status
-    page.
+    page;
+  - C{notARegistry}: a L{ClusterApp} whose C{metricsRegistry} is none.
 """
 
 import os
@@ -63,3 +64,5 @@ _broken.register(_Failing())
 broken = ClusterApp(app=CountingPage(), metricsRegistry=_broken)
 
 onThePage = ClusterApp(app=resource, statusSeries=("app_requests_total",))
+
+notARegistry = ClusterApp(app=resource, metricsRegistry="the default, please")

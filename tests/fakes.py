@@ -34,7 +34,7 @@ from twisted_cluster._supervision.process import (
 from twisted_cluster._supervision.supervisor import IWorkerPool
 
 
-def _state(state: WorkerState | str) -> WorkerState:
+def stateNamed(state: WorkerState | str) -> WorkerState:
     return WorkerState.lookupByValue(state) if isinstance(state, str) else state
 
 
@@ -63,7 +63,7 @@ class FakeProcess:
 
     workerId: int
     pid: int | None = None
-    state: WorkerState = attr.ib(default=STARTING, converter=_state)
+    state: WorkerState = attr.ib(default=STARTING, converter=stateNamed)
     clock: IReactorTime | None = None
     onReady: Callable[[Any], None] | None = None
     startedAt: float = 0.0
@@ -77,6 +77,7 @@ class FakeProcess:
     dispatched: int = 0
     handoff: Any = None
     control: Any = None
+    finalMetrics: bytes | None = None
     signals: list[str] = attr.ib(factory=list)
     drained: bool = False
     stops: list[tuple[NamedConstant, float]] = attr.ib(factory=list)

@@ -27,6 +27,8 @@ WORKER_SIDE = {
     "twisted_cluster._shared.endpointstrings",
     "twisted_cluster._shared.exhaustion",
     "twisted_cluster._worker.adoption",
+    "twisted_cluster._worker.appmetrics",
+    "twisted_cluster._contract.metricsnapshot",
     "twisted_cluster.apploading",
     "twisted_cluster.arguments",
     "twisted_cluster.calling",

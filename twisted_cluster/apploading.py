@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import traceback
 from typing import Any, Callable
 
@@ -249,15 +250,6 @@ def buildWorkerApp(obj: Any, name: str, context: Any) -> tuple[IProtocolFactory,
         raise _fromUserCode(name, e) from e
 
 
-def loadWorkerApp(name: str, context: Any) -> tuple[IProtocolFactory, Any]:
-    """
-    Resolve C{name} and build what a worker serves (L{buildWorkerApp}).
-
-    @raise AppLoadError: with one line that says what is wrong.
-    """
-    return buildWorkerApp(resolveName(name), name, context)
-
-
 def checkApp(obj: Any, name: str) -> None:
     """
     Check, without calling anything, that C{obj} can be what C{--app}
@@ -268,6 +260,7 @@ def checkApp(obj: Any, name: str) -> None:
     """
     if isinstance(obj, ClusterApp):
         checkApp(obj.app, name)
+        metricsOptions(obj, name)
         return
     if IResource.providedBy(obj) or IProtocolFactory.providedBy(obj) or callable(obj):
         return
@@ -281,3 +274,35 @@ def loadApp(name: str, context: Any = None) -> IProtocolFactory:
     @raise AppLoadError: with one line that says what is wrong.
     """
     return asFactory(resolveName(name), name, context)
+
+
+#: The most sample names L{ClusterApp.statusSeries} may name.
+MAX_STATUS_SERIES = 4
+
+
+def metricsOptions(obj: Any, name: str) -> tuple[Any, tuple[str, ...]]:
+    """
+    The metrics registry that C{obj} names (L{ClusterApp.metricsRegistry},
+    C{None} for the default) and the sample names it wants on the status
+    page (L{ClusterApp.statusSeries}).
+
+    @raise AppLoadError: when the registry has no C{collect()}, or the
+        names are too many or not metric names.
+    """
+    if not isinstance(obj, ClusterApp):
+        return None, ()
+    registry, status = obj.metricsRegistry, obj.statusSeries
+    if registry is not None and not callable(getattr(registry, "collect", None)):
+        raise AppLoadError(
+            f"cannot load app {name!r}: its metricsRegistry is a "
+            f"{type(registry).__name__}, not a prometheus_client registry "
+            "(nothing with collect())"
+        )
+    if len(status) > MAX_STATUS_SERIES or not all(
+        isinstance(s, str) and re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", s) for s in status
+    ):
+        raise AppLoadError(
+            f"cannot load app {name!r}: its statusSeries must be at most "
+            f"{MAX_STATUS_SERIES} sample names, such as 'app_requests_total'"
+        )
+    return registry, status

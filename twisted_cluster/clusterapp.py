@@ -29,11 +29,20 @@ class ClusterApp:
         after C{app}, so that they can reach it as C{context.app}.
     @ivar masterResponders: the responders of the master, for the commands
         workers call on it.  Built once, in the master.
+    @ivar metricsRegistry: the C{prometheus_client} registry (anything with
+        C{collect()}) whose series each worker publishes on the master's
+        C{/metrics}; by default, C{prometheus_client}'s default registry
+        once the app imports C{prometheus_client} (docs/observability.md).
+    @ivar statusSeries: up to 4 sample names of that registry (such as
+        C{"shop_requests_total"}) whose values, summed over their labels,
+        each worker's row on the master's status page shows.
     """
 
     app: Any
     workerResponders: Responders = None
     masterResponders: Responders = None
+    metricsRegistry: Any = None
+    statusSeries: tuple[str, ...] = attr.ib(default=(), converter=tuple)
 
 
 def makeLocator(responders: Responders, context: Any) -> Any:

@@ -7,7 +7,9 @@ two processes.  Both import it; it imports neither side.
   - L{commands}: the AMP commands of the control channel, and L{amp}, the
     protocol both ends of it run;
   - L{handoff}: the hand-off channel's wire format, and the master's and
-    the worker's ends of it.
+    the worker's ends of it;
+  - L{metricsnapshot}: the wire format of the app's metrics that a worker
+    sends the master.
 """
 
 #: The worker's end of its AMP control channel (L{commands}).

@@ -19,12 +19,16 @@ Worker to master
     shows it).
   - L{Relay}: deliver an application command to another worker and bring
     back its answer (C{WorkerContext.callWorker}).
+  - L{FinalMetrics}: the app's metrics as the worker leaves them, sent
+    once just before a worker that drained exits.
 
 Master to worker
 ================
   - L{Ping}: proves that the worker's reactor is not blocked, and carries the
     worker's figures.
   - L{Drain}: stop taking connections, finish what is in flight, exit.
+  - L{CollectMetrics}: the app's C{prometheus_client} metrics, now (at
+    each scrape of the master's C{/metrics}).
 """
 
 from typing import Mapping
@@ -144,3 +148,35 @@ class Relay(amp.Command):
     errors = {
         kind: ERROR_CODES[kind] for kind in (NoSuchWorker, WorkerGone, TimeoutError)
     }
+
+
+class MetricsUnavailable(Exception):
+    """
+    The worker could not collect its app's metrics (a collector of the app
+    raised); C{str()} says why.
+    """
+
+
+class CollectMetrics(amp.Command):
+    """
+    Master to worker: the app's metrics now, as a snapshot
+    (L{twisted_cluster._contract.metricsnapshot}: the families of the app's
+    registry, or none when the app does not use C{prometheus_client}).  A
+    large registry exceeds one AMP value, hence L{BigBytes}.
+    """
+
+    arguments = []
+    response = [(b"snapshot", BigBytes())]
+    errors = {MetricsUnavailable: b"METRICS_UNAVAILABLE"}
+
+
+class FinalMetrics(amp.Command):
+    """
+    Worker to master: the app's metrics as they are when the worker exits
+    after a drain (a roll-out, recycling, a removal, a stop), so that the
+    master keeps what it counted since the last scrape.  Sent only by a
+    worker whose app uses C{prometheus_client}.
+    """
+
+    arguments = [(b"snapshot", BigBytes())]
+    response = []

@@ -123,6 +123,7 @@ def clusterStatus(
     clock: IReactorTime,
     history: RateHistory | None = None,
     control: str | None = None,
+    appFigures: Callable[[Any], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """
     The cluster as a JSON-ready document (schema in C{docs/observability.md}).
@@ -130,6 +131,9 @@ def clusterStatus(
     @param service: a running L{twisted_cluster._master.service.ClusterService}.
     @param history: the accepted-connections rate history, if sampled.
     @param control: the control site's address, for the record.
+    @param appFigures: returns the app's figures of a worker process for
+        the status page (L{ClusterApp.statusSeries}); a row gets them as
+        C{app} when there are any.
     """
     now = clock.seconds()
     supervisor = service.supervisor
@@ -148,6 +152,9 @@ def clusterStatus(
             rss=figures.rss,
             ping=_pingRTT(process),
         )
+        figures = appFigures(process) if appFigures is not None else {}
+        if figures:
+            row["app"] = figures
         workers.append(row)
     restarts = dict.fromkeys(CAUSES, 0)
     if supervisor is not None:
@@ -272,12 +279,17 @@ class ClusterCollector(Collector):
         yield from series.values()
 
 
-def clusterRegistry(status: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+def clusterRegistry(
+    status: Callable[[], dict[str, Any]], *collectors: Collector
+) -> CollectorRegistry:
     """
     A registry of its own (not the process-global one) with the cluster's
-    series and the master process's own C{process_*} series.
+    series, then C{collectors} (the app's series gathered from the
+    workers), then the master process's own C{process_*} series.
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClusterCollector(status))
+    for collector in collectors:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     return registry

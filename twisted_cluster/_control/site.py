@@ -33,7 +33,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
 from zope.interface import implementer
 
@@ -49,6 +49,7 @@ from twisted_cluster._control.auth import (
     newToken,
 )
 from twisted_cluster._control.budget import BudgetedFactory
+from twisted_cluster._control.gathering import MetricsGatherer
 from twisted_cluster._control.metrics import RateHistory, clusterRegistry, clusterStatus
 from twisted_cluster._control.probes import addProbes
 from twisted_cluster._control.responses import jsonResponse
@@ -265,11 +266,16 @@ class _Protected(Resource):
 
 
 class _Status(_Protected):
-    def __init__(self, access: Access, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, access: Access, status: Callable[[], dict[str, Any]], gatherer: MetricsGatherer
+    ) -> None:
         super().__init__(access)
         self._status = status
+        self._gatherer = gatherer
 
     def render_GET(self, request: Request) -> bytes:
+        # The app's figures on the page come from the last gathering.
+        self._gatherer.refresh()
         return jsonResponse(request, self._status())
 
 
@@ -285,7 +291,9 @@ class _Metrics(_Protected):
     The Prometheus exposition, rendered in the reactor thread (the
     collector reads live state that only the reactor thread may touch;
     prometheus_client's own Twisted resource would read it from a thread
-    pool), at most once per L{METRICS_CACHE_SECONDS}.
+    pool), at most once per L{METRICS_CACHE_SECONDS}, after the app's
+    metrics were gathered from the workers (L{MetricsGatherer}: bounded
+    in time, so a hung worker never holds a scrape up).
     """
 
     def __init__(
@@ -293,19 +301,47 @@ class _Metrics(_Protected):
         access: Access,
         status: Callable[[], dict[str, Any]],
         clock: IReactorTime,
+        gatherer: MetricsGatherer,
         cacheSeconds: float = METRICS_CACHE_SECONDS,
     ) -> None:
         super().__init__(access)
-        self._registry = clusterRegistry(status)
+        self._gatherer = gatherer
+        self._registry = clusterRegistry(status, gatherer)
         self._clock = clock
         self._cacheSeconds = cacheSeconds
         self._cached: tuple[float, bytes] | None = None
 
-    def render_GET(self, request: Request) -> bytes:
-        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+    def render_GET(self, request: Request) -> bytes | int:
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
+        now = self._clock.seconds()
+        if self._cached is not None and now - self._cached[0] < self._cacheSeconds:
+            return self._cached[1]
+        rendered: list[bytes] = []
+        gathered = self._gatherer.gather()
+        gathered.addCallback(lambda _: rendered.append(self._render()))
+        if rendered:
+            return rendered[0]
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(_: Any) -> None:
+            if not gone:
+                request.write(rendered[0])
+                request.finish()
+
+        gathered.addCallback(answer)
+        return NOT_DONE_YET
+
+    def _render(self) -> bytes:
+        """
+        The exposition, rendered now unless a scrape that shared the same
+        gathering just rendered it.
+        """
+        from prometheus_client.exposition import generate_latest
+
         now = self._clock.seconds()
         if self._cached is None or now - self._cached[0] >= self._cacheSeconds:
             self._cached = (now, generate_latest(self._registry))
@@ -453,16 +489,38 @@ def _scale(service: Any, status: Callable[[], dict[str, Any]], request: Request)
         _operation(service, step)()
 
 
+def appMetricsGatherer(service: Any, clock: IReactorTime) -> MetricsGatherer:
+    """
+    What reads the app's metrics from the live worker processes of
+    C{service} (none before it starts).
+    """
+
+    def processes() -> list[Any]:
+        supervisor = service.supervisor
+        return [] if supervisor is None else list(supervisor.processes())
+
+    return MetricsGatherer(clock, processes)
+
+
 def controlResource(
-    service: Any, status: Callable[[], dict[str, Any]], access: Access, clock: IReactorTime
+    service: Any,
+    status: Callable[[], dict[str, Any]],
+    access: Access,
+    clock: IReactorTime,
+    gatherer: MetricsGatherer | None = None,
 ) -> Resource:
     """
     The control site's resource tree for C{service}: the page's files and
     the probes open to all, the rest behind C{access}.
+
+    @param gatherer: reads the app's metrics from the workers (default: a
+        new one for C{service}'s workers).
     """
+    if gatherer is None:
+        gatherer = appMetricsGatherer(service, clock)
     root = File(STATIC)
-    root.putChild(b"status.json", _Status(access, status))
-    root.putChild(b"metrics", _Metrics(access, status, clock))
+    root.putChild(b"status.json", _Status(access, status, gatherer))
+    root.putChild(b"metrics", _Metrics(access, status, clock, gatherer))
     addProbes(root, service)
     operations = {
         b"restart": lambda request: _operation(service, "rollingRestart")(),
@@ -542,6 +600,7 @@ class ControlServer:
         )
         self._access = Access(AccessPolicy(newToken(), os.getuid(), enforce), reactor)
         self.history = RateHistory(reactor, service.accepted)
+        self._gatherer = appMetricsGatherer(service, reactor)
         self.address: str | None = None
         self.tokenFile: TokenFile | None = None
         self._port: IListeningPort | None = None
@@ -550,7 +609,11 @@ class ControlServer:
         """
         The cluster's current L{clusterStatus} document.
         """
-        return clusterStatus(self._service, self._reactor, self.history, self.address)
+        series = self._gatherer.series
+        return clusterStatus(
+            self._service, self._reactor, self.history, self.address,
+            appFigures=lambda process: series.figures((process.workerId, process.pid)),
+        )
 
     def listen(self) -> None:
         """
@@ -568,7 +631,9 @@ class ControlServer:
             except TokenFileError as e:
                 raise ControlError(str(e)) from None
             self._access.policy = attr.evolve(self._access.policy, token=token)
-        resource = controlResource(self._service, self.status, self._access, self._reactor)
+        resource = controlResource(
+            self._service, self.status, self._access, self._reactor, self._gatherer
+        )
         site = quietSite(resource)
         site.noisy = False
         endpoint = _parseEndpoint(self._reactor, self._description)

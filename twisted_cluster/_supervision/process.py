@@ -38,6 +38,7 @@ from twisted_cluster._contract.handoff import (
     HandoffSender,
     socketpair,
 )
+from twisted_cluster._contract.metricsnapshot import MAX_BYTES as MAX_SNAPSHOT_BYTES
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._shared.endpointstrings import EndpointReactor
 from twisted_cluster._shared.workerlog import (
@@ -219,6 +220,14 @@ class MasterControl(ControlAMP):
         self._worker._startupFailed(error, details)
         return {}
 
+    @commands.FinalMetrics.responder
+    def finalMetrics(self, snapshot: bytes) -> dict[str, Any]:
+        # Kept for the control site, which reads it once the process is
+        # gone; a worker may not make the master hold more than a snapshot.
+        if len(snapshot) <= MAX_SNAPSHOT_BYTES:
+            self._worker.finalMetrics = snapshot
+        return {}
+
     @commands.ListWorkers.responder
     def listWorkers(self) -> dict[str, Any]:
         return {"workers": json.dumps(self._worker._listWorkers())}
@@ -311,6 +320,9 @@ class IWorkerProcess(Interface):
     dispatched = Attribute("Connections sent to it so far.")
     handoff = Attribute("Its L{HandoffSender}, once spawned.")
     control = Attribute("Its L{MasterControl} channel, once spawned.")
+    finalMetrics = Attribute(
+        "The app metrics snapshot it sent as it exited (bytes), or C{None}."
+    )
 
     def spawn() -> None:
         """
@@ -352,6 +364,8 @@ class WorkerProcess:
     @ivar figures: the worker's last reported L{commands.PingFigures},
         from its last health ping.
     @ivar lastPing: the round trip of its last answered ping, in seconds.
+    @ivar finalMetrics: the app metrics snapshot the worker sent as it
+        exited (L{commands.FinalMetrics}), if it did.
     """
 
     def __init__(
@@ -396,6 +410,7 @@ class WorkerProcess:
         self.figures = commands.PingFigures()
         self.dispatched = 0
         self.lastPing: float | None = None
+        self.finalMetrics: bytes | None = None
         #: Why the master ended it, when it did (L{RestartCause.HANG},
         #: L{RestartCause.STARTUP}); a crash otherwise.
         self.exitCause: Any = None

@@ -45,9 +45,15 @@ from twisted_cluster._shared.privileges import (
 from twisted_cluster._shared.scheduling import restorePolicy
 from twisted_cluster._shared.workerlog import logToMaster
 from twisted_cluster._worker.adoption import adoptConnection, immediateReader
+from twisted_cluster._worker.appmetrics import AppMetrics
 from twisted_cluster._worker.tracking import ConnectionTracker
 from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
-from twisted_cluster.apploading import AppLoadError, loadWorkerApp
+from twisted_cluster.apploading import (
+    AppLoadError,
+    buildWorkerApp,
+    metricsOptions,
+    resolveName,
+)
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.contexts import WorkerContext
 
@@ -103,6 +109,13 @@ class WorkerControl(ControlAMP):
             rss=currentRSS(),
         ).asAnswer()
 
+    @commands.CollectMetrics.responder
+    def collectMetrics(self) -> dict[str, bytes]:
+        metrics = self._worker.metrics
+        if metrics is None:
+            raise commands.MetricsUnavailable("the app is not loaded")
+        return {"snapshot": metrics.snapshot()}
+
     @commands.Drain.responder
     def drain(self) -> dict[str, Any]:
         self._worker.drain()
@@ -144,6 +157,8 @@ class Worker:
         #: What the app sees of this worker, once it is loaded.
         self.context: WorkerContext | None = None
         self.tracker: ConnectionTracker | None = None
+        #: The app's metrics, once it is loaded.
+        self.metrics: AppMetrics | None = None
         self._receiver: HandoffReceiver | None = None
         self._factories: list[IProtocolFactory] = []
         self._ports: list[Any] = []
@@ -215,7 +230,9 @@ class Worker:
 
             name = f"{clusterPage.__module__}.clusterPage"
         self.context = WorkerContext(self.workerId, self.control, self._reactor)
-        factory, locator = loadWorkerApp(name, self.context)
+        obj = resolveName(name)
+        factory, locator = buildWorkerApp(obj, name, self.context)
+        self.metrics = AppMetrics(self.workerId, *metricsOptions(obj, name))
         self.control.appLocator = AppResponders(locator)
         return factory
 
@@ -353,7 +370,11 @@ class Worker:
             # Acknowledge every adoption before exiting: the master would
             # otherwise hand those connections out again.
             self._receiver.flush()
-        self._stop()
+        if self.metrics is None:
+            self._stop()
+            return
+        # What the app counted since the last scrape goes to the master.
+        self.metrics.sendFinal(self.control, self._reactor).addBoth(lambda _: self._stop())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,14 @@
     return (seconds * 1000).toFixed(1) + " ms";
   }
 
+  // The app's own series the app named for the page (statusSeries).
+  function appFigures(figures) {
+    if (!figures) return "\u2013";
+    return Object.keys(figures).map(function (name) {
+      return name + " " + figures[name];
+    }).join(", ");
+  }
+
   function cell(row, text, cls) {
     var td = document.createElement("td");
     if (cls) {
@@ -60,6 +68,7 @@
       cell(tr, w.dispatched);
       cell(tr, bytes(w.rss));
       cell(tr, ping(w.ping));
+      cell(tr, appFigures(w.app));
       rows.appendChild(tr);
     });
     body.replaceChildren(rows);

@@ -25,6 +25,8 @@ Master to worker
   - L{Ping}: proves that the worker's reactor is not blocked, and carries the
     worker's figures.
   - L{Drain}: stop taking connections, finish what is in flight, exit.
+  - L{ReopenLogs}: the master reopened its log file (SIGUSR1); the app may
+    reopen its own files.
 """
 
 from typing import Mapping
@@ -115,6 +117,19 @@ class Drain(amp.Command):
     Master to worker: take no more connections, close idle ones, finish the
     requests in flight, then exit.  Answered at once; the worker's exit is
     the end of the drain.
+    """
+
+    arguments = []
+    response = []
+
+
+class ReopenLogs(amp.Command):
+    """
+    Master to worker: the master reopened its log file (SIGUSR1, after
+    logrotate moved it).  A worker's log lines travel through the master
+    and follow by themselves; the worker calls what its app registered
+    with C{IWorkerContext.onReopenLogs}, for files the app writes itself.
+    Answered once those callables returned.
     """
 
     arguments = []

@@ -50,7 +50,7 @@ from twisted_cluster._control.auth import (
 from twisted_cluster._control.budget import BudgetedFactory
 from twisted_cluster._control.metrics import RateHistory, clusterRegistry, clusterStatus
 from twisted_cluster._control.probes import addProbes
-from twisted_cluster._master.listening import ListenError, listenNow
+from twisted_cluster._master.listening import ListenError, adoptListener, listenNow
 from twisted_cluster._master.pidfile import pidAlive
 from twisted_cluster.apploading import quietSite
 
@@ -492,6 +492,7 @@ class ControlServer:
         tokenPath: str | None = None,
         authenticate: bool | None = None,
         tokenFrom: str | None = None,
+        adoptFD: int | None = None,
     ) -> None:
         """
         @param service: the cluster to show and control.
@@ -504,6 +505,10 @@ class ControlServer:
             wants instead of a new one (default: the service's
             C{config.controlTokenFrom}); the master neither writes nor
             removes it.
+        @param adoptFD: the listening socket this master inherited from the
+            one it replaces (SIGUSR2), to serve on instead of binding the
+            endpoint (which the old master still holds); this site owns it
+            from then on, file included.
         """
         config = getattr(service, "config", None)
         self._reactor = reactor
@@ -523,6 +528,7 @@ class ControlServer:
         self.address: str | None = None
         self.tokenFile: TokenFile | None = None
         self._port: IListeningPort | None = None
+        self._adoptFD = adoptFD
 
     def status(self) -> dict[str, Any]:
         """
@@ -553,7 +559,14 @@ class ControlServer:
         try:
             # Under a budget: scraping must not starve the hand-off of
             # connections, which runs in the same reactor.
-            self._port = listenNow(endpoint, BudgetedFactory(site, self._reactor))
+            factory = BudgetedFactory(site, self._reactor)
+            if self._adoptFD is not None:
+                fd, self._adoptFD = self._adoptFD, None
+                self._port = adoptListener(
+                    self._reactor, self._description, fd, factory
+                ).port
+            else:
+                self._port = listenNow(endpoint, factory)
         except ListenError as e:
             raise ControlError(
                 f"cannot serve --control on {self._description!r}: {e}"
@@ -613,6 +626,30 @@ class ControlServer:
             raise ControlError(str(e)) from None
         self.tokenFile = tokenFile
         log.info("control token in {token_file}", token_file=tokenFile.path)
+
+    def fileno(self) -> int | None:
+        """
+        The listening socket's descriptor while listening, for a master
+        upgrade to hand over; else C{None}.
+        """
+        sock = getattr(self._port, "socket", None)
+        return None if sock is None else int(sock.fileno())
+
+    def release(self) -> None:
+        """
+        Stop serving in this process only, for a master that handed its
+        control socket to its successor: the socket is neither shut down
+        nor its file removed (the new master serves on it next); the token
+        file, this master's, is removed.
+        """
+        self.history.stop()
+        port, self._port = self._port, None
+        tokenFile, self.tokenFile = self.tokenFile, None
+        if port is not None:
+            port.stopReading()  # type: ignore[attr-defined]
+            port.socket.close()  # type: ignore[attr-defined]
+        if tokenFile is not None:
+            tokenFile.remove()
 
     def stop(self) -> Deferred[None]:
         """

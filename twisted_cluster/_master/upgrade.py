@@ -1,0 +1,513 @@
+"""
+Upgrade the master in place (SIGUSR2), as nginx and gunicorn do, with the
+roll-back they leave to the operator made automatic.
+
+ 1. The old master moves its PID file to C{PATH.oldbin} and starts a new
+    master: the same command line (C{sys.orig_argv}), the same interpreter
+    and working directory, the code now on disk.  The new one inherits
+    these descriptors:
+      - L{STATUS_FD}: a pipe on which it reports, one line: C{ready} once
+        all its workers are ready, C{failed REASON} when it gives up;
+      - L{PREDECESSOR_FD}: a pipe from the old master, which reaches its end
+        when the old master is gone;
+      - from L{FIRST_SOCKET_FD} on: the listening sockets, then the control
+        socket (only a fixed C{--control} endpoint; C{auto} names its
+        socket after the master's pid, and the new master makes its own).
+    The environment variable L{ENVIRONMENT} describes them (L{Handover});
+    the new master removes it from its environment, so that its workers
+    never see it, and obeys it only if the pid it names is its parent's.
+ 2. The new master adopts those sockets instead of binding them (their
+    queues keep every connection meanwhile), writes C{PATH}, starts its
+    workers and accepts beside the old master: the kernel hands each new
+    connection to one of the two.  Then it reports C{ready}.
+ 3. The old master stops accepting, closes its descriptors of the sockets
+    without shutting them down, drains its workers as on SIGTERM and exits
+    0.  Its control site serves until it exits; the new master serves the
+    control socket from then on.
+ 4. A new master that exits before it is ready, reports a failure, or is
+    not ready within L{MasterUpgrade}'s time limit (it is then stopped)
+    changes nothing: the old master logs why, moves its PID file back and
+    serves on.
+
+L{MasterUpgrade} is the old master's half, L{Successor} the new one's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
+
+import attr
+from twisted.internet.error import ConnectionDone, ProcessExitedAlready
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_cluster._master.pidfile import PIDFile
+
+log = Logger()
+
+#: The environment variable that describes what a new master inherits.
+ENVIRONMENT = "TWISTED_CLUSTER_UPGRADE"
+
+#: The new master's descriptor for its report to the old one.
+STATUS_FD = 3
+
+#: The new master's descriptor that reaches its end when the old one exits.
+PREDECESSOR_FD = 4
+
+#: The new master's first inherited socket.
+FIRST_SOCKET_FD = 5
+
+#: What the new master writes once all its workers are ready.
+READY = b"ready"
+
+#: What precedes the reason when it gives up.
+FAILED = b"failed"
+
+#: Seconds the old master gives a new one, beyond C{--start-timeout}, to
+#: start, load the app and have all its workers ready.
+EXTRA_TIME = 30.0
+
+#: Seconds a failed new master has to exit after SIGQUIT before SIGKILL.
+KILL_AFTER = 5.0
+
+#: The longest report the old master reads.
+_MAX_REPORT = 4096
+
+#: The suffix of the old master's PID file during an upgrade.
+OLDBIN = ".oldbin"
+
+
+class HandoverError(Exception):
+    """
+    The upgrade description in the environment is malformed.
+    """
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Handover:
+    """
+    What a new master inherits, as its own descriptor numbers.
+
+    @ivar parent: the old master's pid.
+    @ivar listeners: (endpoint string, descriptor) of each listening socket.
+    @ivar control: the control socket's descriptor, or C{None}.
+    """
+
+    parent: int
+    listeners: tuple[tuple[str, int], ...] = ()
+    control: int | None = None
+
+    def toJSON(self) -> str:
+        """
+        This description as the value of L{ENVIRONMENT}.
+        """
+        return json.dumps(
+            {"parent": self.parent, "listeners": [list(l) for l in self.listeners],
+             "control": self.control}
+        )
+
+    @classmethod
+    def fromJSON(cls, text: str) -> "Handover":
+        """
+        Parse a value of L{ENVIRONMENT}.
+
+        @raise HandoverError: when it is not one.
+        """
+        try:
+            document = json.loads(text)
+            parent = document["parent"]
+            listeners = tuple((str(d), int(fd)) for d, fd in document["listeners"])
+            control = document["control"]
+            if not isinstance(parent, int) or not (control is None or isinstance(control, int)):
+                raise TypeError("parent and control must be integers")
+        except (ValueError, KeyError, TypeError) as e:
+            raise HandoverError(f"malformed {ENVIRONMENT}: {e}") from None
+        return cls(parent, listeners, control)
+
+    def inherited(self) -> dict[str, list[int]]:
+        """
+        Endpoint string -> its descriptors, in order (two listeners may
+        share an endpoint string).
+        """
+        found: dict[str, list[int]] = {}
+        for description, fd in self.listeners:
+            found.setdefault(description, []).append(fd)
+        return found
+
+
+def takeHandover(environ: MutableMapping[str, str], parent: int) -> Handover | None:
+    """
+    The upgrade this process was started for, removed from C{environ} so
+    that no process it starts inherits it; C{None} when there is none or it
+    names another parent (a process that happened to inherit the variable).
+
+    @param parent: this process's parent pid.
+    @raise HandoverError: when the description is malformed.
+    """
+    text = environ.pop(ENVIRONMENT, None)
+    if text is None:
+        return None
+    handover = Handover.fromJSON(text)
+    return handover if handover.parent == parent else None
+
+
+def parseReport(line: bytes) -> tuple[bool, str]:
+    """
+    A new master's report: (whether it is ready, why it failed).
+    """
+    word, _, rest = line.strip().partition(b" ")
+    if word == READY:
+        return True, ""
+    if word == FAILED:
+        return False, rest.decode("utf-8", "replace")
+    return False, "it wrote an unreadable report"
+
+
+def _describeExit(reason: Failure) -> str:
+    value = reason.value
+    sig = getattr(value, "signal", None)
+    if sig is not None:
+        return f"signal {sig}"
+    return f"exit {getattr(value, 'exitCode', '?')}"
+
+
+class _NewMasterProtocol(ProcessProtocol):
+    """
+    Reads the new master's report; tells its upgrade when it exits.
+    """
+
+    def __init__(self, upgrade: "MasterUpgrade") -> None:
+        self._upgrade = upgrade
+        self._buffer = b""
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD != STATUS_FD or len(self._buffer) > _MAX_REPORT:
+            return
+        self._buffer += data
+        line, newline, _ = self._buffer.partition(b"\n")
+        if newline or len(self._buffer) > _MAX_REPORT:
+            self._buffer = b"x" * (_MAX_REPORT + 1)
+            self._upgrade._reported(*parseReport(line[:_MAX_REPORT]))
+
+    def processEnded(self, reason: Failure) -> None:
+        # Ended: exited, and its report pipe closed too (a new master that
+        # daemonizes, under twistd, reports from its grandchild).
+        self._upgrade._exited(reason)
+
+
+class MasterUpgrade:
+    """
+    The old master's half of an upgrade: starts the new master, waits for
+    its report, and hands over or carries on.
+
+    @ivar newPid: the pid of the new master under way, or C{None}.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        service: Any,
+        argv: Sequence[str],
+        cwd: str,
+        onHandedOver: Callable[[], None],
+        pidfile: PIDFile | None = None,
+        timeout: float = 60.0 + EXTRA_TIME,
+        environ: Mapping[str, str] = os.environ,
+        successor: "Successor | None" = None,
+    ) -> None:
+        """
+        @param reactor: provides C{IReactorProcess} and C{IReactorTime}.
+        @param service: the L{ClusterService} (C{handOverFDs}, C{handOver},
+            C{stopping}).
+        @param argv: the command line to run; C{argv[0]} is the program.
+        @param onHandedOver: called once the new master took over: stop
+            this one gracefully.
+        @param timeout: seconds the new master has to be ready.
+        @param successor: this master's own L{Successor}, when it is still
+            taking over from another one (no upgrade until it is done).
+        """
+        self._reactor = reactor
+        self._service = service
+        self._argv = list(argv)
+        self._cwd = cwd
+        self._onHandedOver = onHandedOver
+        self._pidfile = pidfile
+        self._timeout = timeout
+        self._environ = environ
+        self._successor = successor
+        self._transport: Any = None
+        self._timer: Any = None
+        self._killer: Any = None
+        #: C{None} while the new master is starting; then whether it took over.
+        self._outcome: bool | None = None
+        self._pidPath: str | None = None
+        self.newPid: int | None = None
+
+    def refusal(self) -> str | None:
+        """
+        Why an upgrade cannot start now, or C{None} when it can.
+        """
+        if self._transport is not None:
+            if self._outcome is None:
+                return f"an upgrade is under way: the new master pid {self.newPid} is starting"
+            if self._outcome:
+                return f"this master handed over to pid {self.newPid} and is exiting"
+            return f"the failed new master pid {self.newPid} is still exiting"
+        if self._service.stopping:
+            return "the cluster is stopping"
+        if self._successor is not None and self._successor.takingOver:
+            return (
+                f"this master is still taking over from pid {self._successor.parent}, "
+                "which has not exited yet"
+            )
+        return None
+
+    def request(self) -> None:
+        """
+        Start an upgrade (SIGUSR2), unless L{refusal} says why not (logged).
+        """
+        refusal = self.refusal()
+        if refusal is not None:
+            log.warn("master upgrade refused: {reason}", reason=refusal,
+                     master_pid=os.getpid(), new_master_pid=self.newPid)
+            return
+        listeners, control = self._service.handOverFDs()
+        childFDs: dict[int, Any] = {
+            fd: fd for fd in (0, 1, 2) if _isOpen(fd)
+        }
+        childFDs[STATUS_FD] = "r"
+        childFDs[PREDECESSOR_FD] = "w"
+        inherited = []
+        for number, (description, fd) in enumerate(listeners, FIRST_SOCKET_FD):
+            childFDs[number] = fd
+            inherited.append((description, number))
+        controlFD = None
+        if control is not None:
+            controlFD = FIRST_SOCKET_FD + len(listeners)
+            childFDs[controlFD] = control
+        handover = Handover(os.getpid(), tuple(inherited), controlFD)
+        environment = dict(self._environ)
+        environment[ENVIRONMENT] = handover.toJSON()
+        self._movePIDFile(aside=True)
+        self._outcome = None
+        try:
+            self._transport = self._reactor.spawnProcess(
+                _NewMasterProtocol(self), self._argv[0], self._argv,
+                env=environment, path=self._cwd, childFDs=childFDs,
+            )
+        except OSError as e:
+            self._transport = None
+            self._movePIDFile(aside=False)
+            log.error(
+                "master upgrade failed: cannot start a new master: {reason}; this "
+                "master keeps serving", reason=e.strerror or str(e), cause="spawn",
+                master_pid=os.getpid(),
+            )
+            return
+        self.newPid = self._transport.pid
+        log.info(
+            "master upgrade: started a new master pid {new_master_pid} "
+            "({listeners} listening sockets handed over); this master pid "
+            "{master_pid} serves until its workers are ready",
+            new_master_pid=self.newPid, master_pid=os.getpid(),
+            listeners=len(inherited),
+        )
+        self._timer = self._reactor.callLater(self._timeout, self._timedOut)
+
+    def _movePIDFile(self, aside: bool) -> None:
+        pidfile = self._pidfile
+        if pidfile is None:
+            return
+        if aside:
+            self._pidPath = pidfile.path
+            pidfile.moveTo(pidfile.path + OLDBIN)
+        elif self._pidPath is not None and pidfile.path != self._pidPath:
+            pidfile.moveTo(self._pidPath)
+
+    def _reported(self, ready: bool, reason: str) -> None:
+        if self._outcome is not None:
+            return
+        if ready:
+            self._cancelTimer()
+            self._outcome = True
+            log.info(
+                "master upgrade: the new master pid {new_master_pid} is ready with "
+                "its workers; this master pid {master_pid} hands over, drains and exits",
+                new_master_pid=self.newPid, master_pid=os.getpid(),
+            )
+            self._service.handOver()
+            self._onHandedOver()
+        else:
+            self._failed(f"gave up: {reason}", "failed")
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        self._failed(f"was not ready after {self._timeout:g}s", "timeout")
+
+    def _failed(self, reason: str, cause: str) -> None:
+        self._cancelTimer()
+        self._outcome = False
+        self._movePIDFile(aside=False)
+        log.error(
+            "master upgrade failed: the new master pid {new_master_pid} {reason}; "
+            "this master pid {master_pid} keeps serving",
+            new_master_pid=self.newPid, reason=reason, cause=cause,
+            master_pid=os.getpid(),
+        )
+        if self._transport is not None:
+            self._signal("QUIT")
+            self._killer = self._reactor.callLater(KILL_AFTER, self._signal, "KILL")
+
+    def _signal(self, name: str) -> None:
+        if self._transport is None:
+            return
+        with contextlib.suppress(ProcessExitedAlready, OSError):
+            self._transport.signalProcess(name)
+
+    def _exited(self, reason: Failure) -> None:
+        if self._outcome is None:
+            self._failed(f"exited before it was ready ({_describeExit(reason)})", "exited")
+        if self._killer is not None and self._killer.active():
+            self._killer.cancel()
+        self._killer = None
+        if self._outcome is False:
+            # Ready for another attempt.
+            self._transport = None
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+
+def _isOpen(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@implementer(IReadDescriptor)
+class _EndWatcher:
+    """
+    Calls C{onEnd} once the pipe C{fd} reaches its end (its writer exited).
+    """
+
+    def __init__(self, fd: int, onEnd: Callable[[], None]) -> None:
+        self._fd = fd
+        self._onEnd = onEnd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def doRead(self) -> Any:
+        try:
+            data = os.read(self._fd, 512)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        # The old master writes nothing: any data is ignored, the end counts.
+        return None if data else ConnectionDone("the old master is gone")
+
+    def connectionLost(self, reason: Failure) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._onEnd()
+
+    def logPrefix(self) -> str:
+        return "upgrade"
+
+
+class Successor:
+    """
+    The new master's half of an upgrade: adopts what it inherited, reports
+    to the old master, and serves the control socket once that one is gone.
+
+    @ivar parent: the old master's pid.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        handover: Handover,
+        statusFD: int = STATUS_FD,
+        predecessorFD: int = PREDECESSOR_FD,
+    ) -> None:
+        self._reactor = reactor
+        self._handover = handover
+        self._statusFD: int | None = statusFD
+        self._predecessorFD = predecessorFD
+        self.parent = handover.parent
+        self._gone = False
+        for fd in [statusFD, predecessorFD, *(fd for _, fd in handover.listeners)]:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+        if handover.control is not None:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(handover.control, False)
+
+    @property
+    def takingOver(self) -> bool:
+        """
+        Whether the old master still runs (it drains its workers).
+        """
+        return not self._gone
+
+    def prepare(self, service: Any) -> None:
+        """
+        Make C{service} adopt the inherited sockets instead of binding.
+        """
+        service.inherited = self._handover.inherited()
+        service.inheritedControl = self._handover.control
+
+    def start(self, service: Any) -> None:
+        """
+        Once the reactor runs: report C{ready} when all of C{service}'s
+        workers are, and serve the control socket when the old master is
+        gone.
+        """
+        from twisted.internet.fdesc import setNonBlocking
+
+        setNonBlocking(self._predecessorFD)
+        self._reactor.addReader(_EndWatcher(self._predecessorFD, lambda: self._ended(service)))
+        d = service.whenReady(service.config.workers)
+        d.addCallbacks(lambda _: self.report(READY), lambda f: None)
+
+    def report(self, line: bytes) -> None:
+        """
+        Write one report line to the old master (once; later ones are
+        dropped).  A gone old master is no error.
+        """
+        fd, self._statusFD = self._statusFD, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(fd, line[:_MAX_REPORT - 1] + b"\n")
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def reportFailure(self, reason: str) -> None:
+        """
+        Tell the old master this one gives up, and why (one line).
+        """
+        self.report(FAILED + b" " + " ".join(reason.split()).encode("utf-8", "replace"))
+
+    def _ended(self, service: Any) -> None:
+        self._gone = True
+        log.info(
+            "master upgrade: the old master pid {old_master_pid} is gone; this "
+            "master pid {master_pid} runs the cluster",
+            old_master_pid=self.parent, master_pid=os.getpid(),
+        )
+        try:
+            service.listenInheritedControl()
+        except Exception as e:
+            log.error("cannot serve the inherited control socket: {error}", error=str(e))

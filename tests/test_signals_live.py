@@ -1,0 +1,302 @@
+"""
+Integration tests of the operator signals (USR2 upgrade, USR1 log reopen,
+QUIT) and of C{--reload}: real masters and workers on 127.0.0.1, every
+wait bounded, every process killed by pid, assertions on event fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+
+from tests.support import ClusterProcess, pidAlive, shortTempDir, sleep, testEnvironment, waitUntil
+from tests.test_supervision_live import LoadLoop, get
+
+SLEEPY = ("--app", "tests.apps.sleepy.resource")
+
+
+def withField(cluster: ClusterProcess, **fields: Any) -> list[dict[str, Any]]:
+    """
+    The master's events that carry every one of C{fields} (C{...}: any value).
+    """
+    return [
+        e for e in cluster.events
+        if all(k in e and (v is ... or e[k] == v) for k, v in fields.items())
+    ]
+
+
+def killLater(case: TestCase, pids: Any) -> None:
+    """
+    SIGKILL, at the end of C{case}, every pid C{pids()} names then (a new
+    master and what it started), before the harness's own clean-up.
+    """
+    async def kill() -> None:
+        found = [p for p in pids() if p and pidAlive(p)]
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        await waitUntil(lambda: not any(pidAlive(p) for p in found), 10, "killed processes")
+
+    case.addCleanup(kill)
+
+
+def writeApp(directory: str, name: str, body: str) -> str:
+    """
+    Write the module C{name} answering C{body} and its worker's pid.
+    """
+    path = os.path.join(directory, f"{name}.py")
+    with open(path, "w") as f:
+        f.write(
+            "import os\n"
+            "from twisted.web.resource import Resource\n\n"
+            "class Page(Resource):\n"
+            "    isLeaf = True\n\n"
+            "    def render_GET(self, request):\n"
+            f"        return b'{body} %d' % os.getpid()\n\n"
+            "resource = Page()\n"
+        )
+    return path
+
+
+def rollouts(cluster: ClusterProcess) -> list[dict[str, Any]]:
+    """
+    The roll-out's start and end events (field C{count}) since the last
+    change C{--reload} noticed (field C{files}).
+    """
+    events = cluster.events
+    changes = [i for i, e in enumerate(events) if "files" in e]
+    since = events[changes[-1] + 1:] if changes else events
+    return [e for e in since
+            if e.get("log_namespace") == "twisted_cluster._supervision.rollout"
+            and "count" in e]
+
+
+class UpgradeTests(TestCase):
+    timeout = 90
+
+    async def test_usr2UnderLoadFailsNoRequestAndEveryPidIsNew(self) -> None:
+        """
+        SIGUSR2 under continuous load starts a new master on the same
+        sockets; once its workers are ready the old master drains and
+        exits.  Not one request fails, and afterwards the master and every
+        worker are new processes; the PID file names the new master.  A
+        second USR2 while the first is under way is refused with a reason.
+        """
+        directory = shortTempDir(self)
+        pidPath = os.path.join(directory, "cluster.pid")
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--pidfile", pidPath, *SLEEPY, waitReady=2
+        )
+        oldMaster, oldWorkers = cluster.pid, set(cluster.workers.values())
+        killLater(self, lambda: [e["new_master_pid"] for e in
+                                 withField(cluster, new_master_pid=...)])
+        load = LoadLoop(cluster.url, clients=4)
+        try:
+            await sleep(0.5)
+            cluster.signal("USR2")
+            # A signal sent while the same one is pending merges with it.
+            await waitUntil(lambda: withField(cluster, new_master_pid=..., listeners=...),
+                            10, "the new master started")
+            cluster.signal("USR2")
+            [gone] = await waitUntil(
+                lambda: withField(cluster, old_master_pid=oldMaster), 60,
+                "the new master to say the old one is gone",
+            )
+            answered = len(load.pids)
+            await sleep(0.5)
+        finally:
+            await load.stop()
+        self.assertEqual(load.failed, [])
+        self.assertGreater(len(load.pids), 50)
+        newMaster = gone["master_pid"]
+        self.assertNotEqual(newMaster, oldMaster)
+        self.assertFalse(pidAlive(oldMaster))
+        self.assertTrue(pidAlive(newMaster))
+        newWorkers = set(cluster.workers.values())
+        self.assertFalse(newWorkers & oldWorkers)
+        self.assertEqual(set(load.pids[answered:]) - newWorkers, set())
+        self.assertFalse(any(pidAlive(p) for p in oldWorkers))
+        [refused] = withField(cluster, reason=..., new_master_pid=newMaster)
+        self.assertEqual(refused["log_level"]["name"], "warn")
+        with open(pidPath) as f:
+            self.assertEqual(int(f.read()), newMaster)
+        self.assertFalse(os.path.exists(pidPath + ".oldbin"))
+
+    async def test_usr2WhoseNewMasterFailsKeepsTheOldOneServing(self) -> None:
+        """
+        A USR2 after the app broke: the new master cannot load it and says
+        so; the old master logs why, keeps its PID file and its workers,
+        and serves on.  Once the code is fixed, the next USR2 upgrades.
+        """
+        directory = shortTempDir(self)
+        module = writeApp(directory, "upgraded", "v1")
+        pidPath = os.path.join(directory, "cluster.pid")
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--pidfile", pidPath, "--app", "upgraded.resource",
+            env=testEnvironment(extraPath=directory), waitReady=2,
+        )
+        killLater(self, lambda: [e["new_master_pid"] for e in
+                                 withField(cluster, new_master_pid=...)])
+        old = dict(cluster.workers)
+        with open(module, "w") as f:
+            f.write("this is not python\n")
+        cluster.signal("USR2")
+        [failed] = await waitUntil(
+            lambda: withField(cluster, cause="failed", new_master_pid=...), 30,
+            "the failed upgrade",
+        )
+        self.assertEqual(failed["master_pid"], cluster.pid)
+        self.assertEqual(failed["log_level"]["name"], "error")
+        await waitUntil(lambda: not pidAlive(failed["new_master_pid"]), 10,
+                        "the failed new master to exit")
+        self.assertTrue(pidAlive(cluster.pid))
+        self.assertEqual(cluster.workers, old)
+        for _ in range(4):
+            code, body = await get(cluster.url)
+            self.assertEqual((code, int(body.split()[1]) in old.values()), (200, True))
+        with open(pidPath) as f:
+            self.assertEqual(int(f.read()), cluster.pid)
+        self.assertFalse(os.path.exists(pidPath + ".oldbin"))
+
+        writeApp(directory, "upgraded", "v2")
+        cluster.signal("USR2")
+        await waitUntil(lambda: withField(cluster, old_master_pid=cluster.pid), 60,
+                        "the second upgrade")
+        code, body = await get(cluster.url)
+        self.assertEqual(body.split()[0], b"v2")
+
+
+class StopNowTests(TestCase):
+    timeout = 40
+
+    async def test_quitExitsZeroAtOnceAndLeavesNoWorker(self) -> None:
+        """
+        SIGQUIT does not wait for requests in flight: the workers are
+        killed at once and the master exits 0 within moments.
+        """
+        cluster = await ClusterProcess.start(self, "--workers", "2", *SLEEPY, waitReady=2)
+        workers = set(cluster.workers.values())
+        slow = Deferred.fromCoroutine(get(cluster.url + "slow?s=20", timeout=25))
+        slow.addErrback(lambda _: None)
+        await sleep(0.3)
+        started = time.monotonic()
+        cluster.signal("QUIT")
+        self.assertEqual(await cluster.waitExit(10), 0)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertFalse(any(pidAlive(p) for p in workers))
+        await slow
+
+
+class ReopenLogTests(TestCase):
+    timeout = 40
+
+    async def test_usr1ReopensARotatedLogFile(self) -> None:
+        """
+        logrotate moves the log file away (C{create}); after SIGUSR1 the
+        master's lines, the forwarded worker lines and each worker app's
+        own reopen event go to the new file at the path, none to the old.
+        """
+        directory = shortTempDir(self)
+        logPath = os.path.join(directory, "cluster.log")
+        program = (sys.executable, "-m", "twisted", "--log-format=json",
+                   f"--log-file={logPath}")
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--app", "tests.apps.reopening.resource",
+            program=program, waitReady=0,
+        )
+
+        def logged(path: str) -> list[dict[str, Any]]:
+            try:
+                with open(path, "rb") as f:
+                    lines = f.read().split(b"\n")
+            except FileNotFoundError:
+                return []
+            found = []
+            for line in lines:
+                try:
+                    found.append(json.loads(line.lstrip(b"\x1e")))
+                except ValueError:
+                    pass
+            return found
+
+        def readyWorkers() -> dict[int, int]:
+            found = {}
+            for e in logged(logPath):
+                if "worker_id" in e and e.get("log_namespace", "").endswith("supervisor"):
+                    cluster.started.add(e.get("pid") or e.get("worker_pid"))
+                    if e.get("log_format", "").endswith("ready"):
+                        found[e["worker_id"]] = e.get("pid") or e.get("worker_pid")
+            cluster.started.discard(None)  # type: ignore[arg-type]
+            return found
+
+        await waitUntil(lambda: len(readyWorkers()) == 2, 30, "2 ready workers")
+        os.rename(logPath, logPath + ".1")
+        before = len(logged(logPath + ".1"))
+        cluster.signal("USR1")
+        reopened = await waitUntil(
+            lambda: [e for e in logged(logPath) if "reopened_by" in e], 10,
+            "the workers' apps to reopen their files",
+        )
+        self.assertEqual(sorted(e["reopened_by"] for e in reopened), [1, 2])
+        self.assertEqual({e["worker_id"] for e in reopened}, {1, 2},
+                         "forwarded worker events carry the worker's id")
+        [master] = [e for e in logged(logPath) if e.get("path") == logPath]
+        self.assertEqual(master["log_level"]["name"], "info")
+        self.assertEqual(len(logged(logPath + ".1")), before,
+                         "nothing more goes to the rotated file")
+
+
+class ReloadTests(TestCase):
+    timeout = 60
+
+    async def test_editRollsTheWorkersAndASyntaxErrorKeepsThemServing(self) -> None:
+        """
+        With C{--reload}, saving a file of the app rolls the workers: the
+        next answers come from the new code.  A save that breaks the code
+        aborts the roll-out and the workers of the last good code serve on.
+        The log warns that the mode is for development.
+        """
+        directory = shortTempDir(self)
+        module = writeApp(directory, "reloaded", "v1")
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--reload", "--app", "reloaded.resource",
+            env=testEnvironment(extraPath=directory), waitReady=2,
+        )
+        [warning] = withField(cluster, directories=...)
+        self.assertEqual(warning["log_level"]["name"], "warn")
+        self.assertIn(os.path.realpath(directory), warning["directories"])
+        code, body = await get(cluster.url)
+        self.assertEqual(body.split()[0], b"v1")
+
+        writeApp(directory, "reloaded", "v2-new")
+        await waitUntil(lambda: withField(cluster, files=...), 10, "the change noticed")
+
+        async def answers() -> set[bytes]:
+            return {(await get(cluster.url))[1].split()[0] for _ in range(4)}
+
+        deadline = time.monotonic() + 30
+        while await answers() != {b"v2-new"}:
+            self.assertLess(time.monotonic(), deadline, "new code never answered")
+            await sleep(0.2)
+        await waitUntil(lambda: len(rollouts(cluster)) >= 2, 30, "the roll-out to finish")
+
+        with open(module, "w") as f:
+            f.write("this is not python\n")
+        [aborted] = await waitUntil(
+            lambda: [e for e in cluster.events
+                     if e.get("log_namespace") == "twisted_cluster._supervision.rollout"
+                     and e["log_level"]["name"] == "error"],
+            30, "the aborted roll-out",
+        )
+        self.assertEqual(os.path.realpath(aborted["error_file"]), os.path.realpath(module))
+        self.assertEqual(await answers(), {b"v2-new"})
+        self.assertTrue(pidAlive(cluster.pid))

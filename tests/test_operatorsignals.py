@@ -288,8 +288,6 @@ class MasterUpgradeTests(SynchronousTestCase):
         spawned = self.spawned()
         spawned["protocol"].childDataReceived(upgrade.STATUS_FD, b"failed bad app\n")
         self.assertEqual((self.service.handedOver, self.handedOver), (0, []))
-        self.assertEqual(PIDFile(self.pidPath).read(), os.getpid())
-        self.assertFalse(os.path.exists(self.pidPath + ".oldbin"))
         [failed] = [e for e in self.events if e.get("cause") == "failed"]
         self.assertEqual(failed["new_master_pid"], 4321)
         process = spawned["process"]
@@ -298,8 +296,12 @@ class MasterUpgradeTests(SynchronousTestCase):
         self.assertEqual(process.signals, ["QUIT", "KILL"])
         # Until it exits, another upgrade waits; then it may start.
         self.assertIsNotNone(self.upgrade.refusal())
+        self.assertEqual(PIDFile(self.pidPath + ".oldbin").read(), os.getpid(),
+                         "the PID file comes back once the new master is gone")
         spawned["protocol"].processEnded(Failure(ProcessTerminated(1)))
         self.assertIsNone(self.upgrade.refusal())
+        self.assertEqual(PIDFile(self.pidPath).read(), os.getpid())
+        self.assertFalse(os.path.exists(self.pidPath + ".oldbin"))
 
     def test_exitBeforeReadyIsAFailure(self) -> None:
         self.upgrade.request()

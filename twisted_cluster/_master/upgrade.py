@@ -25,9 +25,10 @@ roll-back they leave to the operator made automatic.
     0.  Its control site serves until it exits; the new master serves the
     control socket from then on.
  4. A new master that exits before it is ready, reports a failure, or is
-    not ready within L{MasterUpgrade}'s time limit (it is then stopped)
-    changes nothing: the old master logs why, moves its PID file back and
-    serves on.
+    not ready within L{MasterUpgrade}'s time limit (it is then stopped
+    with SIGQUIT, SIGKILL 5 s later) changes nothing: the old master logs
+    why and serves on, and moves its PID file back once the new one has
+    exited (and removed its own).
 
 L{MasterUpgrade} is the old master's half, L{Successor} the new one's.
 """
@@ -353,7 +354,6 @@ class MasterUpgrade:
     def _failed(self, reason: str, cause: str) -> None:
         self._cancelTimer()
         self._outcome = False
-        self._movePIDFile(aside=False)
         log.error(
             "master upgrade failed: the new master pid {new_master_pid} {reason}; "
             "this master pid {master_pid} keeps serving",
@@ -377,7 +377,9 @@ class MasterUpgrade:
             self._killer.cancel()
         self._killer = None
         if self._outcome is False:
-            # Ready for another attempt.
+            # Its PID file, if it wrote one, is gone with it: this master's
+            # comes back.  Then another attempt may start.
+            self._movePIDFile(aside=False)
             self._transport = None
 
     def _cancelTimer(self) -> None:

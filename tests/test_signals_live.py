@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from tests.support import ClusterProcess, pidAlive, shortTempDir, sleep, testEnvironment, waitUntil
+from tests.test_control_live import unixRequest
 from tests.test_supervision_live import LoadLoop, get
 
 SLEEPY = ("--app", "tests.apps.sleepy.resource")
@@ -173,6 +174,35 @@ class UpgradeTests(TestCase):
                         "the second upgrade")
         code, body = await get(cluster.url)
         self.assertEqual(body.split()[0], b"v2")
+
+
+    async def test_usr2HandsTheControlSocketOverAtItsPath(self) -> None:
+        """
+        A fixed C{--control} UNIX socket is inherited too: once the old
+        master is gone, the same path answers for the new one, which owns
+        the file from then on and removes it when it stops.
+        """
+        directory = shortTempDir(self)
+        control = os.path.join(directory, "ctl.sock")
+        cluster = await ClusterProcess.start(
+            self, "--workers", "1", "--control", f"unix:{control}", *SLEEPY, waitReady=1
+        )
+        killLater(self, lambda: [e["new_master_pid"] for e in
+                                 withField(cluster, new_master_pid=...)])
+        cluster.signal("USR2")
+        [gone] = await waitUntil(lambda: withField(cluster, old_master_pid=cluster.pid),
+                                 60, "the old master gone")
+        newMaster = gone["master_pid"]
+        await waitUntil(
+            lambda: withField(cluster, address=f"unix:{control}")[1:], 10,
+            "the new master's control site",
+        )
+        answer = unixRequest(control, b"GET /status.json HTTP/1.0\r\n\r\n")
+        status = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual(status["master"]["pid"], newMaster)
+        os.kill(newMaster, signal.SIGTERM)
+        await waitUntil(lambda: not pidAlive(newMaster), 30, "the new master to stop")
+        self.assertFalse(os.path.exists(control))
 
 
 class StopNowTests(TestCase):

@@ -86,10 +86,10 @@ class StopSignalsTests(SynchronousTestCase):
 
 class _ThreadlessReactor:
     def __init__(self) -> None:
-        self.calls: list[tuple[Any, tuple[Any, ...]]] = []
+        self.calls: list[Any] = []
 
     def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
-        self.calls.append((f, args))
+        self.calls.append(lambda: f(*args, **kwargs))
 
 
 class InstallSignalsTests(SynchronousTestCase):
@@ -123,9 +123,21 @@ class InstallSignalsTests(SynchronousTestCase):
         handler: Any = signal.getsignal(signal.SIGUSR2)
         handler(signal.SIGUSR2, None)
         self.assertEqual(done, [])
-        [(f, args)] = reactor.calls
-        f(*args)
+        [call] = reactor.calls
+        call()
         self.assertEqual(done, ["upgrade"])
+
+
+    def test_winchIsLoggedOnce(self) -> None:
+        reactor = _ThreadlessReactor()
+        installSignals(reactor, StopSignals(Clock(), lambda: None, lambda: None), {})
+        handler: Any = signal.getsignal(signal.SIGWINCH)
+        for _ in range(3):
+            handler(signal.SIGWINCH, None)
+        events = logged(self)
+        for call in reactor.calls:
+            call()
+        self.assertEqual([e["signal"] for e in events], ["WINCH"])
 
 
 class HandoverTests(SynchronousTestCase):

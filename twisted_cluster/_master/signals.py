@@ -8,7 +8,7 @@ sends has a meaning here, and none kills the master by its default action.
     USR1        reopen the log file, and tell the workers
     USR2        upgrade the master in place (L{twisted_cluster._master.upgrade})
     TTIN, TTOU  one worker more, one less
-    WINCH       ignored, logged (see below)
+    WINCH       ignored, logged once (see below)
 
 gunicorn and nginx stop their workers gracefully on WINCH when daemonized,
 leaving a master with none, the step of an upgrade done by hand.  Here the
@@ -104,10 +104,17 @@ def installSignals(
     for signum in operations:
         signal.signal(signum, operate)
 
+    # A terminal resized by hand sends dozens: one line says it all.
+    told: list[bool] = []
+
     def ignored(signum: int, frame: Any) -> None:
-        reactor.callFromThread(
-            log.info, "SIGWINCH ignored (terminal resized?): the workers keep serving",
-            signal="WINCH",
-        )
+        if not told:
+            told.append(True)
+            reactor.callFromThread(
+                log.info,
+                "SIGWINCH ignored (terminal resized?): the workers keep serving; "
+                "logged once",
+                signal="WINCH",
+            )
 
     signal.signal(signal.SIGWINCH, ignored)

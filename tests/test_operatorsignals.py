@@ -188,6 +188,9 @@ class FakeProcess:
     def signalProcess(self, signalID: Any) -> None:
         if self.exited:
             raise ProcessExitedAlready()
+        # As Twisted's: a name only for TERM, KILL and INT.
+        if isinstance(signalID, str) and signalID not in ("TERM", "KILL", "INT"):
+            raise TypeError(f"{signalID!r} cannot be interpreted as an integer")
         self.signals.append(signalID)
 
     def closeStdin(self) -> None: ...
@@ -303,9 +306,9 @@ class MasterUpgradeTests(SynchronousTestCase):
         [failed] = [e for e in self.events if e.get("cause") == "failed"]
         self.assertEqual(failed["new_master_pid"], 4321)
         process = spawned["process"]
-        self.assertEqual(process.signals, ["QUIT"])
+        self.assertEqual(process.signals, [signal.SIGQUIT])
         self.reactor.advance(upgrade.KILL_AFTER)
-        self.assertEqual(process.signals, ["QUIT", "KILL"])
+        self.assertEqual(process.signals, [signal.SIGQUIT, signal.SIGKILL])
         # Until it exits, another upgrade waits; then it may start.
         self.assertIsNotNone(self.upgrade.refusal())
         self.assertEqual(PIDFile(self.pidPath + ".oldbin").read(), os.getpid(),
@@ -330,7 +333,7 @@ class MasterUpgradeTests(SynchronousTestCase):
         self.reactor.advance(89)
         self.assertEqual(self.spawned()["process"].signals, [])
         self.reactor.advance(1)
-        self.assertEqual(self.spawned()["process"].signals, ["QUIT"])
+        self.assertEqual(self.spawned()["process"].signals, [signal.SIGQUIT])
         self.assertEqual([e["cause"] for e in self.events if "cause" in e], ["timeout"])
 
     def test_readyAfterTheTimeoutChangesNothing(self) -> None:

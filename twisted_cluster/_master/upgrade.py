@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 import attr
@@ -361,14 +362,15 @@ class MasterUpgrade:
             master_pid=os.getpid(),
         )
         if self._transport is not None:
-            self._signal("QUIT")
-            self._killer = self._reactor.callLater(KILL_AFTER, self._signal, "KILL")
+            # Twisted names only TERM, KILL and INT: others go by number.
+            self._signal(signal.SIGQUIT)
+            self._killer = self._reactor.callLater(KILL_AFTER, self._signal, signal.SIGKILL)
 
-    def _signal(self, name: str) -> None:
+    def _signal(self, number: int) -> None:
         if self._transport is None:
             return
         with contextlib.suppress(ProcessExitedAlready, OSError):
-            self._transport.signalProcess(name)
+            self._transport.signalProcess(number)
 
     def _exited(self, reason: Failure) -> None:
         if self._outcome is None:

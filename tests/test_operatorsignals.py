@@ -485,6 +485,15 @@ class WorkerReopenTests(SynchronousTestCase):
         self.flushLoggedErrors(ZeroDivisionError)
 
 
+    def test_fakeClusterWorkerRunsWhatItsAppRegistered(self) -> None:
+        from twisted_cluster.testing import FakeCluster
+
+        cluster = FakeCluster("tests.apps.reopening.resource", workers=2)
+        events = logged(self)
+        cluster.workers[2].context.reopenLogs()
+        self.assertEqual([e["reopened_by"] for e in events if "reopened_by" in e], [2])
+
+
 class ReloadPolicyTests(SynchronousTestCase):
     """
     L{ReloadPolicy}: one roll-out once the sources settle.

@@ -147,7 +147,7 @@ class HandoverTests(SynchronousTestCase):
     """
 
     def test_roundTrip(self) -> None:
-        handover = Handover(41, (("tcp:8080", 5), ("unix:/s", 6)), 7)
+        handover = Handover(41, (("tcp:8080", 5), ("unix:/s", 6)), 7, 0)
         self.assertEqual(Handover.fromJSON(handover.toJSON()), handover)
 
     def test_sameEndpointTwiceKeepsBothInOrder(self) -> None:
@@ -227,6 +227,7 @@ class FakeProcessReactor(Clock):
 
 class FakeService:
     stopping = False
+    workerPolicy = 0
 
     def __init__(self) -> None:
         self.handedOver = 0
@@ -274,7 +275,7 @@ class MasterUpgradeTests(SynchronousTestCase):
         self.assertEqual((fds[5], fds[6], fds[7]), (11, 12, 13))
         handover = Handover.fromJSON(spawned["env"][ENVIRONMENT])
         self.assertEqual(handover, Handover(os.getpid(),
-                                            (("tcp:8080", 5), ("unix:/run/a.sock", 6)), 7))
+                                            (("tcp:8080", 5), ("unix:/run/a.sock", 6)), 7, 0))
         self.assertEqual(spawned["env"]["HOME"], "/root")
 
     def test_pidFileMovesAsideAndStaysThereOnSuccess(self) -> None:

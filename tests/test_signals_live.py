@@ -106,6 +106,7 @@ class UpgradeTests(TestCase):
             self, "--workers", "2", "--pidfile", pidPath, *SLEEPY, waitReady=2
         )
         oldMaster, oldWorkers = cluster.pid, set(cluster.workers.values())
+        policies = {os.sched_getscheduler(p) for p in oldWorkers}
         killLater(self, lambda: [e["new_master_pid"] for e in
                                  withField(cluster, new_master_pid=...)])
         load = LoadLoop(cluster.url, clients=4)
@@ -134,6 +135,8 @@ class UpgradeTests(TestCase):
         self.assertFalse(newWorkers & oldWorkers)
         self.assertEqual(set(load.pids[answered:]) - newWorkers, set())
         self.assertFalse(any(pidAlive(p) for p in oldWorkers))
+        self.assertEqual({os.sched_getscheduler(p) for p in newWorkers}, policies,
+                         "the new workers run in the old ones' scheduling class")
         [refused] = withField(cluster, reason=..., new_master_pid=newMaster)
         self.assertEqual(refused["log_level"]["name"], "warn")
         with open(pidPath) as f:

@@ -402,6 +402,9 @@ def _makeService(reactor: Any, options: Options, successor: Successor | None) ->
         die(str(e))
     if not options["master-normal-priority"]:
         service.workerPolicy = yieldToWorkers()
+        if successor is not None and successor.workerPolicy is not None:
+            # Started by a master that yielded already: its workers' policy.
+            service.workerPolicy = successor.workerPolicy
     upgrade = MasterUpgrade(
         reactor, service, [sys.executable, *sys.orig_argv[1:]], os.getcwd(),
         onHandedOver=reactor.stop, pidfile=service.pidfile,

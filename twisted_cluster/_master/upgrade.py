@@ -99,11 +99,15 @@ class Handover:
     @ivar parent: the old master's pid.
     @ivar listeners: (endpoint string, descriptor) of each listening socket.
     @ivar control: the control socket's descriptor, or C{None}.
+    @ivar workerPolicy: the scheduling policy the old master's workers set
+        back (L{twisted_cluster._shared.scheduling}): the new master inherits
+        the old one's C{SCHED_BATCH} and could not tell it from a C{chrt}.
     """
 
     parent: int
     listeners: tuple[tuple[str, int], ...] = ()
     control: int | None = None
+    workerPolicy: int | None = None
 
     def toJSON(self) -> str:
         """
@@ -111,7 +115,7 @@ class Handover:
         """
         return json.dumps(
             {"parent": self.parent, "listeners": [list(l) for l in self.listeners],
-             "control": self.control}
+             "control": self.control, "worker_policy": self.workerPolicy}
         )
 
     @classmethod
@@ -126,11 +130,14 @@ class Handover:
             parent = document["parent"]
             listeners = tuple((str(d), int(fd)) for d, fd in document["listeners"])
             control = document["control"]
-            if not isinstance(parent, int) or not (control is None or isinstance(control, int)):
-                raise TypeError("parent and control must be integers")
-        except (ValueError, KeyError, TypeError) as e:
+            policy = document.get("worker_policy")
+            if not isinstance(parent, int) or not all(
+                value is None or isinstance(value, int) for value in (control, policy)
+            ):
+                raise TypeError("parent, control and worker_policy must be integers")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise HandoverError(f"malformed {ENVIRONMENT}: {e}") from None
-        return cls(parent, listeners, control)
+        return cls(parent, listeners, control, policy)
 
     def inherited(self) -> dict[str, list[int]]:
         """
@@ -226,7 +233,7 @@ class MasterUpgrade:
         """
         @param reactor: provides C{IReactorProcess} and C{IReactorTime}.
         @param service: the L{ClusterService} (C{handOverFDs}, C{handOver},
-            C{stopping}).
+            C{stopping}, C{workerPolicy}).
         @param argv: the command line to run; C{argv[0]} is the program.
         @param onHandedOver: called once the new master took over: stop
             this one gracefully.
@@ -293,7 +300,9 @@ class MasterUpgrade:
         if control is not None:
             controlFD = FIRST_SOCKET_FD + len(listeners)
             childFDs[controlFD] = control
-        handover = Handover(os.getpid(), tuple(inherited), controlFD)
+        handover = Handover(
+            os.getpid(), tuple(inherited), controlFD, self._service.workerPolicy
+        )
         environment = dict(self._environ)
         environment[ENVIRONMENT] = handover.toJSON()
         self._movePIDFile(aside=True)
@@ -450,6 +459,8 @@ class Successor:
         self._statusFD: int | None = statusFD
         self._predecessorFD = predecessorFD
         self.parent = handover.parent
+        #: The scheduling policy the old master's workers set back.
+        self.workerPolicy = handover.workerPolicy
         self._gone = False
         for fd in [statusFD, predecessorFD, *(fd for _, fd in handover.listeners)]:
             with contextlib.suppress(OSError):

@@ -179,10 +179,16 @@ def parseReport(line: bytes) -> tuple[bool, str]:
 
 
 def _describeExit(reason: Failure) -> str:
+    """
+    How a process ended: C{"exit 1"}, C{"signal KILL"}.
+    """
     value = reason.value
-    sig = getattr(value, "signal", None)
-    if sig is not None:
-        return f"signal {sig}"
+    number = getattr(value, "signal", None)
+    if number is not None:
+        try:
+            return f"signal {signal.Signals(number).name[3:]}"
+        except ValueError:
+            return f"signal {number}"
     return f"exit {getattr(value, 'exitCode', '?')}"
 
 

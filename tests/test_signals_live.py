@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.support import ClusterProcess, pidAlive, shortTempDir, sleep, testEnvironment, waitUntil
 from tests.test_control_live import unixRequest
+from tests.test_unixsockets import AS_SYSTEMD, askPid, fileMode
 from tests.test_supervision_live import LoadLoop, get
 
 SLEEPY = ("--app", "tests.apps.sleepy.resource")
@@ -216,6 +219,86 @@ class UpgradeTests(TestCase):
         os.kill(newMaster, signal.SIGTERM)
         await waitUntil(lambda: not pidAlive(newMaster), 30, "the new master to stop")
         self.assertFalse(os.path.exists(control))
+
+
+class _UpgradeUNIXSockets:
+    """
+    At an upgrade, the file of a C{unix:} listener passes to the new
+    master, and a C{systemd:} socket's stays systemd's; in one dispatch
+    mode (C{dispatch}).
+    """
+
+    timeout = 90
+    dispatch: str
+
+    async def upgraded(self, listen: str, **kwargs: Any) -> tuple[ClusterProcess, int]:
+        """
+        Start a cluster on C{listen}, upgrade it; the cluster and the new
+        master's pid, once the old master is gone.
+        """
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--app", "tests.apps.simple.factory",  # type: ignore[arg-type]
+            "--control", "none", "--dispatch", self.dispatch, listen=listen,
+            waitReady=0, **kwargs,
+        )
+        killLater(self, lambda: [e["new_master_pid"] for e in  # type: ignore[arg-type]
+                                 withField(cluster, new_master_pid=...)])
+        await waitUntil(lambda: len(cluster.workers) == 2, 30, "2 ready workers")
+        old = set(cluster.workers.values())
+        cluster.signal("USR2")
+        [gone] = await waitUntil(lambda: withField(cluster, old_master_pid=cluster.pid),
+                                 60, "the old master gone")
+        self.assertFalse(set(cluster.workers.values()) & old)
+        return cluster, gone["master_pid"]
+
+    async def stopped(self, pid: int) -> None:
+        os.kill(pid, signal.SIGTERM)
+        await waitUntil(lambda: not pidAlive(pid), 30, "the new master to stop")
+
+    async def test_unixSocketFilePassesToTheNewMaster(self) -> None:
+        """
+        The new master serves on the same file, with its mode, and removes
+        it when it stops.
+        """
+        path = os.path.join(shortTempDir(self), "app.sock")
+        cluster, newMaster = await self.upgraded(f"unix:{path}:mode=600")
+        self.assertIn(await deferToThread(askPid, path), set(cluster.workers.values()))
+        self.assertEqual(fileMode(path), 0o600)
+        await self.stopped(newMaster)
+        self.assertFalse(os.path.lexists(path), "the new master left the socket file")
+
+    async def test_systemdSocketStaysSystemds(self) -> None:
+        """
+        A socket systemd passed is handed over too, and left, file and
+        all, when the new master stops.
+        """
+        path = os.path.join(shortTempDir(self), "app.sock")
+        inherited = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(inherited.close)
+        inherited.bind(path)
+        os.chmod(path, 0o640)
+        inherited.listen(16)
+        env = testEnvironment()
+        env.update(LISTEN_FDS="1", LISTEN_FDNAMES="app")
+        cluster, newMaster = await self.upgraded(
+            "systemd:domain=UNIX:index=0", env=env,
+            prefix=[sys.executable, "-c", AS_SYSTEMD],
+            childFDs={0: "w", 1: "r", 2: "r", 3: inherited.fileno()},
+        )
+        self.assertIn(await deferToThread(askPid, path), set(cluster.workers.values()))
+        await self.stopped(newMaster)
+        self.assertEqual(fileMode(path), 0o640)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(5)
+            client.connect(path)
+
+
+class RoundRobinUpgradeUNIXSocketTests(_UpgradeUNIXSockets, TestCase):
+    dispatch = "round-robin"
+
+
+class SharedUpgradeUNIXSocketTests(_UpgradeUNIXSockets, TestCase):
+    dispatch = "shared"
 
 
 class StopNowTests(TestCase):

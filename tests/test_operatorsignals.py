@@ -156,10 +156,14 @@ class HandoverTests(SynchronousTestCase):
 
     def test_takenFromTheEnvironmentOnlyByTheNamedParent(self) -> None:
         environ = {ENVIRONMENT: Handover(41).toJSON()}
-        self.assertIsNone(takeHandover(environ, 42))
+        self.assertIsNone(takeHandover(environ, 42, alive=lambda pid: True))
         self.assertNotIn(ENVIRONMENT, environ, "a worker must not see it")
         environ = {ENVIRONMENT: Handover(41).toJSON()}
         self.assertEqual(takeHandover(environ, 41), Handover(41))
+
+    def test_takenWhenTheNamedParentIsAlreadyGone(self) -> None:
+        environ = {ENVIRONMENT: Handover(41).toJSON()}
+        self.assertEqual(takeHandover(environ, 1, alive=lambda pid: False), Handover(41))
 
     def test_malformedDescriptionIsAnError(self) -> None:
         for text in ("", "[]", '{"parent": "x", "listeners": [], "control": null}'):
@@ -354,6 +358,19 @@ class MasterUpgradeTests(SynchronousTestCase):
         successor = upgrade.Successor(Clock(), Handover(99), statusFD=-1, predecessorFD=-1)
         self.upgrade._successor = successor
         self.assertIn("99", self.upgrade.refusal() or "")
+
+    def test_stopDuringAnUpgradeHandsTheSocketsOver(self) -> None:
+        self.upgrade.request()
+        self.upgrade.stopping()
+        self.assertEqual(self.service.handedOver, 1)
+        protocol = self.spawned()["protocol"]
+        protocol.childDataReceived(upgrade.STATUS_FD, b"ready\n")
+        self.reactor.advance(1000)
+        self.assertEqual((self.service.handedOver, self.spawned()["process"].signals), (1, []))
+
+    def test_stopWithNoUpgradeChangesNothing(self) -> None:
+        self.upgrade.stopping()
+        self.assertEqual(self.service.handedOver, 0)
 
     def test_exitAfterHandOverIsNotAFailure(self) -> None:
         self.upgrade.request()

@@ -147,6 +147,42 @@ class UpgradeTests(TestCase):
         self.assertFalse(os.path.exists(pidPath + ".oldbin"))
         self.assertEqual(unhandled(cluster), [])
 
+    async def test_usr2ThenTermToTheOldMasterFailsNoRequest(self) -> None:
+        """
+        gunicorn's procedure: USR2, then TERM to the old master before the
+        new one is ready.  The old master hands the sockets over instead of
+        closing them; connections wait in their queue until the new
+        master's workers are ready, and none fails.
+        """
+        cluster = await ClusterProcess.start(self, "--workers", "2", *SLEEPY, waitReady=2)
+        killLater(self, lambda: [e["new_master_pid"] for e in
+                                 withField(cluster, new_master_pid=...)])
+        oldWorkers = set(cluster.workers.values())
+        load = LoadLoop(cluster.url, clients=4)
+        try:
+            await sleep(0.3)
+            cluster.signal("USR2")
+            [started] = await waitUntil(
+                lambda: withField(cluster, new_master_pid=..., listeners=...), 10,
+                "the new master started",
+            )
+            cluster.signal("TERM")
+            # (Its exit status is not seen: the new master holds its output.)
+            await waitUntil(lambda: not pidAlive(cluster.pid), 30, "the old master to exit")
+            await waitUntil(lambda: set(cluster.workers.values()) - oldWorkers, 30,
+                            "the new master's workers")
+            answered = len(load.pids)
+            await sleep(0.5)
+        finally:
+            await load.stop()
+        self.assertEqual(load.failed, [])
+        self.assertGreater(len(load.pids), answered)
+        self.assertTrue(pidAlive(started["new_master_pid"]))
+        ports = {e["address"] for e in withField(cluster, address=...)
+                 if e["address"].startswith("127.0.0.1:")}
+        self.assertEqual(ports, {f"127.0.0.1:{cluster.port}"}, "the same socket")
+        self.assertEqual(unhandled(cluster), [])
+
     async def test_usr2WhoseNewMasterFailsKeepsTheOldOneServing(self) -> None:
         """
         A USR2 after the app broke: the new master cannot load it and says

@@ -442,9 +442,13 @@ def _running(
     def killWorkers() -> Any:
         return service.supervisor.stopNow() if service.supervisor is not None else None
 
+    def stop() -> None:
+        upgrade.stopping()
+        reactor.stop()
+
     installSignals(
         reactor,
-        StopSignals(reactor, reactor.stop, killWorkers),
+        StopSignals(reactor, stop, killWorkers),
         {
             signal.SIGHUP: service.rollingRestart,
             signal.SIGTTIN: service.addWorker,

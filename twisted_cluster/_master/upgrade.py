@@ -15,7 +15,8 @@ roll-back they leave to the operator made automatic.
         socket after the master's pid, and the new master makes its own).
     The environment variable L{ENVIRONMENT} describes them (L{Handover});
     the new master removes it from its environment, so that its workers
-    never see it, and obeys it only if the pid it names is its parent's.
+    never see it, and obeys it only if the pid it names is its parent's
+    (or gone: the old master may exit first).
  2. The new master adopts those sockets instead of binding them (their
     queues keep every connection meanwhile), writes C{PATH}, starts its
     workers and accepts beside the old master: the kernel hands each new
@@ -49,7 +50,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_cluster._master.pidfile import PIDFile
+from twisted_cluster._master.pidfile import PIDFile, pidAlive
 
 log = Logger()
 
@@ -150,20 +151,30 @@ class Handover:
         return found
 
 
-def takeHandover(environ: MutableMapping[str, str], parent: int) -> Handover | None:
+def takeHandover(
+    environ: MutableMapping[str, str],
+    parent: int,
+    alive: Callable[[int], bool] = pidAlive,
+) -> Handover | None:
     """
     The upgrade this process was started for, removed from C{environ} so
-    that no process it starts inherits it; C{None} when there is none or it
-    names another parent (a process that happened to inherit the variable).
+    that no process it starts inherits it; C{None} when there is none, or
+    when it names a live process other than this one's parent (a process
+    that happened to inherit the variable).  A parent that is gone counts:
+    an old master stopped at once (C{USR2} then C{TERM}) may exit before
+    the new one reads this, which is then a child of init.
 
     @param parent: this process's parent pid.
+    @param alive: whether a pid is a live process.
     @raise HandoverError: when the description is malformed.
     """
     text = environ.pop(ENVIRONMENT, None)
     if text is None:
         return None
     handover = Handover.fromJSON(text)
-    return handover if handover.parent == parent else None
+    if handover.parent != parent and alive(handover.parent):
+        return None
+    return handover
 
 
 def parseReport(line: bytes) -> tuple[bool, str]:
@@ -336,6 +347,26 @@ class MasterUpgrade:
             listeners=len(inherited),
         )
         self._timer = self._reactor.callLater(self._timeout, self._timedOut)
+
+    def stopping(self) -> None:
+        """
+        This master is told to stop (TERM, INT, QUIT): during an upgrade,
+        hand the sockets over now instead of closing them, so that the new
+        master serves them as soon as its workers are ready (connections
+        wait in the sockets' queues meanwhile).  That is gunicorn's upgrade
+        procedure, C{USR2} then C{TERM} to the old master, which must not
+        take the sockets away from the new one.
+        """
+        if self._transport is None or self._outcome is not None:
+            return
+        self._cancelTimer()
+        self._outcome = True
+        log.info(
+            "stopping during an upgrade: the sockets go to the new master pid "
+            "{new_master_pid} now; this master pid {master_pid} drains and exits",
+            new_master_pid=self.newPid, master_pid=os.getpid(),
+        )
+        self._service.handOver()
 
     def _movePIDFile(self, aside: bool) -> None:
         pidfile = self._pidfile

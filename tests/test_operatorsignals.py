@@ -22,19 +22,21 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from twisted_cluster._master import handover as contract
 from twisted_cluster._master import upgrade
+from twisted_cluster._master.succession import Successor
 from twisted_cluster._master.logreopen import LogReopener, logDescriptor, logFilePath
 from twisted_cluster._master.pidfile import PIDFile
 from twisted_cluster._master.reload import ReloadPolicy, appDirectories
 from twisted_cluster._master.signals import StopSignals, installSignals
-from twisted_cluster._master.upgrade import (
+from twisted_cluster._master.handover import (
     ENVIRONMENT,
     Handover,
     HandoverError,
-    MasterUpgrade,
     parseReport,
     takeHandover,
 )
+from twisted_cluster._master.upgrade import MasterUpgrade
 from twisted_cluster.contexts import WorkerContext
 
 #: What an nginx or gunicorn operator habitually sends a master.
@@ -275,7 +277,7 @@ class MasterUpgradeTests(SynchronousTestCase):
         self.assertEqual(spawned["args"], ["/usr/bin/python3", "-m", "twisted", "cluster"])
         self.assertEqual(spawned["path"], "/srv/app")
         fds = spawned["childFDs"]
-        self.assertEqual((fds[upgrade.STATUS_FD], fds[upgrade.PREDECESSOR_FD]), ("r", "w"))
+        self.assertEqual((fds[contract.STATUS_FD], fds[contract.PREDECESSOR_FD]), ("r", "w"))
         self.assertEqual((fds[5], fds[6], fds[7]), (11, 12, 13))
         handover = Handover.fromJSON(spawned["env"][ENVIRONMENT])
         self.assertEqual(handover, Handover(os.getpid(),
@@ -286,7 +288,7 @@ class MasterUpgradeTests(SynchronousTestCase):
         self.upgrade.request()
         self.assertFalse(os.path.exists(self.pidPath))
         self.assertEqual(PIDFile(self.pidPath + ".oldbin").read(), os.getpid())
-        self.spawned()["protocol"].childDataReceived(upgrade.STATUS_FD, b"ready\n")
+        self.spawned()["protocol"].childDataReceived(contract.STATUS_FD, b"ready\n")
         self.assertEqual((self.service.handedOver, len(self.handedOver)), (1, 1))
         self.assertEqual(self.pidfile.path, self.pidPath + ".oldbin")
 
@@ -306,7 +308,7 @@ class MasterUpgradeTests(SynchronousTestCase):
     def test_reportedFailureKeepsThisMasterAndMovesThePIDFileBack(self) -> None:
         self.upgrade.request()
         spawned = self.spawned()
-        spawned["protocol"].childDataReceived(upgrade.STATUS_FD, b"failed bad app\n")
+        spawned["protocol"].childDataReceived(contract.STATUS_FD, b"failed bad app\n")
         self.assertEqual((self.service.handedOver, self.handedOver), (0, []))
         [failed] = [e for e in self.events if e.get("cause") == "failed"]
         self.assertEqual(failed["new_master_pid"], 4321)
@@ -344,7 +346,7 @@ class MasterUpgradeTests(SynchronousTestCase):
     def test_readyAfterTheTimeoutChangesNothing(self) -> None:
         self.upgrade.request()
         self.reactor.advance(90)
-        self.spawned()["protocol"].childDataReceived(upgrade.STATUS_FD, b"ready\n")
+        self.spawned()["protocol"].childDataReceived(contract.STATUS_FD, b"ready\n")
         self.assertEqual(self.handedOver, [])
 
     def test_spawnRefusedKeepsServing(self) -> None:
@@ -355,7 +357,7 @@ class MasterUpgradeTests(SynchronousTestCase):
         self.assertIsNone(self.upgrade.refusal())
 
     def test_successorStillTakingOverRefuses(self) -> None:
-        successor = upgrade.Successor(Clock(), Handover(99), statusFD=-1, predecessorFD=-1)
+        successor = Successor(Clock(), Handover(99), statusFD=-1, predecessorFD=-1)
         self.upgrade._successor = successor
         self.assertIn("99", self.upgrade.refusal() or "")
 
@@ -364,7 +366,7 @@ class MasterUpgradeTests(SynchronousTestCase):
         self.upgrade.stopping()
         self.assertEqual(self.service.handedOver, 1)
         protocol = self.spawned()["protocol"]
-        protocol.childDataReceived(upgrade.STATUS_FD, b"ready\n")
+        protocol.childDataReceived(contract.STATUS_FD, b"ready\n")
         self.reactor.advance(1000)
         self.assertEqual((self.service.handedOver, self.spawned()["process"].signals), (1, []))
 
@@ -375,8 +377,8 @@ class MasterUpgradeTests(SynchronousTestCase):
     def test_exitAfterHandOverIsNotAFailure(self) -> None:
         self.upgrade.request()
         protocol = self.spawned()["protocol"]
-        protocol.childDataReceived(upgrade.STATUS_FD, b"rea")
-        protocol.childDataReceived(upgrade.STATUS_FD, b"dy\n")
+        protocol.childDataReceived(contract.STATUS_FD, b"rea")
+        protocol.childDataReceived(contract.STATUS_FD, b"dy\n")
         protocol.processEnded(Failure(ProcessDone(0)))
         self.assertEqual([e for e in self.events if "cause" in e], [])
         self.assertEqual(len(self.handedOver), 1)
@@ -390,17 +392,17 @@ class SuccessorReportTests(SynchronousTestCase):
     def test_oneLineOnce(self) -> None:
         r, w = os.pipe()
         self.addCleanup(os.close, r)
-        successor = upgrade.Successor(Clock(), Handover(1), statusFD=w, predecessorFD=-1)
+        successor = Successor(Clock(), Handover(1), statusFD=w, predecessorFD=-1)
         successor.reportFailure("cannot load\n  the app")
-        successor.report(upgrade.READY)
+        successor.report(contract.READY)
         self.assertEqual(os.read(r, 100), b"failed cannot load the app\n")
         self.assertEqual(os.read(r, 100), b"", "the pipe is closed after the report")
 
     def test_goneOldMasterIsNoError(self) -> None:
         r, w = os.pipe()
         os.close(r)
-        successor = upgrade.Successor(Clock(), Handover(1), statusFD=w, predecessorFD=-1)
-        successor.report(upgrade.READY)
+        successor = Successor(Clock(), Handover(1), statusFD=w, predecessorFD=-1)
+        successor.report(contract.READY)
 
 
 class PIDFileMoveTests(SynchronousTestCase):

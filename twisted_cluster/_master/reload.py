@@ -146,3 +146,31 @@ def watchDirectories(reactor: Any, directories: Iterable[str], policy: ReloadPol
     for directory in directories:
         notifier.watch(FilePath(directory), mask=mask, callbacks=[notified])
     return notifier
+
+
+def startReloading(
+    reactor: Any, roll: Callable[[], "Deferred[bool]"], directories: list[str]
+) -> None:
+    """
+    C{--reload}, once the reactor runs: warn that it is for development,
+    and call C{roll} (a rolling restart) when a file in C{directories}
+    changes, until the reactor stops.
+    """
+    log.warn(
+        "--reload is for development: the workers restart whenever a source "
+        "file changes; do not use it in production",
+        directories=directories,
+    )
+    if not directories:
+        log.warn("--reload: no source files of the app to watch (is --app set?)")
+        return
+    policy = ReloadPolicy(reactor, roll)
+    try:
+        notifier = watchDirectories(reactor, directories, policy)
+    except OSError as e:
+        log.error("--reload: cannot watch the app's files: {error}", error=e)
+        return
+    log.info("--reload: watching {count} directories: {paths}",
+             count=len(directories), paths=", ".join(directories))
+    reactor.addSystemEventTrigger("before", "shutdown", policy.stop)
+    reactor.addSystemEventTrigger("before", "shutdown", notifier.loseConnection)

@@ -24,16 +24,12 @@ from twisted_cluster._master.dispatch import POLICIES
 from twisted_cluster._master.listening import DEFAULT_BACKLOG, ListenError
 from twisted_cluster._master.logreopen import LogReopener, logDescriptor, logFilePath
 from twisted_cluster._master.pidfile import PIDFile, PIDFileError
-from twisted_cluster._master.reload import ReloadPolicy, appDirectories, watchDirectories
+from twisted_cluster._master.reload import appDirectories, startReloading
 from twisted_cluster._master.service import ClusterService
 from twisted_cluster._master.signals import StopSignals, installSignals
-from twisted_cluster._master.upgrade import (
-    EXTRA_TIME,
-    HandoverError,
-    MasterUpgrade,
-    Successor,
-    takeHandover,
-)
+from twisted_cluster._master.handover import HandoverError, takeHandover
+from twisted_cluster._master.succession import Successor
+from twisted_cluster._master.upgrade import EXTRA_TIME, MasterUpgrade
 from twisted_cluster._shared.privileges import (
     PrivilegeError,
     checkCanSwitch,
@@ -437,6 +433,9 @@ def _running(
     def reopenLogs() -> None:
         if reopener is not None:
             reopener.reopen()
+        else:
+            log.info("SIGUSR1: no log file to reopen (the log is not a file: "
+                     "see twist --log-file)", log_file=logPath)
         service.reopenLogs()
 
     def killWorkers() -> Any:
@@ -460,28 +459,5 @@ def _running(
     if successor is not None:
         successor.start(service)
     if watched is not None:
-        _watch(reactor, service, watched)
+        startReloading(reactor, service.rollingRestart, watched)
 
-
-def _watch(reactor: Any, service: ClusterService, directories: list[str]) -> None:
-    """
-    C{--reload}: roll the workers when a file in C{directories} changes.
-    """
-    log.warn(
-        "--reload is for development: the workers restart whenever a source "
-        "file changes; do not use it in production",
-        directories=directories,
-    )
-    if not directories:
-        log.warn("--reload: no source files of the app to watch (is --app set?)")
-        return
-    policy = ReloadPolicy(reactor, service.rollingRestart)
-    try:
-        notifier = watchDirectories(reactor, directories, policy)
-    except OSError as e:
-        log.error("--reload: cannot watch the app's files: {error}", error=e)
-        return
-    log.info("--reload: watching {count} directories: {paths}",
-             count=len(directories), paths=", ".join(directories))
-    reactor.addSystemEventTrigger("before", "shutdown", policy.stop)
-    reactor.addSystemEventTrigger("before", "shutdown", notifier.loseConnection)

@@ -4,19 +4,11 @@ roll-back they leave to the operator made automatic.
 
  1. The old master moves its PID file to C{PATH.oldbin} and starts a new
     master: the same command line (C{sys.orig_argv}), the same interpreter
-    and working directory, the code now on disk.  The new one inherits
-    these descriptors:
-      - L{STATUS_FD}: a pipe on which it reports, one line: C{ready} once
-        all its workers are ready, C{failed REASON} when it gives up;
-      - L{PREDECESSOR_FD}: a pipe from the old master, which reaches its end
-        when the old master is gone;
-      - from L{FIRST_SOCKET_FD} on: the listening sockets, then the control
-        socket (only a fixed C{--control} endpoint; C{auto} names its
-        socket after the master's pid, and the new master makes its own).
-    The environment variable L{ENVIRONMENT} describes them (L{Handover});
-    the new master removes it from its environment, so that its workers
-    never see it, and obeys it only if the pid it names is its parent's
-    (or gone: the old master may exit first).
+    and working directory, the code now on disk.  The new one inherits the
+    listening sockets, the control socket (only a fixed C{--control}
+    endpoint; C{auto} names its socket after the master's pid, and the new
+    master makes its own), a pipe to report on and one that tells it when
+    the old master is gone (L{twisted_cluster._master.handover}).
  2. The new master adopts those sockets instead of binding them (their
     queues keep every connection meanwhile), writes C{PATH}, starts its
     workers and accepts beside the old master: the kernel hands each new
@@ -31,46 +23,38 @@ roll-back they leave to the operator made automatic.
     why and serves on, and moves its PID file back once the new one has
     exited (and removed its own).
 
-L{MasterUpgrade} is the old master's half, L{Successor} the new one's.
+L{MasterUpgrade} is the old master's half; the new one's is
+L{twisted_cluster._master.succession.Successor}, and what passes between
+them is L{twisted_cluster._master.handover}.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-from typing import Any, Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-import attr
-from twisted.internet.error import ConnectionDone, ProcessExitedAlready
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from twisted_cluster._master.pidfile import PIDFile, pidAlive
+from twisted_cluster._master.handover import (
+    ENVIRONMENT,
+    FIRST_SOCKET_FD,
+    MAX_REPORT,
+    PREDECESSOR_FD,
+    STATUS_FD,
+    Handover,
+    parseReport,
+)
+from twisted_cluster._master.pidfile import PIDFile
+
+if TYPE_CHECKING:
+    from twisted_cluster._master.succession import Successor
 
 log = Logger()
-
-#: The environment variable that describes what a new master inherits.
-ENVIRONMENT = "TWISTED_CLUSTER_UPGRADE"
-
-#: The new master's descriptor for its report to the old one.
-STATUS_FD = 3
-
-#: The new master's descriptor that reaches its end when the old one exits.
-PREDECESSOR_FD = 4
-
-#: The new master's first inherited socket.
-FIRST_SOCKET_FD = 5
-
-#: What the new master writes once all its workers are ready.
-READY = b"ready"
-
-#: What precedes the reason when it gives up.
-FAILED = b"failed"
 
 #: Seconds the old master gives a new one, beyond C{--start-timeout}, to
 #: start, load the app and have all its workers ready.
@@ -79,114 +63,8 @@ EXTRA_TIME = 30.0
 #: Seconds a failed new master has to exit after SIGQUIT before SIGKILL.
 KILL_AFTER = 5.0
 
-#: The longest report the old master reads.
-_MAX_REPORT = 4096
-
 #: The suffix of the old master's PID file during an upgrade.
 OLDBIN = ".oldbin"
-
-
-class HandoverError(Exception):
-    """
-    The upgrade description in the environment is malformed.
-    """
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class Handover:
-    """
-    What a new master inherits, as its own descriptor numbers.
-
-    @ivar parent: the old master's pid.
-    @ivar listeners: (endpoint string, descriptor) of each listening socket.
-    @ivar control: the control socket's descriptor, or C{None}.
-    @ivar workerPolicy: the scheduling policy the old master's workers set
-        back (L{twisted_cluster._shared.scheduling}): the new master inherits
-        the old one's C{SCHED_BATCH} and could not tell it from a C{chrt}.
-    """
-
-    parent: int
-    listeners: tuple[tuple[str, int], ...] = ()
-    control: int | None = None
-    workerPolicy: int | None = None
-
-    def toJSON(self) -> str:
-        """
-        This description as the value of L{ENVIRONMENT}.
-        """
-        return json.dumps(
-            {"parent": self.parent, "listeners": [list(l) for l in self.listeners],
-             "control": self.control, "worker_policy": self.workerPolicy}
-        )
-
-    @classmethod
-    def fromJSON(cls, text: str) -> "Handover":
-        """
-        Parse a value of L{ENVIRONMENT}.
-
-        @raise HandoverError: when it is not one.
-        """
-        try:
-            document = json.loads(text)
-            parent = document["parent"]
-            listeners = tuple((str(d), int(fd)) for d, fd in document["listeners"])
-            control = document["control"]
-            policy = document.get("worker_policy")
-            if not isinstance(parent, int) or not all(
-                value is None or isinstance(value, int) for value in (control, policy)
-            ):
-                raise TypeError("parent, control and worker_policy must be integers")
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise HandoverError(f"malformed {ENVIRONMENT}: {e}") from None
-        return cls(parent, listeners, control, policy)
-
-    def inherited(self) -> dict[str, list[int]]:
-        """
-        Endpoint string -> its descriptors, in order (two listeners may
-        share an endpoint string).
-        """
-        found: dict[str, list[int]] = {}
-        for description, fd in self.listeners:
-            found.setdefault(description, []).append(fd)
-        return found
-
-
-def takeHandover(
-    environ: MutableMapping[str, str],
-    parent: int,
-    alive: Callable[[int], bool] = pidAlive,
-) -> Handover | None:
-    """
-    The upgrade this process was started for, removed from C{environ} so
-    that no process it starts inherits it; C{None} when there is none, or
-    when it names a live process other than this one's parent (a process
-    that happened to inherit the variable).  A parent that is gone counts:
-    an old master stopped at once (C{USR2} then C{TERM}) may exit before
-    the new one reads this, which is then a child of init.
-
-    @param parent: this process's parent pid.
-    @param alive: whether a pid is a live process.
-    @raise HandoverError: when the description is malformed.
-    """
-    text = environ.pop(ENVIRONMENT, None)
-    if text is None:
-        return None
-    handover = Handover.fromJSON(text)
-    if handover.parent != parent and alive(handover.parent):
-        return None
-    return handover
-
-
-def parseReport(line: bytes) -> tuple[bool, str]:
-    """
-    A new master's report: (whether it is ready, why it failed).
-    """
-    word, _, rest = line.strip().partition(b" ")
-    if word == READY:
-        return True, ""
-    if word == FAILED:
-        return False, rest.decode("utf-8", "replace")
-    return False, "it wrote an unreadable report"
 
 
 def _describeExit(reason: Failure) -> str:
@@ -213,13 +91,13 @@ class _NewMasterProtocol(ProcessProtocol):
         self._buffer = b""
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD != STATUS_FD or len(self._buffer) > _MAX_REPORT:
+        if childFD != STATUS_FD or len(self._buffer) > MAX_REPORT:
             return
         self._buffer += data
         line, newline, _ = self._buffer.partition(b"\n")
-        if newline or len(self._buffer) > _MAX_REPORT:
-            self._buffer = b"x" * (_MAX_REPORT + 1)
-            self._upgrade._reported(*parseReport(line[:_MAX_REPORT]))
+        if newline or len(self._buffer) > MAX_REPORT:
+            self._buffer = b"x" * (MAX_REPORT + 1)
+            self._upgrade._reported(*parseReport(line[:MAX_REPORT]))
 
     def processEnded(self, reason: Failure) -> None:
         # Ended: exited, and its report pipe closed too (a new master that
@@ -245,7 +123,7 @@ class MasterUpgrade:
         pidfile: PIDFile | None = None,
         timeout: float = 60.0 + EXTRA_TIME,
         environ: Mapping[str, str] = os.environ,
-        successor: "Successor | None" = None,
+        successor: Successor | None = None,
     ) -> None:
         """
         @param reactor: provides C{IReactorProcess} and C{IReactorTime}.
@@ -442,124 +320,3 @@ def _isOpen(fd: int) -> bool:
     except OSError:
         return False
     return True
-
-
-@implementer(IReadDescriptor)
-class _EndWatcher:
-    """
-    Calls C{onEnd} once the pipe C{fd} reaches its end (its writer exited).
-    """
-
-    def __init__(self, fd: int, onEnd: Callable[[], None]) -> None:
-        self._fd = fd
-        self._onEnd = onEnd
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def doRead(self) -> Any:
-        try:
-            data = os.read(self._fd, 512)
-        except BlockingIOError:
-            return None
-        except OSError:
-            data = b""
-        # The old master writes nothing: any data is ignored, the end counts.
-        return None if data else ConnectionDone("the old master is gone")
-
-    def connectionLost(self, reason: Failure) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-        self._onEnd()
-
-    def logPrefix(self) -> str:
-        return "upgrade"
-
-
-class Successor:
-    """
-    The new master's half of an upgrade: adopts what it inherited, reports
-    to the old master, and serves the control socket once that one is gone.
-
-    @ivar parent: the old master's pid.
-    """
-
-    def __init__(
-        self,
-        reactor: Any,
-        handover: Handover,
-        statusFD: int = STATUS_FD,
-        predecessorFD: int = PREDECESSOR_FD,
-    ) -> None:
-        self._reactor = reactor
-        self._handover = handover
-        self._statusFD: int | None = statusFD
-        self._predecessorFD = predecessorFD
-        self.parent = handover.parent
-        #: The scheduling policy the old master's workers set back.
-        self.workerPolicy = handover.workerPolicy
-        self._gone = False
-        for fd in [statusFD, predecessorFD, *(fd for _, fd in handover.listeners)]:
-            with contextlib.suppress(OSError):
-                os.set_inheritable(fd, False)
-        if handover.control is not None:
-            with contextlib.suppress(OSError):
-                os.set_inheritable(handover.control, False)
-
-    @property
-    def takingOver(self) -> bool:
-        """
-        Whether the old master still runs (it drains its workers).
-        """
-        return not self._gone
-
-    def prepare(self, service: Any) -> None:
-        """
-        Make C{service} adopt the inherited sockets instead of binding.
-        """
-        service.inherited = self._handover.inherited()
-        service.inheritedControl = self._handover.control
-
-    def start(self, service: Any) -> None:
-        """
-        Once the reactor runs: report C{ready} when all of C{service}'s
-        workers are, and serve the control socket when the old master is
-        gone.
-        """
-        from twisted.internet.fdesc import setNonBlocking
-
-        setNonBlocking(self._predecessorFD)
-        self._reactor.addReader(_EndWatcher(self._predecessorFD, lambda: self._ended(service)))
-        d = service.whenReady(service.config.workers)
-        d.addCallbacks(lambda _: self.report(READY), lambda f: None)
-
-    def report(self, line: bytes) -> None:
-        """
-        Write one report line to the old master (once; later ones are
-        dropped).  A gone old master is no error.
-        """
-        fd, self._statusFD = self._statusFD, None
-        if fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.write(fd, line[:_MAX_REPORT - 1] + b"\n")
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-    def reportFailure(self, reason: str) -> None:
-        """
-        Tell the old master this one gives up, and why (one line).
-        """
-        self.report(FAILED + b" " + " ".join(reason.split()).encode("utf-8", "replace"))
-
-    def _ended(self, service: Any) -> None:
-        self._gone = True
-        log.info(
-            "master upgrade: the old master pid {old_master_pid} is gone; this "
-            "master pid {master_pid} runs the cluster",
-            old_master_pid=self.parent, master_pid=os.getpid(),
-        )
-        try:
-            service.listenInheritedControl()
-        except Exception as e:
-            log.error("cannot serve the inherited control socket: {error}", error=str(e))

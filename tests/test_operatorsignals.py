@@ -405,6 +405,63 @@ class SuccessorReportTests(SynchronousTestCase):
         successor.report(contract.READY)
 
 
+class SuccessorStartTests(SynchronousTestCase):
+    """
+    L{Successor.start}: ready reported once every worker is; the control
+    socket served once the old master's pipe ends.
+    """
+
+    class _Service:
+        def __init__(self) -> None:
+            from twisted_cluster._master.config import ClusterConfig
+
+            self.config = ClusterConfig(workers=2)
+            self.waiting: list[Any] = []
+            self.controlServed = 0
+
+        def whenReady(self, workers: int) -> Any:
+            from twisted.internet.defer import Deferred
+
+            d: Deferred[Any] = Deferred()
+            self.waiting.append((workers, d))
+            return d
+
+        def listenInheritedControl(self) -> None:
+            self.controlServed += 1
+
+    def test_readyOnceEveryWorkerIsAndControlOnceTheOldMasterIsGone(self) -> None:
+        from twisted.internet.testing import MemoryReactor
+
+        status, report = os.pipe()
+        predecessor, old = os.pipe()
+        self.addCleanup(os.close, status)
+        reactor = MemoryReactor()
+        successor = Successor(reactor, Handover(1), statusFD=report, predecessorFD=predecessor)
+        service = self._Service()
+        successor.start(service)
+        [(workers, ready)] = service.waiting
+        self.assertEqual(workers, 2)
+        ready.callback(service)
+        self.assertEqual(os.read(status, 100), b"ready\n")
+        [watcher] = reactor.getReaders()
+        self.assertTrue(successor.takingOver)
+        os.close(old)
+        why = watcher.doRead()
+        watcher.connectionLost(Failure(why))
+        self.assertEqual((successor.takingOver, service.controlServed), (False, 1))
+
+    def test_noPipeFromTheOldMasterMeansItIsGone(self) -> None:
+        from twisted.internet.testing import MemoryReactor
+
+        closed, other = os.pipe()
+        os.close(closed)
+        os.close(other)
+        successor = Successor(MemoryReactor(), Handover(1), statusFD=-1, predecessorFD=closed)
+        service = self._Service()
+        successor.start(service)
+        self.assertEqual(service.controlServed, 1)
+
+
 class PIDFileMoveTests(SynchronousTestCase):
     """
     L{PIDFile.moveTo}: the old master's file goes aside and comes back.

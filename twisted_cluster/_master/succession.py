@@ -11,6 +11,7 @@ import os
 from typing import Any, Callable
 
 from twisted.internet.error import ConnectionDone
+from twisted.internet.fdesc import setNonBlocking
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -110,10 +111,15 @@ class Successor:
         workers are, and serve the control socket when the old master is
         gone.
         """
-        from twisted.internet.fdesc import setNonBlocking
-
-        setNonBlocking(self._predecessorFD)
-        self._reactor.addReader(_EndWatcher(self._predecessorFD, lambda: self._ended(service)))
+        try:
+            setNonBlocking(self._predecessorFD)
+        except OSError:
+            # No pipe there: nothing to wait for.
+            self._ended(service)
+        else:
+            self._reactor.addReader(
+                _EndWatcher(self._predecessorFD, lambda: self._ended(service))
+            )
         d = service.whenReady(service.config.workers)
         d.addCallbacks(lambda _: self.report(READY), lambda f: None)
 

@@ -129,6 +129,7 @@ class ClusterService(ForwardingMasterContext, Service):
         #: The inherited control socket: the site serves on it once the
         #: old master is gone (L{listenInheritedControl}).
         self.inheritedControl: int | None = None
+        self._handedOver = False
         self._controlHandedOver = False
 
     # Start-up
@@ -217,9 +218,9 @@ class ClusterService(ForwardingMasterContext, Service):
         closed, when it was handed over too.
         """
         self._controlHandedOver = self.handOverFDs()[1] is not None
+        self._handedOver = True
         for acceptor in self._acceptors:
             acceptor.pause()
-        self._acceptors = []
         for peeker in self._peekers:
             peeker.flush()
         for listener in self.listeners:
@@ -498,7 +499,9 @@ class ClusterService(ForwardingMasterContext, Service):
         handed out first: closing a listener resets them otherwise.
         """
         for acceptor in self._acceptors:
-            if acceptBacklog and self.supervisor and self.supervisor.ready():
+            # A backlog handed over at an upgrade is the new master's.
+            backlog = acceptBacklog and not self._handedOver
+            if backlog and self.supervisor and self.supervisor.ready():
                 acceptor.acceptAll()
             acceptor.pause()
         for peeker in self._peekers:

@@ -6,10 +6,11 @@ What an application's code holds on to in a cluster: a worker's context
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
@@ -23,6 +24,8 @@ from twisted_cluster.calling import (
     unpackBox,
 )
 from twisted_cluster.errors import WorkerUnavailable
+
+_log = Logger()
 
 
 class IWorkerContext(Interface):
@@ -55,6 +58,15 @@ class IWorkerContext(Interface):
         """
         Call C{command} on worker C{workerId}, through the master; fire with
         its answer (a dict).
+        """
+
+    def onReopenLogs(callback: Callable[[], object], /) -> None:
+        """
+        Call C{callback} (no arguments) whenever the master is told to
+        reopen its log files (SIGUSR1, as logrotate sends it), so that the
+        app reopens the files it writes itself (an access log, say).  The
+        worker's own log lines go through the master and need nothing.  An
+        exception from C{callback} is logged; the others still run.
         """
 
 
@@ -110,6 +122,29 @@ class WorkerContext:
         self.app: Any = None
         self._connection = connection
         self._clock = clock
+        self._reopenLogs: list[Callable[[], object]] = []
+
+    def onReopenLogs(self, callback: Callable[[], object], /) -> None:
+        """
+        Call C{callback} whenever the master reopens its log files (see
+        L{IWorkerContext.onReopenLogs}).
+        """
+        self._reopenLogs.append(callback)
+
+    def reopenLogs(self) -> None:
+        """
+        Run every callable registered with L{onReopenLogs}, each on its own:
+        one that raises is logged and the next still runs.  Called by the
+        worker runtime when the master says so.
+        """
+        for callback in list(self._reopenLogs):
+            try:
+                callback()
+            except Exception:
+                _log.failure(
+                    "worker {worker_id}: the app failed to reopen its logs",
+                    worker_id=self.workerId,
+                )
 
     def callMaster(
         self, command: type[amp.Command], /, timeout: float | None = None, **arguments: Any

@@ -41,6 +41,22 @@ WORKER_CONTROL_FAILED: Final = "worker_control_failed"
 PING_ANSWER_FAILED: Final = "ping_answer_failed"
 RECYCLE_MEMORY_OFF: Final = "recycle_memory_off"
 
+#: Signals, the master upgrade (SIGUSR2), log files and --reload.
+QUIT_STOPPING: Final = "quit_stopping"
+UPGRADE_STARTED: Final = "upgrade_started"
+UPGRADE_REFUSED: Final = "upgrade_refused"
+UPGRADE_FAILED: Final = "upgrade_failed"
+UPGRADE_HANDED_OVER: Final = "upgrade_handed_over"
+UPGRADE_DONE: Final = "upgrade_done"
+CONTROL_INHERIT_FAILED: Final = "control_inherit_failed"
+LOG_REOPENED: Final = "log_reopened"
+LOG_REOPEN_FAILED: Final = "log_reopen_failed"
+RELOAD_WARNING: Final = "reload_warning"
+RELOAD_WATCHING: Final = "reload_watching"
+RELOAD_NOTHING: Final = "reload_nothing"
+RELOAD_FAILED: Final = "reload_failed"
+RELOAD_CHANGED: Final = "reload_changed"
+
 #: Operations refused or done, in the master.
 ADD_REFUSED: Final = "add_refused"
 REMOVE_REFUSED: Final = "remove_refused"

@@ -29,6 +29,8 @@ Master to worker
   - L{Drain}: stop taking connections, finish what is in flight, exit.
   - L{CollectMetrics}: the app's C{prometheus_client} metrics, now (at
     each scrape of the master's C{/metrics}).
+  - L{ReopenLogs}: the master reopened its log file (SIGUSR1); the app may
+    reopen its own files.
 """
 
 from typing import Mapping
@@ -119,6 +121,19 @@ class Drain(amp.Command):
     Master to worker: take no more connections, close idle ones, finish the
     requests in flight, then exit.  Answered at once; the worker's exit is
     the end of the drain.
+    """
+
+    arguments = []
+    response = []
+
+
+class ReopenLogs(amp.Command):
+    """
+    Master to worker: the master reopened its log file (SIGUSR1, after
+    logrotate moved it).  A worker's log lines travel through the master
+    and follow by themselves; the worker calls what its app registered
+    with C{IWorkerContext.onReopenLogs}, for files the app writes itself.
+    Answered once those callables returned.
     """
 
     arguments = []

@@ -53,7 +53,7 @@ from twisted_cluster._control.gathering import MetricsGatherer
 from twisted_cluster._control.metrics import RateHistory, clusterRegistry, clusterStatus
 from twisted_cluster._control.probes import addProbes
 from twisted_cluster._control.responses import jsonResponse
-from twisted_cluster._master.listening import ListenError, listenNow
+from twisted_cluster._master.listening import ListenError, adoptListener, listenNow
 from twisted_cluster._master.pidfile import pidAlive
 from twisted_cluster._master.service import IControlPlane
 from twisted_cluster._shared.endpointstrings import EndpointReactor
@@ -535,19 +535,22 @@ def controlResource(
 
 def controlPlane(
     reactor: EndpointReactor, description: str | None
-) -> Callable[[Any], "ControlServer | None"]:
+) -> Callable[[Any, int | None], "ControlServer | None"]:
     """
     What a L{ClusterService} is given to serve its control site on the
     C{--control} value C{description} (see L{resolveEndpoint}): the site is
-    built when the service binds, with the master's pid known.
+    built when the service binds, with the master's pid known, on the
+    control socket the service inherited from an old master if it did.
 
     @raise ControlError: now, when C{description} is not an endpoint string.
     """
     checkEndpoint(reactor, description)
 
-    def build(service: Any) -> ControlServer | None:
+    def build(service: Any, adoptFD: int | None) -> ControlServer | None:
         resolved = resolveEndpoint(description, os.getpid())
-        return None if resolved is None else ControlServer(reactor, service, resolved)
+        if resolved is None:
+            return None
+        return ControlServer(reactor, service, resolved, adoptFD=adoptFD)
 
     return build
 
@@ -572,6 +575,7 @@ class ControlServer:
         tokenPath: str | None = None,
         authenticate: bool | None = None,
         tokenFrom: str | None = None,
+        adoptFD: int | None = None,
     ) -> None:
         """
         @param service: the cluster to show and control.
@@ -584,6 +588,10 @@ class ControlServer:
             wants instead of a new one (default: the service's
             C{config.controlTokenFrom}); the master neither writes nor
             removes it.
+        @param adoptFD: the listening socket this master inherited from the
+            one it replaces (SIGUSR2), to serve on instead of binding the
+            endpoint (which the old master still holds); this site owns it
+            from then on, file included.
         """
         config = getattr(service, "config", None)
         self._reactor = reactor
@@ -604,6 +612,7 @@ class ControlServer:
         self.address: str | None = None
         self.tokenFile: TokenFile | None = None
         self._port: IListeningPort | None = None
+        self._adoptFD = adoptFD
 
     def status(self) -> dict[str, Any]:
         """
@@ -640,7 +649,14 @@ class ControlServer:
         try:
             # Under a budget: scraping must not starve the hand-off of
             # connections, which runs in the same reactor.
-            self._port = listenNow(endpoint, BudgetedFactory(site, self._reactor))
+            factory = BudgetedFactory(site, self._reactor)
+            if self._adoptFD is not None:
+                fd, self._adoptFD = self._adoptFD, None
+                self._port = adoptListener(
+                    self._reactor, self._description, fd, factory
+                ).port
+            else:
+                self._port = listenNow(endpoint, factory)
         except ListenError as e:
             raise ControlError(
                 f"cannot serve --control on {self._description!r}: {e}"
@@ -702,6 +718,30 @@ class ControlServer:
         self.tokenFile = tokenFile
         log.info("control token in {token_file}",
                  cluster_event=logevents.CONTROL_TOKEN_WRITTEN, token_file=tokenFile.path)
+
+    def fileno(self) -> int | None:
+        """
+        The listening socket's descriptor while listening, for a master
+        upgrade to hand over; else C{None}.
+        """
+        sock = getattr(self._port, "socket", None)
+        return None if sock is None else int(sock.fileno())
+
+    def release(self) -> None:
+        """
+        Stop serving in this process only, for a master that handed its
+        control socket to its successor: the socket is neither shut down
+        nor its file removed (the new master serves on it next); the token
+        file, this master's, is removed.
+        """
+        self.history.stop()
+        port, self._port = self._port, None
+        tokenFile, self.tokenFile = self.tokenFile, None
+        if port is not None:
+            port.stopReading()  # type: ignore[attr-defined]
+            port.socket.close()  # type: ignore[attr-defined]
+        if tokenFile is not None:
+            tokenFile.remove()
 
     def stop(self) -> Deferred[None]:
         """

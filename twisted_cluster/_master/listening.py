@@ -11,10 +11,16 @@ Whoever creates a socket file removes it, and nobody else: the master
 removes the file of a C{unix:PATH} listener it bound when it stops, never
 the file of a socket systemd passed it (C{systemd:domain=UNIX}), whose
 mode and backlog stay systemd's too (L{twisted_cluster._shared.adoptedport}).
+
+A master upgrade (SIGUSR2) hands the sockets over: the new master adopts
+each one from the descriptor it inherited (L{adoptListener}) and owns it
+from then on, file included, while the old master only closes its own
+descriptor (L{Listener.release}): no moment without a listening socket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import Any
@@ -96,6 +102,15 @@ class Listener:
         removed; a socket systemd passed is left as it is, file and all.
         """
         self.port.stopListening()
+
+    def release(self) -> None:
+        """
+        Close this process's descriptor only, for a master that handed the
+        socket to its successor: no C{shutdown} (which would refuse
+        connections for the new master too) and the file of a UNIX socket
+        stays (the new master owns it now).
+        """
+        self.socket.close()
 
 
 def parseEndpoint(reactor: EndpointReactor, description: str) -> IStreamServerEndpoint:
@@ -207,4 +222,46 @@ def listen(
     sock.setblocking(False)
     if ownsBacklog(description):
         sock.listen(backlog)
+    return Listener(description, port, sock)
+
+
+def adoptListener(
+    reactor: Any, description: str, fd: int, factory: IProtocolFactory | None = None
+) -> Listener:
+    """
+    The listener C{description} on the listening socket C{fd} that this
+    master inherited from the one it replaces (SIGUSR2), instead of binding
+    it: the same socket, whose queue kept every connection meanwhile.  The
+    file of a C{unix:} socket becomes this master's to remove; a C{systemd:}
+    socket's stays systemd's.  C{fd} is closed (the port holds a copy).
+
+    @param factory: serve the socket with it, as a Twisted port (the
+        control site); by default the port only holds the socket, for the
+        L{Acceptor} to accept on.
+    @raise ListenError: when C{fd} is not a listening socket.
+    """
+    try:
+        probe = socket.socket(fileno=fd)
+        family = int(probe.family)
+        probe.detach()
+        setNonBlocking(fd)
+        serving = factory
+        if serving is None:
+            serving = Factory.forProtocol(Protocol)
+            serving.noisy = False
+        port: Any = adoptListeningPort(
+            reactor, fd, family, serving,
+            ownsFile=endpointKind(description) == "unix",
+        )
+    except OSError as e:
+        raise ListenError(
+            f"cannot adopt the inherited socket of {description!r}: {e.strerror or e}"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    sock = port.socket
+    if factory is None:
+        port.stopReading()
+        sock.setblocking(False)
     return Listener(description, port, sock)

@@ -139,6 +139,43 @@ class PIDFile:
                 log.warn("cannot remove PID file {path}: {error}",
                          path=self.path, error=e.strerror)
 
+    def moveTo(self, path: str) -> bool:
+        """
+        Rename the file this object holds to C{path}, and go on holding it
+        there: a master upgrade (SIGUSR2) moves the old master's file to
+        C{PATH.oldbin}, as nginx and gunicorn do, so that the new master
+        writes its own at C{PATH}; an upgrade that fails moves it back.
+        C{path} is replaced if it holds a PID file whose process is gone
+        (a new master that was killed), never otherwise.
+
+        @return: whether the file moved; C{False} (and logged) when this
+            object holds none, or C{path} names a live process or
+            something that is not a PID file.
+        """
+        pid = self._pid
+        if pid is None or self.read() != pid:
+            return False
+        target = PIDFile(path)
+        try:
+            found = target._inspect()
+        except PIDFileError as e:
+            log.warn("cannot move PID file {path}: {error}", path=self.path, error=str(e))
+            return False
+        if found is not None and found[1] != pid and pidAlive(found[1]):
+            log.warn(
+                "cannot move PID file {path} to {target}: it names live pid {holder}",
+                path=self.path, target=path, holder=found[1],
+            )
+            return False
+        try:
+            os.rename(self.path, path)
+        except OSError as e:
+            log.warn("cannot move PID file {path} to {target}: {error}",
+                     path=self.path, target=path, error=e.strerror)
+            return False
+        self.path = path
+        return True
+
     def _inspect(self) -> tuple[_Identity, int] | None:
         """
         What the path names now: C{None} for nothing, else which file it is

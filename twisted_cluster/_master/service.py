@@ -18,6 +18,7 @@ from twisted.protocols import amp
 from zope.interface import Interface, implementer
 
 from twisted_cluster import logevents
+from twisted_cluster._contract.commands import ReopenLogs
 from twisted_cluster._contract.handoff import Connection
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._master.acceptor import Accepted, Acceptor
@@ -29,7 +30,12 @@ from twisted_cluster._master.dispatcher import (
     STICKY_STALL_AFTER,
     Dispatcher,
 )
-from twisted_cluster._master.listening import Listener, listen, parseEndpoint
+from twisted_cluster._master.listening import (
+    Listener,
+    adoptListener,
+    listen,
+    parseEndpoint,
+)
 from twisted_cluster._master.proxypeek import HeaderPeeker
 from twisted_cluster._master.routing import (
     ForwardingMasterContext,
@@ -80,8 +86,23 @@ class IControlPlane(Interface):
         Stop serving; called once every worker is gone.
         """
 
+    def fileno() -> int | None:
+        """
+        The listening socket's descriptor while listening (for a master
+        upgrade to hand over), else C{None}.
+        """
 
-ControlPlaneFactory = Callable[["ClusterService"], "IControlPlane | None"]
+    def release() -> None:
+        """
+        Stop serving in this process only: the socket goes to a new master
+        (an upgrade), neither shut down nor its file removed.
+        """
+
+
+#: What builds the control site of a service: given the service and the
+#: control socket it inherited from an old master (C{None}: it binds its
+#: own), the site, or C{None} for none.
+ControlPlaneFactory = Callable[["ClusterService", "int | None"], "IControlPlane | None"]
 
 
 @implementer(IMasterContext, IWorkerObserver)
@@ -144,7 +165,7 @@ class ClusterService(ForwardingMasterContext, Service):
         self.dispatcher = Dispatcher(
             reactor, self._policy, self._supervisorReady, config.queueLimit
         )
-        self._readyWaiters: list[Deferred[ClusterService]] = []
+        self._readyWaiters: list[tuple[int, Deferred[ClusterService]]] = []
         self.fatalError: str | None = None
         self._stopped: Deferred[None] | None = None
         self._controlPlane = controlPlane
@@ -153,6 +174,15 @@ class ClusterService(ForwardingMasterContext, Service):
         #: line's master yields to its workers, see
         #: L{twisted_cluster._shared.scheduling}); C{None}: they keep the master's.
         self.workerPolicy: int | None = None
+        #: Listening sockets inherited from the master this one replaces
+        #: (SIGUSR2, L{twisted_cluster._master.upgrade}): endpoint string ->
+        #: descriptors, adopted in order instead of binding.
+        self.inherited: dict[str, list[int]] = {}
+        #: The inherited control socket: the site serves on it once the
+        #: old master is gone (L{listenInheritedControl}).
+        self.inheritedControl: int | None = None
+        self._handedOver = False
+        self._controlHandedOver = False
 
     # Start-up
 
@@ -163,7 +193,10 @@ class ClusterService(ForwardingMasterContext, Service):
         @raise twisted_cluster._master.listening.ListenError: on a malformed endpoint.
         """
         for description in self.config.listen:
-            parseEndpoint(self._reactor, description)
+            if description not in self.inherited:
+                # An inherited socket is adopted as it is (a systemd:
+                # endpoint would look for its LISTEN_PID, the old master's).
+                parseEndpoint(self._reactor, description)
 
     def privilegedStartService(self) -> None:
         """
@@ -178,8 +211,11 @@ class ClusterService(ForwardingMasterContext, Service):
             return
         try:
             for description in self.config.listen:
+                inherited = self.inherited.get(description)
                 self.listeners.append(
-                    listen(self._reactor, description, self.config.backlog)
+                    adoptListener(self._reactor, description, inherited.pop(0))
+                    if inherited
+                    else listen(self._reactor, description, self.config.backlog)
                 )
             self._listenControl()
         except Exception:
@@ -192,9 +228,52 @@ class ClusterService(ForwardingMasterContext, Service):
         Serve the control site, if this service was given one.
         """
         if self._controlPlane is not None:
-            self.control = self._controlPlane(self)
-        if self.control is not None:
+            self.control = self._controlPlane(self, self.inheritedControl)
+        if self.control is not None and self.inheritedControl is None:
             self.control.listen()
+
+    def listenInheritedControl(self) -> None:
+        """
+        Serve the control site on the control socket inherited from the old
+        master, once that one is gone (it serves its own until it exits).
+
+        @raise twisted_cluster._control.site.ControlError: when it cannot.
+        """
+        fd, self.inheritedControl = self.inheritedControl, None
+        if fd is not None and self.control is not None and not self.stopping:
+            self.control.listen()
+
+    def handOverFDs(self) -> tuple[list[tuple[str, int]], int | None]:
+        """
+        What a new master inherits at an upgrade (SIGUSR2): each listening
+        socket as (endpoint string, this process's descriptor), and the
+        control socket's descriptor when C{--control} names a fixed
+        endpoint (C{auto} names its socket after the master's pid: the new
+        master makes its own).
+        """
+        listeners = [(l.description, l.socket.fileno()) for l in self.listeners]
+        control = None
+        if self.control is not None and self.config.control not in (None, "auto"):
+            control = self.control.fileno()
+        return listeners, control
+
+    def handOver(self) -> None:
+        """
+        Stop accepting and close this process's descriptors of the
+        listening sockets without shutting them down: a new master accepts
+        on them now.  The workers still drain as in a graceful stop, which
+        the caller starts next; the control site is released, not
+        closed, when it was handed over too.
+        """
+        self._controlHandedOver = self.handOverFDs()[1] is not None
+        self._handedOver = True
+        for acceptor in self._acceptors:
+            acceptor.pause()
+        for peeker in self._peekers:
+            peeker.flush()
+        for listener in self.listeners:
+            listener.release()
+        self.listeners = []
 
     def accepted(self) -> int:
         """
@@ -262,19 +341,23 @@ class ClusterService(ForwardingMasterContext, Service):
             stallAfter=STICKY_STALL_AFTER if self._keysOnClients else STALL_AFTER,
         )
 
-    def whenReady(self) -> Deferred["ClusterService"]:
+    def whenReady(self, workers: int = 1) -> Deferred["ClusterService"]:
         """
-        A Deferred that fires with this service once a worker is ready and
-        connections are being accepted, or fails with
+        A Deferred that fires with this service once C{workers} workers are
+        ready and connections are being accepted, or fails with
         L{twisted_cluster.errors.ClusterFailed} if the cluster gives up first.
         """
         if self.fatalError is not None:
             return fail(ClusterFailed(self.fatalError))
-        if self.supervisor is not None and self.supervisor.ready():
+        if self.supervisor is not None and len(self._readyIds()) >= workers:
             return succeed(self)
         d: Deferred[ClusterService] = Deferred()
-        self._readyWaiters.append(d)
+        self._readyWaiters.append((workers, d))
         return d
+
+    def _readyIds(self) -> set[int]:
+        assert self.supervisor is not None
+        return {process.workerId for process in self.supervisor.ready()}
 
     # Dispatch
 
@@ -344,8 +427,10 @@ class ClusterService(ForwardingMasterContext, Service):
         elif self.running and self._stopped is None:
             for acceptor in self._acceptors:
                 acceptor.resume()
-        waiters, self._readyWaiters = self._readyWaiters, []
-        for d in waiters:
+        ready = len(self._readyIds())
+        waiters = [(n, d) for n, d in self._readyWaiters if n <= ready]
+        self._readyWaiters = [(n, d) for n, d in self._readyWaiters if n > ready]
+        for _, d in waiters:
             d.callback(self)
 
     def _shareListeners(self, process: IWorkerProcess) -> None:
@@ -423,6 +508,22 @@ class ClusterService(ForwardingMasterContext, Service):
             return None
         return self.supervisor.removeWorker()
 
+    def reopenLogs(self) -> None:
+        """
+        Tell every worker that the logs were reopened (SIGUSR1), so that
+        its app reopens the files it writes itself
+        (C{IWorkerContext.onReopenLogs}).  A worker's own log lines go
+        through the master's log and need nothing.
+        """
+        if self.supervisor is None:
+            return
+        told = 0
+        for process in self.supervisor.processes():
+            if process.control is not None and process.control.transport is not None:
+                process.callRemote(ReopenLogs).addErrback(lambda _: None)
+                told += 1
+        log.info("asked {count} workers to reopen their logs", count=told)
+
     # Stopping
 
     def _stopHealth(self) -> None:
@@ -436,7 +537,7 @@ class ClusterService(ForwardingMasterContext, Service):
         log.critical("cluster stopping: {reason}",
                      cluster_event=logevents.CLUSTER_FAILED, reason=reason)
         waiters, self._readyWaiters = self._readyWaiters, []
-        for d in waiters:
+        for _, d in waiters:
             d.errback(ClusterFailed(reason))
         self._stopHealth()
         self._pauseAndClose()
@@ -450,7 +551,9 @@ class ClusterService(ForwardingMasterContext, Service):
         handed out first: closing a listener resets them otherwise.
         """
         for acceptor in self._acceptors:
-            if acceptBacklog and self.supervisor and self.supervisor.ready():
+            # A backlog handed over at an upgrade is the new master's.
+            backlog = acceptBacklog and not self._handedOver
+            if backlog and self.supervisor and self.supervisor.ready():
                 acceptor.acceptAll()
             acceptor.pause()
         for peeker in self._peekers:
@@ -492,6 +595,9 @@ class ClusterService(ForwardingMasterContext, Service):
             self._stopped = self.supervisor.stop().addCallback(lambda _: None)
         control = self.control
         if control is not None:
-            # Serve the status page while the workers drain; close it last.
-            self._stopped.addCallback(lambda _: control.stop())
+            # Serve the status page while the workers drain; close it last
+            # (release it, when the new master of an upgrade serves on it).
+            self._stopped.addCallback(
+                lambda _: control.release() if self._controlHandedOver else control.stop()
+            )
         return self._stopped

@@ -19,13 +19,18 @@ from typing import Any, Callable, NoReturn, cast
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twisted_cluster import logevents
 from twisted_cluster._control.site import ControlError, controlPlane
 from twisted_cluster._master.config import ClusterConfig, WorkerBound, defaultWorkers
 from twisted_cluster._master.dispatch import POLICIES
+from twisted_cluster._master.handover import HandoverError, takeHandover
 from twisted_cluster._master.listening import DEFAULT_BACKLOG, ListenError
+from twisted_cluster._master.logreopen import LogReopener, logDescriptor, logFilePath
 from twisted_cluster._master.pidfile import PIDFile, PIDFileError
+from twisted_cluster._master.reload import appDirectories, startReloading
 from twisted_cluster._master.service import ClusterService
+from twisted_cluster._master.signals import StopSignals, installSignals
+from twisted_cluster._master.succession import Successor
+from twisted_cluster._master.upgrade import EXTRA_TIME, MasterUpgrade
 from twisted_cluster._shared.privileges import (
     PrivilegeError,
     checkCanSwitch,
@@ -85,9 +90,10 @@ class Options(usage.Options):
         "Run a cluster: one master process owns the listening sockets and "
         "hands each accepted connection, round-robin, to one of N worker "
         "processes that serve --app.  Without --app, workers serve a page "
-        "that shows the cluster.  Signals: TERM/INT stop gracefully, HUP "
-        "restarts the workers one at a time, TTIN adds a worker, TTOU "
-        "removes one (see docs/operations.md)."
+        "that shows the cluster.  Signals: TERM/INT stop gracefully, QUIT "
+        "stops at once, HUP restarts the workers one at a time, USR1 reopens "
+        "the log file, USR2 upgrades the master itself, TTIN adds a worker, "
+        "TTOU removes one, WINCH is ignored (see docs/operations.md)."
     )
 
     optParameters = [
@@ -166,6 +172,9 @@ class Options(usage.Options):
     ]
 
     optFlags = [
+        ["reload", None,
+         "For development: roll the workers (as SIGHUP does) whenever a source "
+         "file of the app changes.  Not for production."],
         ["control-no-auth", None,
          "Let every client that can connect use the control site: no token over "
          "TCP, no peer uid check on UNIX sockets.  Any local user (and the "
@@ -273,6 +282,9 @@ class CommandLineService(ClusterService):
     """
 
     pidfile: PIDFile | None = None
+    #: The new master's half of an upgrade (SIGUSR2), when this master was
+    #: started by one: told why when the start fails.
+    successor: Successor | None = None
 
     def privilegedStartService(self) -> None:
         try:
@@ -280,6 +292,8 @@ class CommandLineService(ClusterService):
                 self.pidfile.acquire()
             super().privilegedStartService()
         except (ListenError, PIDFileError) as e:
+            if self.successor is not None:
+                self.successor.reportFailure(str(e))
             die(str(e))
 
     def stopService(self) -> Any:
@@ -311,60 +325,37 @@ class _Exit:
             os._exit(self.status)
 
 
-def installSignals(reactor: Any, service: ClusterService) -> None:
-    """
-    TERM and INT stop the cluster gracefully.  A second INT, a second or
-    more after the first stop signal (a person pressing Ctrl-C again), kills
-    the workers at once; a repeated TERM changes nothing (tools such as
-    C{timeout} or a process-group kill deliver it twice).  HUP rolls the
-    workers (L{ClusterService.rollingRestart}), TTIN adds one, TTOU removes
-    one.  Installed once the reactor runs, over its own handlers, so that a
-    graceful stop exits 0.
-    """
-    stoppedAt: list[float] = []
-
-    def stop(signum: int) -> None:
-        if not stoppedAt:
-            stoppedAt.append(reactor.seconds())
-            reactor.stop()
-        elif (
-            signum == signal.SIGINT
-            and reactor.seconds() - stoppedAt[0] >= 1.0
-            and service.supervisor is not None
-        ):
-            log.warn("second interrupt: killing the workers now",
-                     cluster_event=logevents.KILLING_NOW)
-            service.supervisor.stopNow()
-
-    def handler(signum: int, frame: Any) -> None:
-        reactor.callFromThread(stop, signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    operations = {
-        signal.SIGHUP: service.rollingRestart,
-        signal.SIGTTIN: service.addWorker,
-        signal.SIGTTOU: service.removeWorker,
-    }
-
-    def operate(signum: int, frame: Any) -> None:
-        reactor.callFromThread(operations[signal.Signals(signum)])
-
-    for signum in operations:
-        signal.signal(signum, operate)
-
-
 def makeService(options: Options) -> ClusterService:
     """
     Build the cluster service from parsed options; check everything that can
-    be checked before any process starts.
+    be checked before any process starts.  A master started by an upgrade
+    (SIGUSR2, L{twisted_cluster._master.upgrade}) adopts the old master's
+    sockets and tells it whether it could start.
     """
     from twisted.internet import reactor as globalReactor
 
     # The platform's default reactor provides all the master needs.
     reactor = cast(ProcessReactor, globalReactor)
 
+    try:
+        handover = takeHandover(os.environ, os.getppid())
+    except HandoverError as e:
+        die(str(e))
+    successor = None if handover is None else Successor(reactor, handover)
+    try:
+        return _makeService(reactor, options, successor)
+    except SystemExit as e:
+        if successor is not None:
+            successor.reportFailure(str(e.code))
+        raise
+
+
+def _makeService(reactor: Any, options: Options, successor: Successor | None) -> ClusterService:
+    """
+    L{makeService}, for a first master or the new one of an upgrade.
+    """
     config = options.config()
+    loaded: set[str] = set(sys.modules)
     appLocator = None
     if config.app is not None:
         # Importing the app here fails fast and clearly on a wrong name; the
@@ -387,10 +378,12 @@ def makeService(options: Options) -> ClusterService:
 
     def fatal(reason: str) -> None:
         exit.status = EXIT_FAILURE
+        if successor is not None:
+            successor.reportFailure(reason)
         # twist sends sys.stderr to the log by now: write to the real one.
         os.write(2, f"twist cluster: error: {reason}\n".encode())
-        if globalReactor.running:
-            globalReactor.stop()
+        if reactor.running:
+            reactor.stop()
 
     if config.app is not None and isinstance(obj, ClusterApp):
         appLocator = obj.masterResponders
@@ -406,11 +399,75 @@ def makeService(options: Options) -> ClusterService:
         service.pidfile = PIDFile(os.path.abspath(options["pidfile"]))
         # Registered after _Exit's hook, so it runs before that one exits.
         atexit.register(service.pidfile.release)
+    if successor is not None:
+        successor.prepare(service)
+        service.successor = successor
     try:
         service.checkConfig()
     except ListenError as e:
         die(str(e))
     if not options["master-normal-priority"]:
         service.workerPolicy = yieldToWorkers()
-    globalReactor.callWhenRunning(installSignals, globalReactor, service)
+        if successor is not None and successor.workerPolicy is not None:
+            # Started by a master that yielded already: its workers' policy.
+            service.workerPolicy = successor.workerPolicy
+    upgrade = MasterUpgrade(
+        reactor, service, [sys.executable, *sys.orig_argv[1:]], os.getcwd(),
+        onHandedOver=reactor.stop, pidfile=service.pidfile,
+        timeout=config.startTimeout + EXTRA_TIME, successor=successor,
+    )
+    watched = appDirectories(sys.modules, loaded) if options["reload"] else None
+    logPath = logFilePath(options.parent)
+    reactor.callWhenRunning(
+        _running, reactor, service, upgrade, successor, watched, logPath
+    )
     return service
+
+
+def _running(
+    reactor: Any,
+    service: ClusterService,
+    upgrade: MasterUpgrade,
+    successor: Successor | None,
+    watched: list[str] | None,
+    logPath: str | None,
+) -> None:
+    """
+    Once the reactor runs: the signal handlers (over the reactor's own,
+    so that a graceful stop exits 0), the log file to reopen (twistd opens
+    it only now), the upgrade's report, and C{--reload}'s watch.
+    """
+    fd = None if logPath is None else logDescriptor(logPath)
+    reopener = None if fd is None or logPath is None else LogReopener(logPath, fd)
+
+    def reopenLogs() -> None:
+        if reopener is not None:
+            reopener.reopen()
+        else:
+            log.info("SIGUSR1: no log file to reopen (the log is not a file: "
+                     "see twist --log-file)", log_file=logPath)
+        service.reopenLogs()
+
+    def killWorkers() -> Any:
+        return service.supervisor.stopNow() if service.supervisor is not None else None
+
+    def stop() -> None:
+        upgrade.stopping()
+        reactor.stop()
+
+    installSignals(
+        reactor,
+        StopSignals(reactor, stop, killWorkers),
+        {
+            signal.SIGHUP: service.rollingRestart,
+            signal.SIGTTIN: service.addWorker,
+            signal.SIGTTOU: service.removeWorker,
+            signal.SIGUSR1: reopenLogs,
+            signal.SIGUSR2: upgrade.request,
+        },
+    )
+    if successor is not None:
+        successor.start(service)
+    if watched is not None:
+        startReloading(reactor, service.rollingRestart, watched)
+

@@ -18,10 +18,18 @@ A worker leaving would thus take the socket away from the whole cluster.
 L{adoptListeningPort} serves an adopted UNIX socket as it is, and leaves
 both the socket and its file alone when it stops: only the descriptor of
 this process is closed.  TCP sockets already get that from Twisted.
+
+A third case hands the file over with the socket: a master started by
+SIGUSR2 inherits the old master's C{unix:PATH} sockets, which the old one
+bound, and owns them from then on (the old one leaves them alone when it
+exits).  With C{ownsFile}, the port removes the file when it stops, as the
+port that bound it would have.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 from typing import Any
 
@@ -65,8 +73,41 @@ class _AdoptedUNIXPort(unix.Port):
         tcp.Port.connectionLost(self, reason)
 
 
+class _InheritedUNIXPort(_AdoptedUNIXPort):
+    """
+    An adopted UNIX listening port whose file this process now owns: it
+    removes the file when it stops (still without shutting the socket
+    down, so that a process it hands the socket to keeps it).
+    """
+
+    _path: str | None = None
+
+    def startListening(self) -> None:
+        """
+        Accept on the adopted socket; remember its file to remove it later.
+        """
+        super().startListening()
+        name = self.socket.getsockname()
+        path = name.decode() if isinstance(name, bytes) else name
+        # An abstract-namespace name (leading NUL) has no file.
+        self._path = path if path and not path.startswith("\0") else None
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        Close the descriptor and remove the socket's file.
+        """
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+        super().connectionLost(reason)
+
+
 def adoptListeningPort(
-    reactor: IReactorSocket, fd: int, family: int, factory: IProtocolFactory
+    reactor: IReactorSocket,
+    fd: int,
+    family: int,
+    factory: IProtocolFactory,
+    ownsFile: bool = False,
 ) -> IListeningPort:
     """
     Accept connections on the listening socket C{fd}, created by another
@@ -78,6 +119,8 @@ def adoptListeningPort(
     (see the module docstring).
 
     @param family: the socket's address family.
+    @param ownsFile: for a UNIX socket, whether this process owns its file
+        (inherited at a master upgrade) and removes it when the port stops.
     """
     if family != socket.AF_UNIX:
         # Twisted annotates the factory as a ServerFactory; any
@@ -85,6 +128,7 @@ def adoptListeningPort(
         return reactor.adoptStreamPort(
             fd, socket.AddressFamily(family), factory  # type: ignore[arg-type]
         )
-    port: Any = _AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    kind = _InheritedUNIXPort if ownsFile else _AdoptedUNIXPort
+    port: Any = kind._fromListeningDescriptor(reactor, fd, factory)
     port.startListening()
     return port

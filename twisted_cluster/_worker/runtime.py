@@ -121,6 +121,14 @@ class WorkerControl(ControlAMP):
         self._worker.drain()
         return {}
 
+    @commands.ReopenLogs.responder
+    def reopenLogs(self) -> dict[str, Any]:
+        # The worker's own lines go through the master: only the app's
+        # files need it.
+        if self._worker.context is not None:
+            self._worker.context.reopenLogs()
+        return {}
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self._worker.controlLost()

@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from twisted_cluster._contract.commands import PingFigures
 from twisted_cluster._supervision.process import (
+    ABORT,
     DRAIN,
     DRAINING,
     KILL,
@@ -54,7 +55,8 @@ class FakeProcess:
     SIGKILLs (records C{"KILL"}) after C{within} seconds unless the test
     made it exit first.
 
-    @ivar signals: the signals it was sent, in order (C{"TERM"}, C{"KILL"}).
+    @ivar signals: the signals it was sent, in order (C{"TERM"}, C{"KILL"},
+        C{"STACKS"} for the stack dump of an L{ABORT}).
     @ivar drained: whether it was asked to drain.
     @ivar stops: every L{stop} call, as C{(mode, within)}.
     @ivar sent: the connections handed to it.
@@ -82,6 +84,7 @@ class FakeProcess:
     stops: list[tuple[NamedConstant, float]] = attr.ib(factory=list)
     sent: list[Any] = attr.ib(factory=list)
     pings: list[Deferred[dict[str, int]]] = attr.ib(factory=list)
+    killSent: bool = False
     _killer: IDelayedCall | None = None
 
     nextPid = 1000
@@ -109,12 +112,12 @@ class FakeProcess:
             return
         if mode is KILL:
             self.state = DRAINING
-            self.signals.append("KILL")
+            self._kill()
             return
         if mode is DRAIN:
             self.drained = True
         else:
-            self.signals.append("TERM")
+            self.signals.append("STACKS" if mode is ABORT else "TERM")
         self.state = DRAINING
         if self.clock is None:
             return
@@ -122,7 +125,11 @@ class FakeProcess:
             if self._killer.getTime() <= self.clock.seconds() + within:
                 return
             self._killer.cancel()
-        self._killer = self.clock.callLater(within, self.signals.append, "KILL")
+        self._killer = self.clock.callLater(within, self._kill)
+
+    def _kill(self) -> None:
+        self.killSent = True
+        self.signals.append("KILL")
 
     def send(self, connections: list[Any]) -> None:
         self.dispatched += len(connections)

@@ -29,12 +29,14 @@ from zope.interface import Attribute, Interface, implementer
 
 from twisted_cluster import logevents
 from twisted_cluster._supervision.process import (
+    ABORT,
     DRAIN,
     KILL,
     READY,
     STARTING,
     STOPPED,
     TERMINATE,
+    STACKS_WAIT,
     IWorkerProcess,
     SpawnFailed,
 )
@@ -554,10 +556,11 @@ class Supervisor:
     def killHung(self, process: IWorkerProcess) -> None:
         """
         Replace C{process}, whose reactor is blocked: no more work for it,
-        SIGTERM, then SIGKILL; its restart is counted as L{HANG}.
+        its stacks to the log, then SIGKILL (L{ABORT}); its restart is
+        counted as L{HANG}.
         """
         process.exitCause = HANG
-        process.stop(TERMINATE, self._config.killTimeout)
+        process.stop(ABORT, STACKS_WAIT)
 
     def addWorker(self) -> int | None:
         """

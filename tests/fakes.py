@@ -32,7 +32,8 @@ from twisted_cluster._supervision.process import (
     IWorkerProcess,
     WorkerState,
 )
-from twisted_cluster._supervision.supervisor import IWorkerPool
+from twisted_cluster._supervision.refusal import OperationRefused, RefusalReason
+from twisted_cluster._supervision.supervisor import IWorkerOperations, IWorkerPool
 
 
 def _state(state: WorkerState | str) -> WorkerState:
@@ -154,19 +155,71 @@ class FakeProcess:
         return f"exit {reason.value.exitCode}"
 
 
-@implementer(IWorkerPool)
+@implementer(IWorkerPool, IWorkerOperations)
 @attr.s(auto_attribs=True)
 class FakeSupervisor:
     """
     The workers as the control plane and the dispatch path read them:
     C{slots} hold a process or wait for one (C{None}); C{extra} are
-    replacements and retiring processes.
+    replacements and retiring processes.  The operations change the slots
+    and refuse as the real one does (without logging); a replacement is a
+    Deferred in C{replacements} for the test to fire.
     """
 
     slots: dict[int, FakeProcess | None] = attr.ib(factory=dict)
     extra: list[FakeProcess] = attr.ib(factory=list)
     restarts: Counter[str] = attr.ib(factory=Counter)
     slotRestartCounts: dict[int, int] = attr.ib(factory=dict)
+    maxWorkers: int = 16
+    killed: list[int] = attr.ib(factory=list)
+    replacements: dict[int, Deferred[bool]] = attr.ib(factory=dict)
+    nextPid: int = 2000
+
+    def _check(self, operation: str, workerId: int) -> None:
+        if workerId not in self.slots:
+            raise OperationRefused(
+                operation, RefusalReason.NO_SUCH_WORKER, f"no worker {workerId}", workerId
+            )
+
+    def add(self) -> int:
+        if len(self.slots) >= self.maxWorkers:
+            raise OperationRefused("add", RefusalReason.MAX_WORKERS, "--max-workers")
+        workerId = max(self.slots, default=0) + 1
+        self.nextPid += 1
+        self.slots[workerId] = FakeProcess(workerId, self.nextPid, "starting")
+        return workerId
+
+    def remove(self, workerId: int | None = None) -> int:
+        operation = "remove" if workerId is None else "drain"
+        if workerId is not None:
+            self._check(operation, workerId)
+        if len(self.slots) <= 1:
+            raise OperationRefused(operation, RefusalReason.LAST_WORKER, "the last worker")
+        workerId = max(self.slots) if workerId is None else workerId
+        del self.slots[workerId]
+        return workerId
+
+    def kill(self, workerId: int) -> list[int]:
+        self._check("kill", workerId)
+        self.killed.append(workerId)
+        process = self.slots[workerId]
+        return [process.pid] if process is not None and process.pid is not None else []
+
+    def restart(self, workerId: int) -> Deferred[bool]:
+        self._check("restart", workerId)
+        d = self.replacements[workerId] = Deferred()
+        return d
+
+    def scale(self, count: int) -> int:
+        if count > self.maxWorkers:
+            raise OperationRefused(
+                "scale", RefusalReason.MAX_WORKERS, f"--max-workers is {self.maxWorkers}"
+            )
+        while len(self.slots) < count:
+            self.add()
+        while len(self.slots) > count:
+            self.remove()
+        return count
 
     def processes(self) -> list[FakeProcess]:
         return [p for _, p in sorted(self.slots.items()) if p] + self.extra

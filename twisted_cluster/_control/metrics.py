@@ -227,7 +227,7 @@ class ClusterCollector(Collector):
         yield states
         restarts = CounterMetricFamily(
             "twisted_cluster_restarts",
-            "Worker restarts by cause (crash, hang, recycle, rollout, startup).",
+            "Worker restarts by cause (" + ", ".join(CAUSES) + ").",
             labels=["cause"],
         )
         for cause, count in cluster["restarts"].items():

@@ -34,8 +34,8 @@ def defaultMaxWorkers() -> int:
 
 
 #: Descriptors the master holds for each worker: its control and hand-off
-#: sockets, and the pipes of its stdin, stdout, stderr and log.
-FDS_PER_WORKER = 6
+#: sockets, and the pipes of its stdin, stdout, stderr, log and stacks.
+FDS_PER_WORKER = 7
 
 #: Descriptors the master keeps for itself (listening sockets, the control
 #: site, its log, connections in flight) when it bounds the workers by its

@@ -45,6 +45,7 @@ from twisted_cluster._supervision.process import (
     workerRow,
 )
 from twisted_cluster._supervision.recycle import RecyclePolicy, Recycler
+from twisted_cluster._supervision.refusal import RefusalReason, refuse
 from twisted_cluster._supervision.rollout import RollingRestart
 from twisted_cluster._supervision.supervisor import IWorkerObserver, Supervisor
 from twisted_cluster.calling import AppResponders
@@ -122,6 +123,10 @@ class ClusterService(ForwardingMasterContext, Service):
         self.fatalError: str | None = None
         self._stopped: Deferred[None] | None = None
         self.control: ControlServer | None = None
+        #: What ends the master when an operator asks (L{shutdown}): the
+        #: command line stops the reactor; run from your code, the service
+        #: stops.
+        self.requestStop: Callable[[], object] = self.stopService
         #: The scheduling policy workers set back at start (the command
         #: line's master yields to its workers, see
         #: L{twisted_cluster._shared.scheduling}); C{None}: they keep the master's.
@@ -396,6 +401,26 @@ class ClusterService(ForwardingMasterContext, Service):
         if self.supervisor is None or self.stopping:
             return None
         return self.supervisor.removeWorker()
+
+    def shutdown(self, now: bool = False) -> None:
+        """
+        Stop the cluster as SIGTERM does (C{ctl shutdown}): stop accepting,
+        drain the workers, exit 0.  With C{now} (C{ctl shutdown --now}),
+        SIGKILL the workers first, as a second Ctrl-C does; also while a
+        graceful stop runs, to end its wait.
+
+        @raise OperationRefused: a graceful stop runs already (logged once).
+        """
+        if self.stopping and not now:
+            raise refuse("shutdown", RefusalReason.STOPPING, "the cluster is stopping already",
+                         cluster_event=logevents.SHUTDOWN_REFUSED)
+        log.info("shutdown requested{how}", how=" (kill the workers now)" if now else "",
+                 cluster_event=logevents.SHUTDOWN_REQUESTED, now=now)
+        if now and self.supervisor is not None:
+            self.supervisor.stopNow()
+        if not self.stopping:
+            # After the answer to whoever asked is written.
+            self._reactor.callLater(0, self.requestStop)
 
     # Stopping
 

@@ -392,6 +392,7 @@ def makeService(options: Options) -> ClusterService:
     except Exception as e:
         die(f"cannot load app {config.app!r}: its masterResponders raised "
             f"{type(e).__name__}: {e}")
+    service.requestStop = reactor.stop
     if options["pidfile"]:
         service.pidfile = PIDFile(os.path.abspath(options["pidfile"]))
         # Registered after _Exit's hook, so it runs before that one exits.

@@ -40,6 +40,8 @@ class FakeService:
         self.acceptedCount = 0
         self.redispatched = 0
         self.dropped = 0
+        self.waiting = 0
+        self.capped = 0
         self.rollouts: list[Deferred[bool]] = []
         self.shutdowns: list[bool] = []
         self.stopping = False

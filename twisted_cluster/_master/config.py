@@ -156,6 +156,10 @@ class ClusterConfig:
         L{twisted_cluster._master.dispatch.POLICIES}).
     @ivar queueLimit: connections the master holds while no worker is ready;
         past it, new ones are closed (and counted).
+    @ivar workerConnections: the most connections open in one worker at a
+        time (C{--worker-connections}); a worker at it gets none while
+        another has room, and they wait in the master when none has (0: no
+        cap).
     @ivar backlog: the length of each listening socket's queue in the
         kernel (C{--backlog}; see L{twisted_cluster._master.listening.ownsBacklog}).
     @ivar maxConnections: connections a worker may serve before it is
@@ -197,6 +201,7 @@ class ClusterConfig:
     healthInterval: float = 5.0
     healthTimeout: float = 10.0
     queueLimit: int = 1024
+    workerConnections: int = 0
     backlog: int = DEFAULT_BACKLOG
     dispatch: str = "round-robin"
     maxConnections: int = 0

@@ -117,7 +117,8 @@ class ClusterService(ForwardingMasterContext, Service):
         self._rollout: RollingRestart | None = None
         #: The dispatch path: which worker gets each connection.
         self.dispatcher = Dispatcher(
-            reactor, self._policy, self._supervisorReady, config.queueLimit
+            reactor, self._policy, self._supervisorReady, config.queueLimit,
+            config.workerConnections,
         )
         self._readyWaiters: list[Deferred[ClusterService]] = []
         self.fatalError: str | None = None
@@ -280,6 +281,22 @@ class ClusterService(ForwardingMasterContext, Service):
         another worker (L{Dispatcher.returned}).
         """
         return self.dispatcher.returned
+
+    @property
+    def waiting(self) -> int:
+        """
+        Connections waiting in the master for a worker (none ready, or
+        every one at C{--worker-connections}).
+        """
+        return self.dispatcher.waiting
+
+    @property
+    def capped(self) -> int:
+        """
+        Connections that waited because every worker had
+        C{--worker-connections} open (L{Dispatcher.capped}).
+        """
+        return self.dispatcher.capped
 
     def _supervisorReady(self) -> list[IWorkerProcess]:
         assert self.supervisor is not None

@@ -109,6 +109,11 @@ class Options(usage.Options):
          "Connections held by the master while no worker is ready; past it, "
          "new ones are closed and counted.",
          _number(int, "queue-limit", 0)],
+        ["worker-connections", None, 0,
+         "The most connections open in one worker at a time: a worker with "
+         "that many gets no new ones while another has room; when every one "
+         "is full, they wait in the master (up to --queue-limit); 0: no cap.",
+         _number(int, "worker-connections", 0)],
         ["backlog", None, DEFAULT_BACKLOG,
          "Connections the kernel queues on each listening socket before the "
          "master accepts them (capped by net.core.somaxconn); an endpoint's "
@@ -204,6 +209,9 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self._checkWorkers(WorkerBound.current())
+        if self["worker-connections"] and self["dispatch"] == "shared":
+            die("--worker-connections needs a --dispatch where the master hands out "
+                "connections: with shared, the kernel does")
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
         try:
@@ -242,6 +250,7 @@ class Options(usage.Options):
             gracePeriod=self["grace-period"],
             startTimeout=self["start-timeout"],
             queueLimit=self["queue-limit"],
+            workerConnections=self["worker-connections"],
             backlog=self["backlog"],
             dispatch=self["dispatch"],
             healthInterval=self["health-interval"],

@@ -141,17 +141,22 @@ class FakeProcess:
         self.pings.append(d)
         return d
 
-    def exit(self, code: int = 0) -> None:
+    def exit(self, code: int = 0, signal: int | None = None) -> None:
         """
-        Exit with C{code}, as the process would.
+        Exit with C{code}, or die of C{signal}, as the process would.
         """
         self.state = STOPPED
         if self._killer is not None and self._killer.active():
             self._killer.cancel()
-        reason = ProcessDone(0) if code == 0 else ProcessTerminated(code)
+        if signal is not None:
+            reason: Exception = ProcessTerminated(signal=signal)
+        else:
+            reason = ProcessDone(0) if code == 0 else ProcessTerminated(code)
         self.ended.callback(Failure(reason))
 
     def exitDescription(self, reason: Failure) -> str:
+        if reason.value.signal is not None:
+            return f"signal {reason.value.signal}"
         return f"exit {reason.value.exitCode}"
 
 

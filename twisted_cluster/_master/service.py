@@ -44,6 +44,7 @@ from twisted_cluster._supervision.process import (
     WorkerProcess,
     workerRow,
 )
+from twisted_cluster._supervision.oom import OOMWitness
 from twisted_cluster._supervision.recycle import RecyclePolicy, Recycler
 from twisted_cluster._supervision.refusal import RefusalReason, refuse
 from twisted_cluster._supervision.rollout import RollingRestart
@@ -200,7 +201,7 @@ class ClusterService(ForwardingMasterContext, Service):
                      cluster_event=logevents.LISTENING, address=listener.address())
         self.supervisor = Supervisor(
             self._reactor, self.config, self._makeProcess, self._fatal,
-            observers=[self, self.dispatcher],
+            observers=[self, self.dispatcher], oom=OOMWitness.ofThisProcess(),
         )
         self.supervisor.start()
         self._rollout = RollingRestart(self.supervisor)

@@ -16,6 +16,7 @@ L{Clock}.
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -40,6 +41,7 @@ from twisted_cluster._supervision.process import (
     IWorkerProcess,
     SpawnFailed,
 )
+from twisted_cluster._supervision.oom import OOMVerdict, OOMWitness
 from twisted_cluster._supervision.refusal import OperationRefused, RefusalReason, refuse
 from twisted_cluster._supervision.startfailure import StartFailure
 
@@ -190,6 +192,7 @@ class Supervisor:
         makeProcess: Callable[[int, Callable[[IWorkerProcess], None]], IWorkerProcess],
         onFatal: Callable[[str], None],
         observers: Sequence[IWorkerObserver] = (),
+        oom: OOMWitness | None = None,
     ) -> None:
         """
         @param makeProcess: builds (does not spawn) the process for a slot,
@@ -197,7 +200,11 @@ class Supervisor:
             is ready.
         @param onFatal: called once with one line when workers cannot start.
         @param observers: told, in order, when a worker becomes ready.
+        @param oom: says whether a SIGKILL the master did not send came
+            from the kernel's OOM killer (default: a witness that cannot
+            tell, "possibly out of memory").
         """
+        self._oom = oom if oom is not None else OOMWitness(lambda: None)
         self._reactor = reactor
         self._config = config
         self._makeProcess = makeProcess
@@ -366,7 +373,7 @@ class Supervisor:
         self._startQueued()
 
     def _handleExit(self, reason: Failure, process: IWorkerProcess) -> None:
-        how = process.exitDescription(reason)
+        how = self._outOfMemory(process, reason, process.exitDescription(reason))
         if reason.check(SpawnFailed):
             log.error(
                 "worker {worker_id} could not be started: {error}",
@@ -429,6 +436,34 @@ class Supervisor:
             failures=slot.failures,
         )
         slot.restart = self._reactor.callLater(delay, self._spawn, slot)
+
+    def _outOfMemory(self, process: IWorkerProcess, reason: Failure, how: str) -> str:
+        """
+        C{how} C{process} ended, with what the OOM witness says when a
+        SIGKILL the master did not send ended it; a kill by the OOM killer
+        is logged as such and counted as L{RestartCause.OOM}.
+        """
+        if getattr(reason.value, "signal", None) != signal.SIGKILL or process.killSent:
+            return how
+        verdict, source = self._oom.verdict(process.pid)
+        if verdict is OOMVerdict.NOT:
+            return how
+        killed = verdict is OOMVerdict.KILLED
+        if killed and process.exitCause is None:
+            process.exitCause = RestartCause.OOM
+        what = "out of memory (killed by the kernel's OOM killer)" if killed else (
+            "possibly out of memory (a SIGKILL the master did not send)"
+        )
+        log.warn(
+            "worker {worker_id} pid {worker_pid} died of SIGKILL: {what}",
+            cluster_event=logevents.WORKER_OUT_OF_MEMORY,
+            worker_id=process.workerId,
+            worker_pid=process.pid,
+            what=what,
+            verdict=verdict.value,
+            source=source,
+        )
+        return f"{how}, {what}"
 
     def _crashDelay(self, slot: _Slot) -> float:
         """

@@ -148,7 +148,8 @@ class ClusterConfig:
     @ivar listen: endpoint strings to listen on.
     @ivar gracePeriod: seconds a draining worker may take before SIGKILL.
     @ivar startTimeout: seconds a new worker may take to become ready.
-    @ivar killTimeout: seconds between SIGTERM and SIGKILL for a hung worker.
+    @ivar killTimeout: seconds between SIGTERM and SIGKILL for a worker that
+        cannot drain (one that does not become ready in time).
     @ivar healthInterval: seconds between two health pings of a worker.
     @ivar healthTimeout: seconds a ping may go unanswered before the worker
         is declared hung.

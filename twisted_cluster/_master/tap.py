@@ -130,7 +130,7 @@ class Options(usage.Options):
          _number(float, "health-interval", 0.01)],
         ["health-timeout", None, 10.0,
          "Seconds a worker may leave a ping unanswered before it is killed "
-         "(TERM, then KILL) and replaced as hung.",
+         "(its Python stacks logged, then KILL) and replaced as hung.",
          _number(float, "health-timeout", 0.01)],
         ["max-connections", None, 0,
          "Recycle a worker (replace it gracefully) after it served this many "

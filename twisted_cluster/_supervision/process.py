@@ -82,7 +82,7 @@ class StopMode(Names):
 
     #: Ask it to finish its connections and exit (the Drain command).
     DRAIN = NamedConstant()
-    #: SIGTERM: for a process that cannot drain (starting, hung).
+    #: SIGTERM: for a process that cannot drain (starting).
     TERMINATE = NamedConstant()
     #: SIGKILL now.
     KILL = NamedConstant()

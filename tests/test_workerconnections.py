@@ -19,6 +19,7 @@ from tests.support import acceptedFD, fdIsOpen
 from twisted_cluster import logevents
 from twisted_cluster._master.dispatch import LeastConnections, RoundRobin
 from twisted_cluster._master.dispatcher import Dispatcher
+from twisted_cluster._master.tap import Options
 from twisted_cluster._supervision.process import READY, IWorkerProcess
 
 
@@ -121,3 +122,22 @@ class CapTests(SynchronousTestCase):
             (self.dispatcher.waiting, self.dispatcher.dropped, self.dispatcher.capped),
             (1, 1, 1),
         )
+
+
+class OptionTests(SynchronousTestCase):
+    def test_theOptionReachesTheConfig(self) -> None:
+        options = Options()
+        options.parseOptions(["--workers", "2", "--worker-connections", "100"])
+        self.assertEqual(options.config().workerConnections, 100)
+
+    def test_withSharedListenersItIsOneClearError(self) -> None:
+        """
+        With C{--dispatch shared} the kernel hands out connections: the
+        master could not keep the cap, so the option is refused at start.
+        """
+        error = self.assertRaises(
+            SystemExit, Options().parseOptions,
+            ["--workers", "2", "--worker-connections", "5", "--dispatch", "shared"],
+        )
+        self.assertIn("--worker-connections needs a --dispatch", str(error))
+        self.assertEqual(len(str(error).splitlines()), 1)

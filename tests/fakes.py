@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from twisted_cluster._contract.commands import PingFigures
 from twisted_cluster._supervision.process import (
+    ABORT,
     DRAIN,
     DRAINING,
     KILL,
@@ -31,7 +32,8 @@ from twisted_cluster._supervision.process import (
     IWorkerProcess,
     WorkerState,
 )
-from twisted_cluster._supervision.supervisor import IWorkerPool
+from twisted_cluster._supervision.refusal import OperationRefused, RefusalReason
+from twisted_cluster._supervision.supervisor import IWorkerOperations, IWorkerPool
 
 
 def stateNamed(state: WorkerState | str) -> WorkerState:
@@ -54,7 +56,8 @@ class FakeProcess:
     SIGKILLs (records C{"KILL"}) after C{within} seconds unless the test
     made it exit first.
 
-    @ivar signals: the signals it was sent, in order (C{"TERM"}, C{"KILL"}).
+    @ivar signals: the signals it was sent, in order (C{"TERM"}, C{"KILL"},
+        C{"STACKS"} for the stack dump of an L{ABORT}).
     @ivar drained: whether it was asked to drain.
     @ivar stops: every L{stop} call, as C{(mode, within)}.
     @ivar sent: the connections handed to it.
@@ -83,6 +86,7 @@ class FakeProcess:
     stops: list[tuple[NamedConstant, float]] = attr.ib(factory=list)
     sent: list[Any] = attr.ib(factory=list)
     pings: list[Deferred[dict[str, int]]] = attr.ib(factory=list)
+    killSent: bool = False
     _killer: IDelayedCall | None = None
 
     nextPid = 1000
@@ -110,12 +114,12 @@ class FakeProcess:
             return
         if mode is KILL:
             self.state = DRAINING
-            self.signals.append("KILL")
+            self._kill()
             return
         if mode is DRAIN:
             self.drained = True
         else:
-            self.signals.append("TERM")
+            self.signals.append("STACKS" if mode is ABORT else "TERM")
         self.state = DRAINING
         if self.clock is None:
             return
@@ -123,7 +127,11 @@ class FakeProcess:
             if self._killer.getTime() <= self.clock.seconds() + within:
                 return
             self._killer.cancel()
-        self._killer = self.clock.callLater(within, self.signals.append, "KILL")
+        self._killer = self.clock.callLater(within, self._kill)
+
+    def _kill(self) -> None:
+        self.killSent = True
+        self.signals.append("KILL")
 
     def send(self, connections: list[Any]) -> None:
         self.dispatched += len(connections)
@@ -134,33 +142,90 @@ class FakeProcess:
         self.pings.append(d)
         return d
 
-    def exit(self, code: int = 0) -> None:
+    def exit(self, code: int = 0, signal: int | None = None) -> None:
         """
-        Exit with C{code}, as the process would.
+        Exit with C{code}, or die of C{signal}, as the process would.
         """
         self.state = STOPPED
         if self._killer is not None and self._killer.active():
             self._killer.cancel()
-        reason = ProcessDone(0) if code == 0 else ProcessTerminated(code)
+        if signal is not None:
+            reason: Exception = ProcessTerminated(signal=signal)
+        else:
+            reason = ProcessDone(0) if code == 0 else ProcessTerminated(code)
         self.ended.callback(Failure(reason))
 
     def exitDescription(self, reason: Failure) -> str:
+        if reason.value.signal is not None:
+            return f"signal {reason.value.signal}"
         return f"exit {reason.value.exitCode}"
 
 
-@implementer(IWorkerPool)
+@implementer(IWorkerPool, IWorkerOperations)
 @attr.s(auto_attribs=True)
 class FakeSupervisor:
     """
     The workers as the control plane and the dispatch path read them:
     C{slots} hold a process or wait for one (C{None}); C{extra} are
-    replacements and retiring processes.
+    replacements and retiring processes.  The operations change the slots
+    and refuse as the real one does (without logging); a replacement is a
+    Deferred in C{replacements} for the test to fire.
     """
 
     slots: dict[int, FakeProcess | None] = attr.ib(factory=dict)
     extra: list[FakeProcess] = attr.ib(factory=list)
     restarts: Counter[str] = attr.ib(factory=Counter)
     slotRestartCounts: dict[int, int] = attr.ib(factory=dict)
+    maxWorkers: int = 16
+    killed: list[int] = attr.ib(factory=list)
+    replacements: dict[int, Deferred[bool]] = attr.ib(factory=dict)
+    nextPid: int = 2000
+
+    def _check(self, operation: str, workerId: int) -> None:
+        if workerId not in self.slots:
+            raise OperationRefused(
+                operation, RefusalReason.NO_SUCH_WORKER, f"no worker {workerId}", workerId
+            )
+
+    def add(self) -> int:
+        if len(self.slots) >= self.maxWorkers:
+            raise OperationRefused("add", RefusalReason.MAX_WORKERS, "--max-workers")
+        workerId = max(self.slots, default=0) + 1
+        self.nextPid += 1
+        self.slots[workerId] = FakeProcess(workerId, self.nextPid, "starting")
+        return workerId
+
+    def remove(self, workerId: int | None = None) -> int:
+        operation = "remove" if workerId is None else "drain"
+        if workerId is not None:
+            self._check(operation, workerId)
+        if len(self.slots) <= 1:
+            raise OperationRefused(operation, RefusalReason.LAST_WORKER, "the last worker")
+        workerId = max(self.slots) if workerId is None else workerId
+        del self.slots[workerId]
+        return workerId
+
+    def kill(self, workerId: int) -> list[int]:
+        self._check("kill", workerId)
+        self.killed.append(workerId)
+        process = self.slots[workerId]
+        return [process.pid] if process is not None and process.pid is not None else []
+
+    def restart(self, workerId: int) -> Deferred[bool]:
+        self._check("restart", workerId)
+        d = self.replacements[workerId] = Deferred()
+        return d
+
+    def scale(self, count: int) -> int:
+        if count > self.maxWorkers:
+            raise OperationRefused(
+                "scale", RefusalReason.MAX_WORKERS, f"--max-workers is {self.maxWorkers}"
+            )
+        while len(self.slots) < count:
+            self.add()
+        while len(self.slots) > count:
+            self.remove()
+        return count
 
     def processes(self) -> list[FakeProcess]:
         return [p for _, p in sorted(self.slots.items()) if p] + self.extra

@@ -28,9 +28,9 @@ class FakeConfig:
 
 class FakeService:
     """
-    A cluster service with the operations of the real one: add and remove
-    change the slots, remove refuses the last worker, a roll-out is a
-    Deferred the test fires.
+    A cluster service with the operations of the real one: those on
+    workers are its L{FakeSupervisor}'s, a roll-out is a Deferred the test
+    fires, a shutdown is recorded (C{now} or not) in C{shutdowns}.
     """
 
     def __init__(self, supervisor: FakeSupervisor | None = None) -> None:
@@ -40,26 +40,17 @@ class FakeService:
         self.acceptedCount = 0
         self.redispatched = 0
         self.dropped = 0
+        self.waiting = 0
+        self.capped = 0
         self.rollouts: list[Deferred[bool]] = []
-        self.nextPid = 1000
+        self.shutdowns: list[bool] = []
+        self.stopping = False
 
     def accepted(self) -> int:
         return self.acceptedCount
 
-    def addWorker(self) -> int | None:
-        assert self.supervisor is not None
-        workerId = max(self.supervisor.slots, default=0) + 1
-        self.nextPid += 1
-        self.supervisor.slots[workerId] = FakeProcess(workerId, self.nextPid, "starting")
-        return workerId
-
-    def removeWorker(self) -> int | None:
-        assert self.supervisor is not None
-        if len(self.supervisor.slots) <= 1:
-            return None
-        workerId = max(self.supervisor.slots)
-        del self.supervisor.slots[workerId]
-        return workerId
+    def shutdown(self, now: bool = False) -> None:
+        self.shutdowns.append(now)
 
     def rollingRestart(self) -> Deferred[bool]:
         d: Deferred[bool] = Deferred()

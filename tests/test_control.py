@@ -148,11 +148,12 @@ class OperationTests(SynchronousTestCase):
 
     def test_scaleNeedsAPositiveNumber(self) -> None:
         """
-        C{scale} with no number, or 0, is refused and changes nothing.
+        C{scale} with no number, or 0, is a bad request (400) and changes
+        nothing.
         """
         service = twoWorkers()
         for path in ("/scale", "/scale?workers=0", "/scale?workers=x"):
-            self.assertEqual(call(service, b"POST", path)[0], 409, path)
+            self.assertEqual(call(service, b"POST", path)[0], 400, path)
         assert service.supervisor is not None
         self.assertEqual(sorted(service.supervisor.slots), [1, 2])
 

@@ -24,6 +24,7 @@ from twisted_cluster._supervision.process import (
 )
 from twisted_cluster._supervision.supervisor import (
     IWorkerObserver,
+    IWorkerOperations,
     IWorkerPool,
     Supervisor,
 )
@@ -43,6 +44,7 @@ class InterfaceTests(SynchronousTestCase):
         real = Supervisor(Clock(), ClusterConfig(), lambda *a: FakeProcess(1), print)
         for supervisor in (real, FakeSupervisor()):
             self.assertTrue(verifyObject(IWorkerPool, supervisor))
+            self.assertTrue(verifyObject(IWorkerOperations, supervisor))
 
     def test_observers(self) -> None:
         service = ClusterService(MemoryReactorClock(), ClusterConfig())

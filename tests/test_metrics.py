@@ -95,7 +95,8 @@ class StatusTests(SynchronousTestCase):
         self.assertEqual(cluster["target"], 2)
         self.assertEqual(
             cluster["restarts"],
-            {"crash": 2, "hang": 0, "recycle": 0, "rollout": 1, "startup": 0},
+            {"crash": 2, "hang": 0, "recycle": 0, "rollout": 1, "startup": 0,
+             "kill": 0, "oom": 0},
         )
         self.assertEqual(
             (cluster["accepted"], cluster["redispatched"], cluster["dropped"]), (90, 4, 1)

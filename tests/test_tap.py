@@ -192,22 +192,25 @@ class WorkerCountOptionTests(SynchronousTestCase):
 
     def test_openFileLimitOfTheRealProcessBoundsTheWorkers(self) -> None:
         """
-        Under C{prlimit --nofile=256}, 33 workers would need more
-        descriptors than the master may open: refused even with
+        Under C{prlimit --nofile=256}, one worker more than the
+        descriptors the master may open allow is refused, even with
         C{--allow-many-workers}, naming C{ulimit -n}.
         """
         prlimit = shutil.which("prlimit")
         if prlimit is None:
             raise self.skipTest("prlimit is not installed")
+        bound = (256 - FDS_RESERVED) // FDS_PER_WORKER
         result = subprocess.run(
             [prlimit, "--nofile=256:256", *TWIST, "cluster", "--allow-many-workers",
-             "--workers", "33", "--listen", "tcp:0:interface=127.0.0.1"],
+             "--workers", str(bound + 1), "--listen", "tcp:0:interface=127.0.0.1"],
             cwd=ROOT, env=testEnvironment(), capture_output=True, timeout=30, text=True,
         )
         self.assertEqual(result.returncode, 1)
         [line] = result.stderr.strip().splitlines()
         self.assertTrue(
-            line.startswith("twist cluster: error: --workers 33 is more than the 32 workers"),
+            line.startswith(
+                f"twist cluster: error: --workers {bound + 1} is more than the {bound} workers"
+            ),
             line,
         )
         self.assertIn("ulimit -n", line)

@@ -15,18 +15,26 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.fakes import RecordingHandoffObserver
 from tests.test_spawning import SpawnReactor
 from twisted_cluster import logevents
+from twisted_cluster._contract import STACKS_FD, STACKS_SIGNAL
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._supervision.process import (
+    ABORT,
     DRAIN,
     DRAINING,
     KILL,
+    STACKS_LIMIT,
+    STACKS_QUIET,
     STOPPED,
     TERMINATE,
     WorkerProcess,
 )
 
 
-class StopTests(SynchronousTestCase):
+class _ProcessCase(SynchronousTestCase):
+    """
+    One real L{WorkerProcess}, spawned on a L{SpawnReactor}.
+    """
+
     def setUp(self) -> None:
         self.reactor = SpawnReactor()
         self.readied: list[Any] = []
@@ -36,6 +44,8 @@ class StopTests(SynchronousTestCase):
             listWorkers=list,
         )
         self.process.spawn()
+        # The exit reason is a Failure: consumed here, as the supervisor does.
+        self.process.ended.addErrback(lambda reason: None)
         assert self.process.pid is not None
         self.signals = self.reactor.transports[self.process.pid].signals
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
@@ -49,6 +59,8 @@ class StopTests(SynchronousTestCase):
     def killed(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("cluster_event") == logevents.WORKER_KILLED]
 
+
+class StopTests(_ProcessCase):
     def test_drainIsKilledAfterItsGracePeriod(self) -> None:
         self.process.stop(DRAIN, 5)
         self.assertEqual((self.process.state, self.signals), (DRAINING, []))
@@ -105,3 +117,102 @@ class StopTests(SynchronousTestCase):
         self.process.stop(KILL)
         self.process.stop(DRAIN, 1)
         self.assertEqual((self.signals, self.reactor.getDelayedCalls()), ([], []))
+
+
+#: What faulthandler writes for a worker blocked in C{stuck_here}.
+DUMP = (
+    b"Current thread 0x00007f0000000001 (most recent call first):\n"
+    b'  File "/srv/app.py", line 12 in stuck_here\n'
+    b'  File "/srv/app.py", line 20 in render_GET\n'
+)
+
+
+class AbortTests(_ProcessCase):
+    """
+    L{ABORT}, the stop of a hung worker: its stacks reach the log, then
+    SIGKILL, without a SIGTERM or a kill timeout in between.
+    """
+
+    def stacks(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("cluster_event") == logevents.WORKER_STACKS]
+
+    def write(self, data: bytes) -> None:
+        assert self.process.pid is not None
+        self.reactor.protocols[self.process.pid].childDataReceived(STACKS_FD, data)
+
+    def test_stacksAreLoggedThenTheProcessKilledOnceTheyStop(self) -> None:
+        self.process.stop(ABORT, 0.5)
+        self.assertEqual((self.process.state, self.signals), (DRAINING, [STACKS_SIGNAL]))
+        self.write(DUMP[:40])
+        self.reactor.advance(STACKS_QUIET / 2)
+        self.write(DUMP[40:])
+        self.reactor.advance(STACKS_QUIET * 0.9)
+        self.assertEqual(self.signals, [STACKS_SIGNAL])
+        self.reactor.advance(STACKS_QUIET * 0.1)
+        self.assertEqual(self.signals, [STACKS_SIGNAL, "KILL"])
+        [event] = self.stacks()
+        self.assertEqual(
+            (event["worker_id"], event["worker_pid"], event["truncated"]),
+            (1, self.process.pid, False),
+        )
+        self.assertIn("line 12 in stuck_here", event["stacks"])
+        self.assertEqual(len(event["stacks"].splitlines()), 3)
+
+    def test_noStacksKillsAtTheDeadline(self) -> None:
+        """
+        A process that cannot write (SIGSTOP) is killed C{within} seconds
+        after the request, and the log says it wrote nothing.
+        """
+        self.process.stop(ABORT, 0.5)
+        self.reactor.advance(0.49)
+        self.assertEqual(self.signals, [STACKS_SIGNAL])
+        self.reactor.advance(0.01)
+        self.assertEqual(self.signals, [STACKS_SIGNAL, "KILL"])
+        [event] = self.stacks()
+        self.assertEqual(event["stacks"], "")
+
+    def test_aStreamOfStacksDoesNotPostponeTheKill(self) -> None:
+        self.process.stop(ABORT, 0.5)
+        for _ in range(20):
+            self.write(DUMP)
+            self.reactor.advance(STACKS_QUIET / 2)
+        self.assertEqual(self.signals, [STACKS_SIGNAL, "KILL"])
+
+    def test_stacksAreBoundedAndEscaped(self) -> None:
+        """
+        The worker is untrusted: what it writes is cut at L{STACKS_LIMIT}
+        bytes and cannot forge log lines or move a terminal's cursor.
+        """
+        self.process.stop(ABORT, 0.5)
+        self.write(b"\x1b[2J" + b"x" * STACKS_LIMIT)
+        self.reactor.advance(STACKS_QUIET)
+        [event] = self.stacks()
+        self.assertTrue(event["truncated"])
+        self.assertNotIn("\x1b", event["stacks"])
+        self.assertLessEqual(len(event["stacks"]), STACKS_LIMIT + 10)
+
+    def test_stacksNotAskedForAreDropped(self) -> None:
+        self.write(DUMP)
+        self.process.stop(KILL)
+        assert self.process.pid is not None
+        self.reactor.exit(self.process.pid, -9)
+        self.assertEqual(self.stacks(), [])
+
+    def test_anExitBeforeTheKillStillLogsTheStacks(self) -> None:
+        self.process.stop(ABORT, 0.5)
+        self.write(DUMP)
+        assert self.process.pid is not None
+        self.reactor.exit(self.process.pid, -9)
+        self.assertEqual(len(self.stacks()), 1)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_onlyTheKillTheMasterSentCounts(self) -> None:
+        """
+        L{WorkerProcess.killSent} tells a SIGKILL the master sent from one
+        it did not (the kernel's OOM killer, another user).
+        """
+        self.assertFalse(self.process.killSent)
+        self.process.stop(TERMINATE, 5)
+        self.assertFalse(self.process.killSent)
+        self.reactor.advance(5)
+        self.assertTrue(self.process.killSent)

@@ -6,6 +6,10 @@ C{python -m twisted_cluster.ctl}: talk to a running master's control site.
     python -m twisted_cluster.ctl restart         # rolling restart
     python -m twisted_cluster.ctl add | remove    # one worker more / less
     python -m twisted_cluster.ctl scale 8         # as many workers as that
+    python -m twisted_cluster.ctl drain 3         # worker 3 drains, one less
+    python -m twisted_cluster.ctl kill 3          # SIGKILL worker 3 (replaced)
+    python -m twisted_cluster.ctl restart 3       # replace worker 3 gracefully
+    python -m twisted_cluster.ctl shutdown [--now]  # stop the master
 
 Without C{--control}, it finds the master the way the master picks its
 socket (L{twisted_cluster._control.site.runtimeDirectory}): the one live master
@@ -22,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 from urllib.parse import urlsplit
 
 import attr
@@ -51,6 +55,16 @@ class CtlError(Exception):
     """
     Something the user must fix; C{str(error)} is one line.
     """
+
+
+class _Parser(argparse.ArgumentParser):
+    """
+    A parser whose usage errors are one line and exit status 1, like every
+    other error of C{ctl} (argparse prints its usage and exits 2).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise CtlError(f"{message} (see {self.prog} --help)")
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -289,7 +303,7 @@ def parser() -> argparse.ArgumentParser:
     """
     The command line of C{python -m twisted_cluster.ctl}.
     """
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="python -m twisted_cluster.ctl",
         description="Show and control a running twist cluster master.",
     )
@@ -307,30 +321,55 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status = commands.add_parser("status", help="show the workers as a table")
     status.add_argument("--json", action="store_true", help="print /status.json as is")
-    commands.add_parser("restart", help="rolling restart of every worker")
+    restart = commands.add_parser(
+        "restart", help="rolling restart of every worker, or replace worker ID"
+    )
+    restart.add_argument("worker", type=int, nargs="?", metavar="ID")
     commands.add_parser("add", help="run one worker more")
-    commands.add_parser("remove", help="run one worker less")
+    commands.add_parser("remove", help="run one worker less (the highest id drains)")
     scale = commands.add_parser("scale", help="run N workers")
     scale.add_argument("workers", type=int, metavar="N")
+    drain = commands.add_parser(
+        "drain", help="worker ID finishes its requests and exits; one worker less"
+    )
+    drain.add_argument("worker", type=int, metavar="ID")
+    kill = commands.add_parser("kill", help="SIGKILL worker ID now; its slot restarts")
+    kill.add_argument("worker", type=int, metavar="ID")
+    shutdown = commands.add_parser(
+        "shutdown", help="stop the master gracefully (--now: kill the workers first)"
+    )
+    shutdown.add_argument("--now", action="store_true",
+                          help="SIGKILL the workers instead of letting them drain")
     return top
+
+
+def requestFor(args: argparse.Namespace) -> tuple[bytes, str]:
+    """
+    The method and path of the control site's endpoint for a parsed
+    command (see L{twisted_cluster._control.operations}).
+    """
+    command = args.command
+    if command == "status":
+        return b"GET", "status.json"
+    if command == "scale":
+        return b"POST", f"scale?workers={args.workers}"
+    if command == "shutdown":
+        return b"POST", "shutdown?now=1" if args.now else "shutdown"
+    if getattr(args, "worker", None) is not None:
+        return b"POST", f"{command}?worker={args.worker}"
+    return b"POST", command
 
 
 async def run(reactor: ClientReactor, argv: Sequence[str], out: Any = sys.stdout) -> int:
     """
     Run one command; return the exit status.
     """
-    args = parser().parse_args(argv)
     try:
+        args = parser().parse_args(argv)
         target = findTarget(args.control)
         token = findToken(target, args.token_file)
-        if args.command == "status":
-            code, document = await request(reactor, target, b"GET", "status.json", token)
-        elif args.command == "scale":
-            code, document = await request(
-                reactor, target, b"POST", f"scale?workers={args.workers}", token
-            )
-        else:
-            code, document = await request(reactor, target, b"POST", args.command, token)
+        method, path = requestFor(args)
+        code, document = await request(reactor, target, method, path, token)
     except CtlError as e:
         sys.stderr.write(f"ctl: error: {e}\n")
         return 1
@@ -340,7 +379,9 @@ async def run(reactor: ClientReactor, argv: Sequence[str], out: Any = sys.stdout
                          f"{document.get('error', code)}{hint}\n")
         return 1
     if code >= 400:
-        sys.stderr.write(f"ctl: error: {args.command}: {document.get('error', code)}\n")
+        # A refusal names its operation and reason itself.
+        prefix = "" if "reason" in document else f"{args.command}: "
+        sys.stderr.write(f"ctl: error: {prefix}{document.get('error', code)}\n")
         return 1
     if args.command == "status":
         out.write(json.dumps(document, indent=1) + "\n" if args.json else formatStatus(document))

@@ -175,6 +175,8 @@ def clusterStatus(
             "accepted": service.accepted(),
             "redispatched": service.redispatched,
             "dropped": service.dropped,
+            "waiting": service.waiting,
+            "capped": service.capped,
             "rate": rates[-1] if rates else 0.0,
         },
         "history": {
@@ -234,7 +236,7 @@ class ClusterCollector(Collector):
         yield states
         restarts = CounterMetricFamily(
             "twisted_cluster_restarts",
-            "Worker restarts by cause (crash, hang, recycle, rollout, startup).",
+            "Worker restarts by cause (" + ", ".join(CAUSES) + ").",
             labels=["cause"],
         )
         for cause, count in cluster["restarts"].items():
@@ -256,6 +258,20 @@ class ClusterCollector(Collector):
         failures.add_metric(["redispatched"], cluster["redispatched"])
         failures.add_metric(["dropped"], cluster["dropped"])
         yield failures
+        waiting = GaugeMetricFamily(
+            "twisted_cluster_connections_waiting",
+            "Connections waiting in the master for a worker (none ready, or "
+            "every one at --worker-connections).",
+        )
+        waiting.add_metric([], cluster["waiting"])
+        yield waiting
+        capped = CounterMetricFamily(
+            "twisted_cluster_connections_capped",
+            "Connections that waited in the master because every ready worker "
+            "had --worker-connections open.",
+        )
+        capped.add_metric([], cluster["capped"])
+        yield capped
         yield from self._perWorker(status["workers"])
 
     def _perWorker(self, workers: list[dict[str, Any]]) -> Iterator[Any]:

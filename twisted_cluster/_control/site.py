@@ -1,7 +1,9 @@
 """
 The control site: a small twisted.web site served by the master, for
 people (a live status page) and for programs (C{/status.json}, Prometheus
-C{/metrics}, and POST operations: rolling restart, add or remove a worker).
+C{/metrics}, and POST operations: rolling restart, add, remove, drain, kill
+or restart one worker, scale, shut down; see
+L{twisted_cluster._control.operations}).
 
 By default it listens on a UNIX socket of mode 0600 in a directory of mode
 0700 that only the master's user can enter (see L{defaultEndpoint}): other
@@ -51,12 +53,14 @@ from twisted_cluster._control.auth import (
 from twisted_cluster._control.budget import BudgetedFactory
 from twisted_cluster._control.gathering import MetricsGatherer
 from twisted_cluster._control.metrics import RateHistory, clusterRegistry, clusterStatus
+from twisted_cluster._control.operations import BadArguments, operations
 from twisted_cluster._control.probes import addProbes
 from twisted_cluster._control.responses import jsonResponse
 from twisted_cluster._master.listening import ListenError, adoptListener, listenNow
 from twisted_cluster._master.pidfile import pidAlive
 from twisted_cluster._master.service import IControlPlane
 from twisted_cluster._shared.endpointstrings import EndpointReactor
+from twisted_cluster._supervision.refusal import OperationRefused
 from twisted_cluster.apploading import quietSite
 
 log = Logger()
@@ -369,13 +373,24 @@ def _literalHost(host: bytes | None) -> bool:
     return True
 
 
+def _arguments(request: Request) -> dict[str, str]:
+    """
+    The first few arguments of an operation, cut short, for its log line
+    (the peer is admitted, but a log line stays small).
+    """
+    args: dict[bytes, list[bytes]] = request.args or {}
+    return {
+        key.decode("ascii", "replace")[:32]: values[0].decode("ascii", "replace")[:64]
+        for key, values in list(args.items())[:4] if values
+    }
+
+
 class _Operation(_Protected):
     """
-    One operation: C{POST} with the L{CONTROL_HEADER} header, to an IP
-    address or C{localhost} (not a DNS name), from a peer L{Access}
-    admits, runs it, logs who asked, and answers C{202} with the new
-    status, C{409} when the cluster refuses (for example removing the last
-    worker), C{501} when this master has no such operation.
+    One operation (L{twisted_cluster._control.operations}): C{POST} with
+    the L{CONTROL_HEADER} header, to an IP address or C{localhost} (not a
+    DNS name), from a peer L{Access} admits, runs it, logs who asked, and
+    answers C{202} with the new status, or an error (L{_failed}).
     """
 
     def __init__(
@@ -409,10 +424,11 @@ class _Operation(_Protected):
                 403,
             )
         log.info(
-            "control: {operation} requested by {peer} (uid {peer_uid}, pid {peer_pid}; "
-            "authenticated: {authenticated}, by {how})",
+            "control: {operation} {arguments} requested by {peer} (uid {peer_uid}, "
+            "pid {peer_pid}; authenticated: {authenticated}, by {how})",
             cluster_event=logevents.CONTROL_OPERATION,
             operation=self._name,
+            arguments=_arguments(request),
             authenticated=verdict.authenticated,
             how=verdict.reason,
             **peer.fields(),
@@ -437,56 +453,31 @@ class _Operation(_Protected):
                 )
             )
         if outcome and isinstance(outcome[0], Failure):
-            error = outcome[0].value
-            code = 501 if isinstance(error, NotImplementedError) else 409
-            return jsonResponse(request, {"operation": self._name, "error": str(error)}, code)
+            return self._failed(request, outcome[0])
         if outcome and outcome[0] is False:
             error = f"{self._name} refused: the cluster is stopping"
             return jsonResponse(request, {"operation": self._name, "error": error}, 409)
         return jsonResponse(request, {"operation": self._name, "status": self._status()}, 202)
 
-
-def _operation(service: Any, name: str) -> Callable[[], Any]:
-    """
-    The service's method C{name}, as an operation that fails when the
-    method is missing or refuses (returns C{None}: the cluster is stopping,
-    or the last worker would go).
-    """
-    method = getattr(service, name, None)
-    if method is None:
-        raise NotImplementedError(f"this master has no {name} operation")
-
-    def run() -> Any:
-        result = method()
-        if result is None:
-            raise ValueError(
-                f"{name} refused: the cluster is stopping, it is the last worker, "
-                "or --max-workers is reached"
-            )
-        return result
-
-    return run
-
-
-def _scale(service: Any, status: Callable[[], dict[str, Any]], request: Request) -> None:
-    """
-    Add or remove workers until the target is C{workers} (a query or form
-    argument).
-    """
-    values = (request.args.get(b"workers") if request.args else None) or [b""]
-    try:
-        wanted = int(values[0])
-    except ValueError:
-        raise ValueError("scale needs workers=N, a whole number >= 1") from None
-    if wanted < 1:
-        raise ValueError("scale needs workers=N, a whole number >= 1")
-    ceiling = getattr(getattr(service, "config", None), "maxWorkers", None)
-    if ceiling is not None and wanted > ceiling:
-        raise ValueError(f"scale to {wanted} refused: --max-workers is {ceiling}")
-    current = status()["cluster"]["target"]
-    step = "addWorker" if wanted > current else "removeWorker"
-    for _ in range(abs(wanted - current)):
-        _operation(service, step)()
+    def _failed(self, request: Request, failure: Failure) -> bytes:
+        """
+        The answer to an operation that failed at once: C{409} with the
+        reason when the cluster refused it, C{400} when the request did not
+        say what it wants, C{501} when this master has no such operation,
+        C{500} (logged) for anything else.
+        """
+        error = failure.value
+        answer: dict[str, Any] = {"operation": self._name, "error": str(error)}
+        if isinstance(error, OperationRefused):
+            answer["reason"] = error.reason.value
+            return jsonResponse(request, answer, 409)
+        if isinstance(error, BadArguments):
+            return jsonResponse(request, answer, 400)
+        if isinstance(error, NotImplementedError):
+            return jsonResponse(request, answer, 501)
+        log.failure("control: {operation} failed", failure,
+                    cluster_event=logevents.CONTROL_OPERATION_FAILED, operation=self._name)
+        return jsonResponse(request, answer, 500)
 
 
 def appMetricsGatherer(service: Any, clock: IReactorTime) -> MetricsGatherer:
@@ -522,13 +513,7 @@ def controlResource(
     root.putChild(b"status.json", _Status(access, status, gatherer))
     root.putChild(b"metrics", _Metrics(access, status, clock, gatherer))
     addProbes(root, service)
-    operations = {
-        b"restart": lambda request: _operation(service, "rollingRestart")(),
-        b"add": lambda request: _operation(service, "addWorker")(),
-        b"remove": lambda request: _operation(service, "removeWorker")(),
-        b"scale": lambda request: _scale(service, status, request),
-    }
-    for name, run in operations.items():
+    for name, run in operations(service).items():
         root.putChild(name, _Operation(access, name.decode(), run, status))
     return root
 

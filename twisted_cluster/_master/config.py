@@ -34,8 +34,8 @@ def defaultMaxWorkers() -> int:
 
 
 #: Descriptors the master holds for each worker: its control and hand-off
-#: sockets, and the pipes of its stdin, stdout, stderr and log.
-FDS_PER_WORKER = 6
+#: sockets, and the pipes of its stdin, stdout, stderr, log and stacks.
+FDS_PER_WORKER = 7
 
 #: Descriptors the master keeps for itself (listening sockets, the control
 #: site, its log, connections in flight) when it bounds the workers by its
@@ -148,7 +148,8 @@ class ClusterConfig:
     @ivar listen: endpoint strings to listen on.
     @ivar gracePeriod: seconds a draining worker may take before SIGKILL.
     @ivar startTimeout: seconds a new worker may take to become ready.
-    @ivar killTimeout: seconds between SIGTERM and SIGKILL for a hung worker.
+    @ivar killTimeout: seconds between SIGTERM and SIGKILL for a worker that
+        cannot drain (one that does not become ready in time).
     @ivar healthInterval: seconds between two health pings of a worker.
     @ivar healthTimeout: seconds a ping may go unanswered before the worker
         is declared hung.
@@ -156,6 +157,10 @@ class ClusterConfig:
         L{twisted_cluster._master.dispatch.POLICIES}).
     @ivar queueLimit: connections the master holds while no worker is ready;
         past it, new ones are closed (and counted).
+    @ivar workerConnections: the most connections open in one worker at a
+        time (C{--worker-connections}); a worker at it gets none while
+        another has room, and they wait in the master when none has (0: no
+        cap).
     @ivar backlog: the length of each listening socket's queue in the
         kernel (C{--backlog}; see L{twisted_cluster._master.listening.ownsBacklog}).
     @ivar maxConnections: connections a worker may serve before it is
@@ -197,6 +202,7 @@ class ClusterConfig:
     healthInterval: float = 5.0
     healthTimeout: float = 10.0
     queueLimit: int = 1024
+    workerConnections: int = 0
     backlog: int = DEFAULT_BACKLOG
     dispatch: str = "round-robin"
     maxConnections: int = 0

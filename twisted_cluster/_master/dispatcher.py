@@ -80,6 +80,8 @@ class Dispatcher:
         first one died before receiving them, or stalled with them queued.
     @ivar returned: connections a worker returned because it had no
         descriptor left for them, handed to another worker.
+    @ivar capped: connections that waited in the master because every
+        ready worker had C{workerConnections} open.
     """
 
     def __init__(
@@ -88,12 +90,17 @@ class Dispatcher:
         policy: IDispatchPolicy,
         allReady: Callable[[], list[IWorkerProcess]],
         queueLimit: int,
+        workerConnections: int = 0,
     ) -> None:
         """
         @param policy: chooses a worker for each connection.
         @param allReady: the workers that are ready now (the supervisor's
             list), read again only when a worker changes state.
         @param queueLimit: most connections held while no worker is ready.
+        @param workerConnections: most connections open in one worker at a
+            time (C{--worker-connections}; 0: no cap).  A worker at the cap
+            gets none while another has room; when none has, they wait in
+            the master (up to C{queueLimit}).
         """
         self._reactor = clock
         self._policy = policy
@@ -116,6 +123,20 @@ class Dispatcher:
         self.dropped = 0
         self.redispatched = 0
         self.returned = 0
+        self._cap = workerConnections
+        #: What each worker holds, as the master knows it without asking:
+        #: connections sent, less those its acknowledgements report closed
+        #: or returned, and those taken back (kept only with a cap).
+        self._open: dict[IWorkerProcess, int] = {}
+        #: Workers at the cap.
+        self._full: set[IWorkerProcess] = set()
+        #: Connections held because every worker is full, this episode
+        #: (C{None}: not in one).
+        self._capEpisode: int | None = None
+        #: Whether the waiting queue is being handed out (a connection held
+        #: again is not counted again).
+        self._releasing = False
+        self.capped = 0
 
     @property
     def waiting(self) -> int:
@@ -150,9 +171,19 @@ class Dispatcher:
             os.close(fd)
         self._waiting.clear()
 
+    def openConnections(self, process: IWorkerProcess) -> int:
+        """
+        How many connections C{process} holds as far as the master knows
+        (counted only under a C{workerConnections} cap, else 0).
+        """
+        return self._open.get(process, 0)
+
     def dispatch(self, connections: list[Connection], peers: list[Any]) -> None:
         # The hot path: one policy choice per connection, one hand-off
         # message per worker per batch, nothing logged.
+        if self._cap:
+            self._dispatchCapped(connections, peers)
+            return
         ready = self._readyWorkers()
         if self._stalled or self._resting:
             ready = self._usable(ready)
@@ -175,17 +206,92 @@ class Dispatcher:
         for worker, batch in batches.items():
             worker.send(batch)
 
+    def _dispatchCapped(self, connections: list[Connection], peers: list[Any]) -> None:
+        """
+        L{dispatch} under a C{workerConnections} cap: each connection goes
+        to a worker with room, counted at once, so that a batch fills a
+        worker no further than its cap; what no worker has room for waits.
+        """
+        choose: Callable[..., Any] = self._policy.choose
+        batches: dict[IWorkerProcess, list[Connection]] = {}
+        ready: list[IWorkerProcess] | None = None
+        for index, (connection, peer) in enumerate(zip(connections, peers)):
+            if ready is None:
+                ready = self._usable(self._readyWorkers())
+            if not ready:
+                self._holdFull(connections[index:], peers[index:])
+                break
+            worker = choose(ready, peer)
+            batch = batches.get(worker)
+            if batch is None:
+                batches[worker] = [connection]
+            else:
+                batch.append(connection)
+            count = self._open[worker] = self._open.get(worker, 0) + 1
+            if count >= self._cap:
+                self._full.add(worker)
+                self._usableFrom = None
+                ready = None
+        for worker, batch in batches.items():
+            worker.send(batch)
+
+    def _holdFull(self, connections: list[Connection], peers: list[Any]) -> None:
+        """
+        Hold C{connections}: no worker has room (or none is ready).  Those
+        held because every ready worker is at its cap are counted in
+        L{capped}, and the start of such an episode is logged once.
+        """
+        kept = self._hold(connections, peers)
+        if self._releasing or not (self._full and self._readyWorkers()):
+            return
+        self.capped += kept
+        if self._capEpisode is None:
+            self._capEpisode = 0
+            log.warn(
+                "every ready worker has {cap} connections open (--worker-connections): "
+                "new connections wait in the master",
+                cluster_event=logevents.WORKERS_AT_CAPACITY,
+                cap=self._cap,
+                workers=len(self._full),
+            )
+        self._capEpisode += kept
+
+    def _closedIn(self, process: IWorkerProcess, count: int) -> None:
+        """
+        C{count} connections that C{process} held are gone (closed there,
+        returned or taken back): under the cap, one that had none left
+        takes the connections that waited.
+        """
+        if not self._cap or process not in self._open:
+            return
+        left = self._open[process] = max(self._open[process] - count, 0)
+        if process in self._full and left < self._cap:
+            self._full.discard(process)
+            self._usableFrom = None
+            if self._capEpisode is not None and not self._releasing:
+                log.info(
+                    "worker {worker_id} pid {worker_pid} has room again: handing out "
+                    "connections that waited ({waited} waited for room)",
+                    cluster_event=logevents.WORKER_ROOM_FOR_CONNECTIONS,
+                    worker_id=process.workerId,
+                    worker_pid=process.pid,
+                    waited=self._capEpisode,
+                )
+                self._capEpisode = None
+            self._releaseWaiting()
+
     def _usable(self, ready: list[IWorkerProcess]) -> list[IWorkerProcess]:
         """
         C{ready} without the workers that rest (they returned connections:
-        L{workerAck}) and, unless every other one does too, without the
-        stalled ones (L{workerStalled}): a worker whose reactor is stopped
-        or blocked gets no more connections long before its health ping
-        times out, and the ones it holds go to other workers if it is
-        killed.  Kept until a worker's state changes.
+        L{workerAck}) or are at their cap (C{workerConnections}) and, unless
+        every other one does too, without the stalled ones
+        (L{workerStalled}): a worker whose reactor is stopped or blocked
+        gets no more connections long before its health ping times out,
+        and the ones it holds go to other workers if it is killed.  Kept
+        until a worker's state changes.
         """
         if self._usableFrom is not ready:
-            usable = [p for p in ready if p not in self._resting]
+            usable = [p for p in ready if p not in self._resting and p not in self._full]
             responsive = [p for p in usable if p not in self._stalled]
             self._usableWorkers = responsive or usable
             self._usableFrom = ready
@@ -250,11 +356,13 @@ class Dispatcher:
         ready = self._ready = self._allReady()
         return ready
 
-    def _hold(self, connections: list[Connection], peers: list[Any]) -> None:
+    def _hold(self, connections: list[Connection], peers: list[Any]) -> int:
         """
         No worker is ready: keep accepting, and keep the connections until
         one is (L{workerReady}), up to C{queueLimit}; close those past the
         limit and count them in L{dropped}.
+
+        @return: how many were kept.
         """
         room = max(self._queueLimit - len(self._waiting), 0)
         for fd, _ in connections[room:]:
@@ -270,6 +378,7 @@ class Dispatcher:
         self.dropped += dropped
         self._droppedWaiting += dropped
         self._waiting.extend(zip(connections[:room], peers[:room]))
+        return min(room, len(connections))
 
     def workerAck(
         self, process: IWorkerProcess, taken: int, closed: int, returned: list[Connection]
@@ -281,6 +390,7 @@ class Dispatcher:
         """
         if closed:
             self._policy.closed(process, closed)
+            self._closedIn(process, closed)
         if returned:
             self._refused(process, returned)
             return
@@ -312,6 +422,7 @@ class Dispatcher:
         self.returned += count
         # They never opened there (least-connections counts them).
         self._policy.closed(process, count)
+        self._closedIn(process, count)
         refusals = self._refusals.get(process)
         if refusals is None:
             self._refusals[process] = _Refusals(count, now)
@@ -352,10 +463,14 @@ class Dispatcher:
         """
         Dispatch the connections that waited for a worker, oldest first.
         """
-        if self._waiting:
+        if self._waiting and not self._releasing:
             waiting = list(self._waiting)
             self._waiting.clear()
-            self.dispatch([c for c, _ in waiting], [peer for _, peer in waiting])
+            self._releasing = True
+            try:
+                self.dispatch([c for c, _ in waiting], [peer for _, peer in waiting])
+            finally:
+                self._releasing = False
 
     def workerReclaimed(
         self, process: IWorkerProcess, connections: list[Connection]
@@ -367,6 +482,7 @@ class Dispatcher:
         """
         count = len(connections)
         self._policy.closed(process, count)
+        self._closedIn(process, count)
         self.redispatched += count
         self.dispatch(connections, [None] * count)
 
@@ -377,6 +493,8 @@ class Dispatcher:
             if call is not None and call.active():
                 call.cancel()
         self._refusals.pop(process, None)
+        self._open.pop(process, None)
+        self._full.discard(process)
         self._usableFrom = None
         handoff = process.handoff
         if handoff is not None and handoff.closedWithWorker:

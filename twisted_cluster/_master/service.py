@@ -44,6 +44,7 @@ from twisted_cluster._master.routing import (
 )
 from twisted_cluster._shared.endpointstrings import endpointKind
 from twisted_cluster._supervision.health import HealthMonitor, HealthPolicy
+from twisted_cluster._supervision.oom import OOMWitness
 from twisted_cluster._supervision.process import (
     IWorkerProcess,
     ProcessReactor,
@@ -51,6 +52,7 @@ from twisted_cluster._supervision.process import (
     workerRow,
 )
 from twisted_cluster._supervision.recycle import RecyclePolicy, Recycler
+from twisted_cluster._supervision.refusal import RefusalReason, refuse
 from twisted_cluster._supervision.rollout import RollingRestart
 from twisted_cluster._supervision.supervisor import IWorkerObserver, Supervisor
 from twisted_cluster.calling import AppResponders
@@ -163,13 +165,18 @@ class ClusterService(ForwardingMasterContext, Service):
         self._rollout: RollingRestart | None = None
         #: The dispatch path: which worker gets each connection.
         self.dispatcher = Dispatcher(
-            reactor, self._policy, self._supervisorReady, config.queueLimit
+            reactor, self._policy, self._supervisorReady, config.queueLimit,
+            config.workerConnections,
         )
         self._readyWaiters: list[tuple[int, Deferred[ClusterService]]] = []
         self.fatalError: str | None = None
         self._stopped: Deferred[None] | None = None
         self._controlPlane = controlPlane
         self.control: IControlPlane | None = None
+        #: What ends the master when an operator asks (L{shutdown}): the
+        #: command line stops the reactor; run from your code, the service
+        #: stops.
+        self.requestStop: Callable[[], object] = self.stopService
         #: The scheduling policy workers set back at start (the command
         #: line's master yields to its workers, see
         #: L{twisted_cluster._shared.scheduling}); C{None}: they keep the master's.
@@ -299,7 +306,7 @@ class ClusterService(ForwardingMasterContext, Service):
                      cluster_event=logevents.LISTENING, address=listener.address())
         self.supervisor = Supervisor(
             self._reactor, self.config, self._makeProcess, self._fatal,
-            observers=[self, self.dispatcher],
+            observers=[self, self.dispatcher], oom=OOMWitness.ofThisProcess(),
         )
         self.supervisor.start()
         self._rollout = RollingRestart(self.supervisor)
@@ -384,6 +391,22 @@ class ClusterService(ForwardingMasterContext, Service):
         another worker (L{Dispatcher.returned}).
         """
         return self.dispatcher.returned
+
+    @property
+    def waiting(self) -> int:
+        """
+        Connections waiting in the master for a worker (none ready, or
+        every one at C{--worker-connections}).
+        """
+        return self.dispatcher.waiting
+
+    @property
+    def capped(self) -> int:
+        """
+        Connections that waited because every worker had
+        C{--worker-connections} open (L{Dispatcher.capped}).
+        """
+        return self.dispatcher.capped
 
     def _supervisorReady(self) -> list[IWorkerProcess]:
         assert self.supervisor is not None
@@ -522,7 +545,28 @@ class ClusterService(ForwardingMasterContext, Service):
             if process.control is not None and process.control.transport is not None:
                 process.callRemote(ReopenLogs).addErrback(lambda _: None)
                 told += 1
-        log.info("asked {count} workers to reopen their logs", count=told)
+        log.info("asked {count} workers to reopen their logs",
+                 cluster_event=logevents.WORKERS_REOPEN_ASKED, count=told)
+
+    def shutdown(self, now: bool = False) -> None:
+        """
+        Stop the cluster as SIGTERM does (C{ctl shutdown}): stop accepting,
+        drain the workers, exit 0.  With C{now} (C{ctl shutdown --now}),
+        SIGKILL the workers first, as a second Ctrl-C does; also while a
+        graceful stop runs, to end its wait.
+
+        @raise OperationRefused: a graceful stop runs already (logged once).
+        """
+        if self.stopping and not now:
+            raise refuse("shutdown", RefusalReason.STOPPING, "the cluster is stopping already",
+                         cluster_event=logevents.SHUTDOWN_REFUSED)
+        log.info("shutdown requested{how}", how=" (kill the workers now)" if now else "",
+                 cluster_event=logevents.SHUTDOWN_REQUESTED, now=now)
+        if now and self.supervisor is not None:
+            self.supervisor.stopNow()
+        if not self.stopping:
+            # After the answer to whoever asked is written.
+            self._reactor.callLater(0, self.requestStop)
 
     # Stopping
 

@@ -117,6 +117,11 @@ class Options(usage.Options):
          "Connections held by the master while no worker is ready; past it, "
          "new ones are closed and counted.",
          _number(int, "queue-limit", 0)],
+        ["worker-connections", None, 0,
+         "The most connections open in one worker at a time: a worker with "
+         "that many gets no new ones while another has room; when every one "
+         "is full, they wait in the master (up to --queue-limit); 0: no cap.",
+         _number(int, "worker-connections", 0)],
         ["backlog", None, DEFAULT_BACKLOG,
          "Connections the kernel queues on each listening socket before the "
          "master accepts them (capped by net.core.somaxconn); an endpoint's "
@@ -133,7 +138,7 @@ class Options(usage.Options):
          _number(float, "health-interval", 0.01)],
         ["health-timeout", None, 10.0,
          "Seconds a worker may leave a ping unanswered before it is killed "
-         "(TERM, then KILL) and replaced as hung.",
+         "(its Python stacks logged, then KILL) and replaced as hung.",
          _number(float, "health-timeout", 0.01)],
         ["max-connections", None, 0,
          "Recycle a worker (replace it gracefully) after it served this many "
@@ -215,6 +220,9 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self._checkWorkers(WorkerBound.current())
+        if self["worker-connections"] and self["dispatch"] == "shared":
+            die("--worker-connections needs a --dispatch where the master hands out "
+                "connections: with shared, the kernel does")
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
         try:
@@ -253,6 +261,7 @@ class Options(usage.Options):
             gracePeriod=self["grace-period"],
             startTimeout=self["start-timeout"],
             queueLimit=self["queue-limit"],
+            workerConnections=self["worker-connections"],
             backlog=self["backlog"],
             dispatch=self["dispatch"],
             healthInterval=self["health-interval"],
@@ -395,6 +404,7 @@ def _makeService(reactor: Any, options: Options, successor: Successor | None) ->
     except Exception as e:
         die(f"cannot load app {config.app!r}: its masterResponders raised "
             f"{type(e).__name__}: {e}")
+    service.requestStop = reactor.stop
     if options["pidfile"]:
         service.pidfile = PIDFile(os.path.abspath(options["pidfile"]))
         # Registered after _Exit's hook, so it runs before that one exits.

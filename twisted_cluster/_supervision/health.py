@@ -76,10 +76,10 @@ class _PingRecord:
 
 class HealthMonitor:
     """
-    Pings every ready worker each C{policy.interval} seconds; terminates
-    (TERM, then KILL) a worker that leaves a ping unanswered for
-    C{policy.timeout} seconds.  The supervisor then replaces it and counts
-    the restart as a C{"hang"}.
+    Pings every ready worker each C{policy.interval} seconds; a worker that
+    leaves a ping unanswered for C{policy.timeout} seconds is hung: the
+    supervisor logs its Python stacks, SIGKILLs it (L{Supervisor.killHung})
+    and replaces it, counting the restart as a C{"hang"}.
 
     Each answer updates the worker's C{figures} (open, served, rss) and
     C{lastPing} (the round trip in seconds), then goes to C{onFigures}

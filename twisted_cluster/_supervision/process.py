@@ -30,7 +30,14 @@ from zope.interface import Attribute, Interface, implementer
 
 import twisted_cluster
 from twisted_cluster import logevents
-from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD, commands
+from twisted_cluster._contract import (
+    CONTROL_FD,
+    HANDOFF_FD,
+    LOG_FD,
+    STACKS_FD,
+    STACKS_SIGNAL,
+    commands,
+)
 from twisted_cluster._contract.amp import ChannelFactory, ControlAMP
 from twisted_cluster._contract.handoff import (
     Connection,
@@ -75,13 +82,27 @@ class StopMode(Names):
 
     #: Ask it to finish its connections and exit (the Drain command).
     DRAIN = NamedConstant()
-    #: SIGTERM: for a process that cannot drain (starting, hung).
+    #: SIGTERM: for a process that cannot drain (starting).
     TERMINATE = NamedConstant()
     #: SIGKILL now.
     KILL = NamedConstant()
+    #: Ask for its Python stacks (L{STACKS_SIGNAL}), log them, then SIGKILL:
+    #: for a hung process, whose reactor cannot act on a SIGTERM.
+    ABORT = NamedConstant()
 
 
-DRAIN, TERMINATE, KILL = StopMode.DRAIN, StopMode.TERMINATE, StopMode.KILL
+DRAIN, TERMINATE, KILL, ABORT = (
+    StopMode.DRAIN, StopMode.TERMINATE, StopMode.KILL, StopMode.ABORT
+)
+
+#: Most bytes of stacks kept from one worker: the worker is untrusted, and
+#: a few hundred threads' stacks fit.
+STACKS_LIMIT = 256 * 1024
+#: Seconds a hung worker has to write its stacks before its SIGKILL.
+STACKS_WAIT = 0.5
+#: Seconds without more stack output after which the dump is taken as
+#: complete and the process killed (C{faulthandler} writes it at once).
+STACKS_QUIET = 0.05
 
 log = Logger()
 
@@ -145,6 +166,8 @@ class _WorkerOutput(ProcessProtocol):
         stream = self._streams.get(childFD)
         if stream is not None:
             stream.feed(data)
+        elif childFD == STACKS_FD:
+            self._worker._stacksReceived(data)
 
     def childConnectionLost(self, childFD: int) -> None:
         stream = self._streams.get(childFD)
@@ -329,10 +352,12 @@ class IWorkerProcess(Interface):
         Start the process; a spawn that fails ends it at once.
         """
 
+    killSent = Attribute("Whether the master sent it SIGKILL.")
+
     def stop(mode: NamedConstant, within: float = 0.0) -> None:
         """
-        End it: L{DRAIN}, L{TERMINATE} or L{KILL}, then SIGKILL after
-        C{within} seconds if it is still there.
+        End it: L{DRAIN}, L{TERMINATE}, L{KILL} or L{ABORT}, then SIGKILL
+        after C{within} seconds if it is still there.
         """
 
     def send(connections: list[Connection]) -> None:
@@ -416,6 +441,14 @@ class WorkerProcess:
         self.exitCause: Any = None
         #: The SIGKILL that ends a L{stop} the process outlives.
         self._killer: IDelayedCall | None = None
+        #: Whether the master sent it SIGKILL (an exit by SIGKILL it did
+        #: not send may be the kernel's OOM killer).
+        self.killSent = False
+        #: The stacks it wrote since an L{ABORT} asked for them (C{None}:
+        #: not asked, what it writes is dropped), and the moment of the
+        #: kill that follows at the latest.
+        self._stacks: bytearray | None = None
+        self._abortBy = 0.0
 
     @property
     def name(self) -> str:
@@ -451,6 +484,7 @@ class WorkerProcess:
                     CONTROL_FD: controlTheirs.fileno(),
                     HANDOFF_FD: handoffTheirs.fileno(),
                     LOG_FD: "r",
+                    STACKS_FD: "r",
                 },
             )
         except OSError as e:
@@ -545,13 +579,17 @@ class WorkerProcess:
         call may bring that moment closer, never push it back; it is
         cancelled when the process exits.
 
-        @param mode: L{DRAIN}, L{TERMINATE} or L{KILL}.
+        @param mode: L{DRAIN}, L{TERMINATE}, L{KILL} or L{ABORT} (its
+            stacks first, and the SIGKILL as soon as they arrived).
         """
         if self.state == STOPPED:
             return
         if mode is KILL:
             self.state = DRAINING
             self._signal("KILL")
+            return
+        if mode is ABORT:
+            self._abort(within)
             return
         if mode is DRAIN:
             self._drain()
@@ -577,6 +615,62 @@ class WorkerProcess:
         )
         self._signal("KILL")
 
+    def _abort(self, within: float) -> None:
+        """
+        Ask for the process's stacks, and SIGKILL it once they have arrived
+        (L{STACKS_QUIET} after the last of them) or C{within} seconds from
+        now, whichever is first.  No SIGTERM: a blocked reactor cannot run
+        its handler, and waiting for it only delays the replacement.
+        """
+        self.state = DRAINING
+        if self._stacks is not None:
+            return
+        self._stacks = bytearray()
+        self._abortBy = self._reactor.seconds() + within
+        killer = self._killer
+        if killer is not None and killer.active():
+            killer.cancel()
+        self._killer = self._reactor.callLater(within, self._aborted)
+        self._signal(STACKS_SIGNAL)
+
+    def _stacksReceived(self, data: bytes) -> None:
+        stacks = self._stacks
+        if stacks is None:
+            # Not asked for: a worker writes nothing there on its own.
+            return
+        stacks += data[: max(STACKS_LIMIT - len(stacks), 0)]
+        killer = self._killer
+        if killer is not None and killer.active():
+            now = self._reactor.seconds()
+            killer.reset(max(min(now + STACKS_QUIET, self._abortBy) - now, 0.0))
+
+    def _aborted(self) -> None:
+        self._logStacks()
+        self._signal("KILL")
+
+    def _logStacks(self) -> None:
+        """
+        Log the stacks an L{ABORT} asked for, once, as one event whose
+        C{stacks} field holds them (control characters escaped: the
+        worker is untrusted).
+        """
+        stacks, self._stacks = self._stacks, None
+        if stacks is None:
+            return
+        lines = stacks.decode("utf-8", "replace").splitlines()
+        text = "\n".join(escapeControls(line) for line in lines)
+        log.warn(
+            "worker {worker_id} pid {worker_pid} is hung; its Python stacks, "
+            "most recent call first:\n{stacks}" if text else
+            "worker {worker_id} pid {worker_pid} is hung and wrote no stacks "
+            "(a stopped process cannot)",
+            cluster_event=logevents.WORKER_STACKS,
+            worker_id=self.workerId,
+            worker_pid=self.pid,
+            stacks=text,
+            truncated=len(stacks) >= STACKS_LIMIT,
+        )
+
     def _drain(self) -> None:
         """
         Ask the worker to finish its connections and exit.
@@ -587,18 +681,22 @@ class WorkerProcess:
         if self.control is not None and self.control.transport is not None:
             self.callRemote(commands.Drain).addErrback(lambda _: None)
 
-    def _signal(self, name: str) -> None:
+    def _signal(self, name: str | int) -> None:
         """
-        Send the process a signal (C{"TERM"}, C{"KILL"}) unless it is gone.
+        Send the process a signal (C{"TERM"}, C{"KILL"}, or a number)
+        unless it is gone.
         """
         if self.state == STOPPED or self.transport is None:
             return
+        if name == "KILL":
+            self.killSent = True
         try:
             self.transport.signalProcess(name)
         except ProcessExitedAlready:
             pass
 
     def _ended(self, reason: Failure) -> None:
+        self._logStacks()
         self.state = STOPPED
         if self._killer is not None and self._killer.active():
             self._killer.cancel()

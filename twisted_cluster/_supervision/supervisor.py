@@ -16,6 +16,7 @@ L{Clock}.
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -28,10 +29,13 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from twisted_cluster import logevents
+from twisted_cluster._supervision.oom import OOMVerdict, OOMWitness
 from twisted_cluster._supervision.process import (
+    ABORT,
     DRAIN,
     KILL,
     READY,
+    STACKS_WAIT,
     STARTING,
     STOPPED,
     TERMINATE,
@@ -39,6 +43,7 @@ from twisted_cluster._supervision.process import (
     SpawnFailed,
     workerFields,
 )
+from twisted_cluster._supervision.refusal import OperationRefused, RefusalReason, refuse
 from twisted_cluster._supervision.startfailure import StartFailure
 
 if TYPE_CHECKING:
@@ -59,6 +64,8 @@ class RestartCause(Values):
     RECYCLE = ValueConstant("recycle")
     ROLLOUT = ValueConstant("rollout")
     STARTUP = ValueConstant("startup")
+    KILLED = ValueConstant("kill")
+    OOM = ValueConstant("oom")
 
 
 CRASH, HANG, RECYCLE, ROLLOUT, STARTUP = (
@@ -135,7 +142,42 @@ class IWorkerPool(Interface):
         """
 
 
-@implementer(IWorkerPool)
+class IWorkerOperations(Interface):
+    """
+    What an operator may do to the workers (the control site, C{ctl}):
+    each raises L{OperationRefused} with the real reason, logged once.
+    """
+
+    def add() -> int:
+        """
+        Start one worker more; return its id.
+        """
+
+    def remove(workerId: int | None = None) -> int:
+        """
+        Drain worker C{workerId} (by default the highest id) and run one
+        worker less; return its id.
+        """
+
+    def kill(workerId: int) -> list[int]:
+        """
+        SIGKILL worker C{workerId} now (its slot restarts); return the pids
+        killed.
+        """
+
+    def restart(workerId: int) -> Deferred[bool]:
+        """
+        Replace worker C{workerId} gracefully; fires with whether the
+        replacement took over.
+        """
+
+    def scale(count: int) -> int:
+        """
+        Add or remove workers until C{count} are wanted.
+        """
+
+
+@implementer(IWorkerPool, IWorkerOperations)
 class Supervisor:
     """
     Runs C{config.workers} workers and replaces those that exit.
@@ -151,6 +193,7 @@ class Supervisor:
         makeProcess: Callable[[int, Callable[[IWorkerProcess], None]], IWorkerProcess],
         onFatal: Callable[[str], None],
         observers: Sequence[IWorkerObserver] = (),
+        oom: OOMWitness | None = None,
     ) -> None:
         """
         @param makeProcess: builds (does not spawn) the process for a slot,
@@ -158,7 +201,11 @@ class Supervisor:
             is ready.
         @param onFatal: called once with one line when workers cannot start.
         @param observers: told, in order, when a worker becomes ready.
+        @param oom: says whether a SIGKILL the master did not send came
+            from the kernel's OOM killer (default: a witness that cannot
+            tell, "possibly out of memory").
         """
+        self._oom = oom if oom is not None else OOMWitness(lambda: None)
         self._reactor = reactor
         self._config = config
         self._makeProcess = makeProcess
@@ -325,7 +372,7 @@ class Supervisor:
         self._startQueued()
 
     def _handleExit(self, reason: Failure, process: IWorkerProcess) -> None:
-        how = process.exitDescription(reason)
+        how = self._outOfMemory(process, reason, process.exitDescription(reason))
         if reason.check(SpawnFailed):
             log.error(
                 "worker {worker_id} could not be started: {error}",
@@ -385,6 +432,34 @@ class Supervisor:
             failures=slot.failures,
         )
         slot.restart = self._reactor.callLater(delay, self._spawn, slot)
+
+    def _outOfMemory(self, process: IWorkerProcess, reason: Failure, how: str) -> str:
+        """
+        C{how} C{process} ended, with what the OOM witness says when a
+        SIGKILL the master did not send ended it; a kill by the OOM killer
+        is logged as such and counted as L{RestartCause.OOM}.
+        """
+        if getattr(reason.value, "signal", None) != signal.SIGKILL or process.killSent:
+            return how
+        verdict, source = self._oom.verdict(process.pid)
+        if verdict is OOMVerdict.NOT:
+            return how
+        killed = verdict is OOMVerdict.KILLED
+        if killed and process.exitCause is None:
+            process.exitCause = RestartCause.OOM
+        what = "out of memory (killed by the kernel's OOM killer)" if killed else (
+            "possibly out of memory (a SIGKILL the master did not send)"
+        )
+        log.warn(
+            "worker {worker_id} pid {worker_pid} died of SIGKILL: {what}",
+            cluster_event=logevents.WORKER_OUT_OF_MEMORY,
+            worker_id=process.workerId,
+            worker_pid=process.pid,
+            what=what,
+            verdict=verdict.value,
+            source=source,
+        )
+        return f"{how}, {what}"
 
     def _crashDelay(self, slot: _Slot) -> float:
         """
@@ -546,27 +621,31 @@ class Supervisor:
     def killHung(self, process: IWorkerProcess) -> None:
         """
         Replace C{process}, whose reactor is blocked: no more work for it,
-        SIGTERM, then SIGKILL; its restart is counted as L{HANG}.
+        its stacks to the log, then SIGKILL (L{ABORT}); its restart is
+        counted as L{HANG}.
         """
         process.exitCause = HANG
-        process.stop(TERMINATE, self._config.killTimeout)
+        process.stop(ABORT, STACKS_WAIT)
 
-    def addWorker(self) -> int | None:
+    # Operations on workers (SIGTTIN, SIGTTOU and the control site)
+
+    def add(self) -> int:
         """
         Add one worker, in the lowest free slot id.
 
-        @return: the new worker id (the worker is starting), or C{None} when
-            refused: the cluster is stopping, or C{maxWorkers} run already.
+        @return: the new worker id (the worker is starting).
+        @raise OperationRefused: the cluster is stopping, or C{maxWorkers}
+            run already (logged once, with the reason).
         """
         if self.stopping:
-            return None
+            raise refuse("add", RefusalReason.STOPPING, "the cluster is stopping",
+                         cluster_event=logevents.ADD_REFUSED)
         if len(self._slots) >= self._config.maxWorkers:
-            log.warn(
-                "not adding a worker: --max-workers is {count}",
-                cluster_event=logevents.ADD_REFUSED,
-                count=len(self._slots),
+            raise refuse(
+                "add", RefusalReason.MAX_WORKERS,
+                f"--max-workers is {self._config.maxWorkers}, and as many run",
+                cluster_event=logevents.ADD_REFUSED, count=len(self._slots),
             )
-            return None
         workerId = 1
         while workerId in self._slots:
             workerId += 1
@@ -581,22 +660,38 @@ class Supervisor:
         )
         return workerId
 
-    def removeWorker(self) -> int | None:
+    def addWorker(self) -> int | None:
         """
-        Remove the worker with the highest id: it drains (finishes its
-        requests) and exits; it is not killed before the grace period.
-
-        @return: the removed worker id, or C{None} when refused (one worker
-            left, or the cluster is stopping).
+        L{add}, or C{None} when refused.
         """
-        if self.stopping or len(self._slots) <= 1:
-            log.warn(
-                "not removing a worker: {why}",
-                cluster_event=logevents.REMOVE_REFUSED,
-                why="stopping" if self.stopping else "the last worker stays",
-            )
+        try:
+            return self.add()
+        except OperationRefused:
             return None
-        workerId = max(self._slots)
+
+    def remove(self, workerId: int | None = None) -> int:
+        """
+        Remove worker C{workerId} (by default the highest id), slot and
+        all: it drains (finishes its requests) and exits; it is not killed
+        before the grace period, and not replaced: the cluster runs one
+        worker less, as with Node's C{worker.disconnect()}.
+
+        @return: the removed worker id.
+        @raise OperationRefused: the cluster is stopping, there is no such
+            worker, or it is the last one (logged once, with the reason).
+        """
+        operation = "remove" if workerId is None else "drain"
+        if self.stopping:
+            raise refuse(operation, RefusalReason.STOPPING, "the cluster is stopping",
+                         cluster_event=logevents.REMOVE_REFUSED, workerId=workerId)
+        if workerId is not None and workerId not in self._slots:
+            raise refuse(operation, RefusalReason.NO_SUCH_WORKER, self._noSuch(workerId),
+                         cluster_event=logevents.REMOVE_REFUSED, workerId=workerId)
+        if len(self._slots) <= 1:
+            raise refuse(operation, RefusalReason.LAST_WORKER, "the last worker stays",
+                         cluster_event=logevents.REMOVE_REFUSED, workerId=workerId)
+        if workerId is None:
+            workerId = max(self._slots)
         slot = self._slots.pop(workerId)
         if slot.restart is not None and slot.restart.active():
             slot.restart.cancel()
@@ -617,6 +712,99 @@ class Supervisor:
         for d in waiters:
             d.callback(False)
         return workerId
+
+    def removeWorker(self) -> int | None:
+        """
+        L{remove} the worker with the highest id, or C{None} when refused.
+        """
+        try:
+            return self.remove()
+        except OperationRefused:
+            return None
+
+    def _noSuch(self, workerId: int) -> str:
+        ids = ", ".join(str(i) for i in sorted(self._slots)) or "none"
+        return f"no worker {workerId} (workers: {ids})"
+
+    def kill(self, workerId: int) -> list[int]:
+        """
+        SIGKILL worker C{workerId} now, as gunicorn's and Node's C{kill}
+        do: what it was serving fails, what it had not received goes to the
+        other workers, and its slot restarts at once (counted as
+        C{"kill"}).  A worker being removed or replaced with that id (it
+        drains) is killed instead when its slot holds none; so is it while
+        the cluster stops, which then waits no longer for it.
+
+        @return: the pids killed.
+        @raise OperationRefused: there is no such worker, or its slot waits
+            for a restart (logged once, with the reason).
+        """
+        slot = self._slots.get(workerId)
+        holder = slot.process if slot is not None else None
+        if holder is not None and holder.state != STOPPED:
+            targets = [holder]
+        else:
+            targets = sorted(
+                (p for p in self._retired if p.workerId == workerId and p.state != STOPPED),
+                key=lambda p: p.startedAt,
+            )
+        if not targets:
+            reason, why = (
+                (RefusalReason.RESTARTING, f"worker {workerId} is restarting: no process to kill")
+                if slot is not None
+                else (RefusalReason.NO_SUCH_WORKER, self._noSuch(workerId))
+            )
+            raise refuse("kill", reason, why, cluster_event=logevents.KILL_REFUSED,
+                         workerId=workerId)
+        for process in targets:
+            if process.exitCause is None:
+                process.exitCause = RestartCause.KILLED
+            process.stop(KILL)
+        return [p.pid for p in targets if p.pid is not None]
+
+    def restart(self, workerId: int) -> Deferred[bool]:
+        """
+        Replace worker C{workerId} gracefully (L{replace}, counted as
+        C{"rollout"}): its replacement is ready before it drains.
+
+        @raise OperationRefused: the cluster is stopping, or there is no
+            such worker (logged once, with the reason).
+        """
+        if self.stopping:
+            raise refuse("restart", RefusalReason.STOPPING, "the cluster is stopping",
+                         cluster_event=logevents.RESTART_REFUSED, workerId=workerId)
+        if workerId not in self._slots:
+            raise refuse("restart", RefusalReason.NO_SUCH_WORKER, self._noSuch(workerId),
+                         cluster_event=logevents.RESTART_REFUSED, workerId=workerId)
+        return self.replace(workerId, ROLLOUT)
+
+    def scale(self, count: int) -> int:
+        """
+        Add or remove workers until C{count} are wanted, or change nothing.
+
+        @raise ValueError: C{count} is below 1.
+        @raise OperationRefused: the cluster is stopping, or C{count} is
+            past C{maxWorkers} (logged once, with the reason).
+        """
+        if count < 1:
+            raise ValueError("scale needs a whole number of workers >= 1")
+        growing = count > len(self._slots)
+        if self.stopping:
+            raise refuse(
+                "scale", RefusalReason.STOPPING, "the cluster is stopping",
+                cluster_event=logevents.ADD_REFUSED if growing else logevents.REMOVE_REFUSED,
+            )
+        if count > self._config.maxWorkers:
+            raise refuse(
+                "scale", RefusalReason.MAX_WORKERS,
+                f"{count} workers is past --max-workers, which is {self._config.maxWorkers}",
+                cluster_event=logevents.ADD_REFUSED, count=count,
+            )
+        while len(self._slots) < count:
+            self.add()
+        while len(self._slots) > count:
+            self.remove()
+        return count
 
     def stop(self) -> Deferred[Any]:
         """

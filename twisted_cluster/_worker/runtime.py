@@ -18,6 +18,7 @@ group, and the master decides (they are its operator signals).
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import socket
@@ -30,7 +31,14 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_cluster._contract import CONTROL_FD, HANDOFF_FD, LOG_FD, commands
+from twisted_cluster._contract import (
+    CONTROL_FD,
+    HANDOFF_FD,
+    LOG_FD,
+    STACKS_FD,
+    STACKS_SIGNAL,
+    commands,
+)
 from twisted_cluster._contract.amp import ChannelFactory, ControlAMP
 from twisted_cluster._contract.handoff import HandoffReactor, HandoffReceiver
 from twisted_cluster._contract.workerconfig import WorkerConfig
@@ -385,6 +393,21 @@ class Worker:
         self.metrics.sendFinal(self.control, self._reactor).addBoth(lambda _: self._stop())
 
 
+def dumpStacksOnSignal() -> None:
+    """
+    Write the stacks of all threads to L{STACKS_FD} on L{STACKS_SIGNAL}:
+    the master asks for them before it kills this worker as hung, and its
+    log then says where the worker was stuck.  C{faulthandler}'s handler
+    is C code, so it runs even while the reactor is blocked.  A master
+    that opened no such pipe (an older one) gets nothing.
+    """
+    try:
+        os.set_inheritable(STACKS_FD, False)
+    except OSError:
+        return
+    faulthandler.register(STACKS_SIGNAL, file=STACKS_FD, all_threads=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     Run one worker with the configuration the master passed in C{argv[1]}.
@@ -397,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     logToMaster(LOG_FD)
+    dumpStacksOnSignal()
     from twisted.internet import reactor
 
     # The platform's default reactor (epoll on Linux) provides all of them.

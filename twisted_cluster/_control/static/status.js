@@ -49,6 +49,22 @@
     row.appendChild(td);
   }
 
+  // One worker's buttons: restart (replaced gracefully), drain (finishes
+  // its requests, one worker less), kill (SIGKILL, replaced).
+  function workerActions(w) {
+    var td = document.createElement("td");
+    td.className = "worker-actions";
+    [["restart", "restart"], ["drain", "drain"], ["kill", "kill"]].forEach(function (pair) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.textContent = pair[1];
+      button.dataset.op = pair[0] + "?worker=" + encodeURIComponent(w.id);
+      button.title = pair[0] + " worker " + w.id;
+      td.appendChild(button);
+    });
+    return td;
+  }
+
   function renderTable(workers) {
     var body = document.querySelector("#workers tbody");
     var rows = document.createDocumentFragment();
@@ -69,6 +85,7 @@
       cell(tr, bytes(w.rss));
       cell(tr, ping(w.ping));
       cell(tr, appFigures(w.app));
+      tr.appendChild(workerActions(w));
       rows.appendChild(tr);
     });
     body.replaceChildren(rows);
@@ -161,13 +178,16 @@
       .then(function () { setTimeout(refresh, PERIOD); });
   }
 
-  Array.prototype.forEach.call(document.querySelectorAll("button[data-op]"), function (button) {
-    button.addEventListener("click", function () {
-      var op = button.dataset.op;
-      fetch(op, {method: "POST", headers: headers({"X-Cluster-Control": "1"})})
-        .then(function (r) { return r.json(); })
-        .then(function (answer) { $("opresult").textContent = answer.error ? op + ": " + answer.error : op + ": accepted"; });
-    });
+  // Every operation button, the rows' included (they are redrawn every
+  // second): one listener on the page.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button[data-op]") : null;
+    if (!button) return;
+    var op = button.dataset.op;
+    if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+    fetch(op, {method: "POST", headers: headers({"X-Cluster-Control": "1"})})
+      .then(function (r) { return r.json(); })
+      .then(function (answer) { $("opresult").textContent = answer.error ? answer.error : op + ": accepted"; });
   });
 
   refresh();

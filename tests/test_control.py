@@ -422,7 +422,7 @@ class EndpointTests(SynchronousTestCase):
         C{twist cluster} serves the private default unless told
         C{--control none}.
         """
-        from twisted_cluster._master.tap import Options
+        from twisted_cluster.tap import Options
 
         options = Options()
         options.parseOptions(["--workers", "1"])
@@ -437,7 +437,7 @@ class EndpointTests(SynchronousTestCase):
         may change directory), C{--control-no-auth} turns the checks off;
         by default they are on.
         """
-        from twisted_cluster._master.tap import Options
+        from twisted_cluster.tap import Options
 
         options = Options()
         options.parseOptions(["--workers", "1"])

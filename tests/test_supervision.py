@@ -426,7 +426,7 @@ class ResizeTests(SynchronousTestCase):
 
 class OptionsTests(SynchronousTestCase):
     def test_supervisionOptionsReachTheConfig(self) -> None:
-        from twisted_cluster._master.tap import Options
+        from twisted_cluster.tap import Options
 
         options = Options()
         options.parseOptions([
@@ -441,7 +441,7 @@ class OptionsTests(SynchronousTestCase):
         )
 
     def test_defaults(self) -> None:
-        from twisted_cluster._master.tap import Options
+        from twisted_cluster.tap import Options
 
         options = Options()
         options.parseOptions(["--workers", "1"])

@@ -1,5 +1,5 @@
 """
-Unit tests of the C{twist cluster} command line (L{twisted_cluster._master.tap}).
+Unit tests of the C{twist cluster} command line (L{twisted_cluster.tap}).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import subprocess
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import ROOT, TWIST, testEnvironment
-from twisted_cluster._master import tap as tapModule
+from twisted_cluster import tap as tapModule
 from twisted_cluster._master.config import FDS_PER_WORKER, FDS_RESERVED, WorkerBound
 from twisted_cluster._master.listening import DEFAULT_BACKLOG
-from twisted_cluster._master.tap import Options
+from twisted_cluster.tap import Options
 
 
 class NumericOptionTests(SynchronousTestCase):

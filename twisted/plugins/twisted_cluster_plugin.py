@@ -6,7 +6,7 @@ from twisted.application.service import ServiceMaker
 
 cluster = ServiceMaker(
     "twisted-cluster",
-    "twisted_cluster._master.tap",
+    "twisted_cluster.tap",
     "Run a master and N worker processes that share the listening sockets.",
     "cluster",
 )

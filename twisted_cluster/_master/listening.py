@@ -226,7 +226,7 @@ def listen(
 
 
 def adoptListener(
-    reactor: Any, description: str, fd: int, factory: IProtocolFactory | None = None
+    reactor: EndpointReactor, description: str, fd: int, factory: IProtocolFactory | None = None
 ) -> Listener:
     """
     The listener C{description} on the listening socket C{fd} that this

@@ -1,7 +1,7 @@
 """
 C{--reload}, for development: roll the workers when the app's code changes.
 
-The master imports the app once to check it (L{twisted_cluster._master.tap});
+The master imports the app once to check it (L{twisted_cluster.tap});
 the source files of the modules that import brought in, outside the
 standard library, the installed packages and twisted-cluster itself, are
 the app's.  Their directories are watched with inotify
@@ -25,12 +25,13 @@ import sysconfig
 from typing import Any, Callable, Iterable, Mapping
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
 import twisted_cluster
 from twisted_cluster import logevents
+from twisted_cluster._master.service import MasterReactor
 
 log = Logger()
 
@@ -127,7 +128,9 @@ class ReloadPolicy:
         self._pending = None
 
 
-def watchDirectories(reactor: Any, directories: Iterable[str], policy: ReloadPolicy) -> Any:
+def watchDirectories(
+    reactor: IReactorFDSet, directories: Iterable[str], policy: ReloadPolicy
+) -> Any:
     """
     Watch C{directories} with inotify and tell C{policy} of every file
     written or moved into them.
@@ -151,7 +154,7 @@ def watchDirectories(reactor: Any, directories: Iterable[str], policy: ReloadPol
 
 
 def startReloading(
-    reactor: Any, roll: Callable[[], "Deferred[bool]"], directories: list[str]
+    reactor: MasterReactor, roll: Callable[[], "Deferred[bool]"], directories: list[str]
 ) -> None:
     """
     C{--reload}, once the reactor runs: warn that it is for development,

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.protocols import amp
 from zope.interface import Interface, implementer
@@ -68,6 +69,14 @@ def _credentialFields(config: ClusterConfig) -> dict[str, Any]:
     if credentials is None:
         return {}
     return {"uid": credentials.uid, "gid": credentials.gid, "groups": credentials.groups}
+
+
+class MasterReactor(ProcessReactor, IReactorCore, IReactorFromThreads):
+    """
+    What the command line's master runs on: everything the service needs
+    (L{ProcessReactor}), its life cycle (start, stop, shutdown triggers) and
+    the signal handlers' way back into it.
+    """
 
 
 class IControlPlane(Interface):

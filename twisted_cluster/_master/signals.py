@@ -25,6 +25,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Callable, Mapping
 
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 
 from twisted_cluster import logevents
@@ -46,7 +47,9 @@ class StopSignals:
     workers at once and stops, whatever came before.
     """
 
-    def __init__(self, clock: Any, stop: Callable[[], None], killWorkers: Callable[[], Any]) -> None:
+    def __init__(
+        self, clock: IReactorTime, stop: Callable[[], None], killWorkers: Callable[[], Any]
+    ) -> None:
         """
         @param clock: provides C{seconds()}.
         @param stop: stops the reactor (which stops the cluster gracefully).
@@ -86,7 +89,7 @@ class StopSignals:
 
 
 def installSignals(
-    reactor: Any,
+    reactor: IReactorFromThreads,
     stopping: StopSignals,
     operations: Mapping[signal.Signals, Callable[[], Any]],
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.fdesc import setNonBlocking
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -72,7 +72,7 @@ class Successor:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorFDSet,
         handover: Handover,
         statusFD: int = STATUS_FD,
         predecessorFD: int = PREDECESSOR_FD,

@@ -51,6 +51,7 @@ from twisted_cluster._master.handover import (
     parseReport,
 )
 from twisted_cluster._master.pidfile import PIDFile
+from twisted_cluster._supervision.process import ProcessReactor
 
 if TYPE_CHECKING:
     from twisted_cluster._master.succession import Successor
@@ -116,7 +117,7 @@ class MasterUpgrade:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ProcessReactor,
         service: Any,
         argv: Sequence[str],
         cwd: str,

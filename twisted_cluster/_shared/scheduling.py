@@ -18,7 +18,7 @@ concurrency.
 Workers inherit the policy across C{fork}; each sets back the one the
 master started with (L{WorkerConfig.schedPolicy}), which any process may do
 for the non-realtime policies.  Only the C{twist cluster} command line
-switches the master (L{twisted_cluster._master.tap}); a L{ClusterService} run inside
+switches the master (L{twisted_cluster.tap}); a L{ClusterService} run inside
 another program (a trial suite) leaves that program's scheduling alone.
 """
 

@@ -27,7 +27,7 @@ from twisted_cluster._master.listening import DEFAULT_BACKLOG, ListenError
 from twisted_cluster._master.logreopen import LogReopener, logDescriptor, logFilePath
 from twisted_cluster._master.pidfile import PIDFile, PIDFileError
 from twisted_cluster._master.reload import appDirectories, startReloading
-from twisted_cluster._master.service import ClusterService
+from twisted_cluster._master.service import ClusterService, MasterReactor
 from twisted_cluster._master.signals import StopSignals, installSignals
 from twisted_cluster._master.succession import Successor
 from twisted_cluster._master.upgrade import EXTRA_TIME, MasterUpgrade
@@ -37,7 +37,6 @@ from twisted_cluster._shared.privileges import (
     resolveCredentials,
 )
 from twisted_cluster._shared.scheduling import yieldToWorkers
-from twisted_cluster._supervision.process import ProcessReactor
 from twisted_cluster.apploading import AppLoadError, checkApp, resolveName
 from twisted_cluster.clusterapp import ClusterApp
 
@@ -344,7 +343,7 @@ def makeService(options: Options) -> ClusterService:
     from twisted.internet import reactor as globalReactor
 
     # The platform's default reactor provides all the master needs.
-    reactor = cast(ProcessReactor, globalReactor)
+    reactor = cast(MasterReactor, globalReactor)
 
     try:
         handover = takeHandover(os.environ, os.getppid())
@@ -359,7 +358,9 @@ def makeService(options: Options) -> ClusterService:
         raise
 
 
-def _makeService(reactor: Any, options: Options, successor: Successor | None) -> ClusterService:
+def _makeService(
+    reactor: MasterReactor, options: Options, successor: Successor | None
+) -> ClusterService:
     """
     L{makeService}, for a first master or the new one of an upgrade.
     """
@@ -435,7 +436,7 @@ def _makeService(reactor: Any, options: Options, successor: Successor | None) ->
 
 
 def _running(
-    reactor: Any,
+    reactor: MasterReactor,
     service: ClusterService,
     upgrade: MasterUpgrade,
     successor: Successor | None,

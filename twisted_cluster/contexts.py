@@ -18,11 +18,37 @@ from twisted_cluster._contract import commands
 from twisted_cluster.calling import (
     DEFAULT_TIMEOUT,
     callCommand,
+    checkCommand,
     encodeArguments,
     packBox,
     unpackBox,
 )
 from twisted_cluster.errors import WorkerUnavailable
+
+
+class BroadcastAnswers(dict[int, Any]):
+    """
+    What L{IMasterContext.broadcast} fires with: a dict from the id of each
+    ready worker to its answer (a dict; C{None} for a command that
+    C{requiresAnswer = False}) or the L{Failure} of its call.
+
+    @ivar draining: the same, for the workers that are draining but still
+        alive.  During a roll-out the old and the new process of a slot
+        share its id: the new one answers in the dict, the old one here.
+    """
+
+    def __init__(self, ready: dict[int, Any], draining: dict[int, Any]) -> None:
+        super().__init__(ready)
+        self.draining = draining
+
+    def everyAnswer(self) -> list[Any]:
+        """
+        Every answer or failure, the ready workers' first (in id order),
+        then the draining ones': one per live worker process.
+        """
+        return [self[i] for i in sorted(self)] + [
+            self.draining[i] for i in sorted(self.draining)
+        ]
 
 
 class IWorkerContext(Interface):
@@ -33,6 +59,10 @@ class IWorkerContext(Interface):
     """
 
     workerId = Attribute("This worker's id (an int, stable across restarts).")
+    clock = Attribute(
+        "The worker's clock (an IReactorTime: the reactor; a FakeCluster's "
+        "Clock in tests), for rate limits and time-outs the app keeps."
+    )
     app = Attribute(
         "The object the app callable returned (a resource or a protocol "
         "factory), so that the worker's responders can act on it."
@@ -62,11 +92,23 @@ class IMasterContext(Interface):
     """
     The master, as the application's master-side responders see it
     (L{twisted_cluster.ClusterService} provides it).
+
+    A worker is I{ready} from its C{Ready} (its app loaded and its
+    C{workerStarted} hooks done) until it begins to drain: it is then
+    given connections.  It is I{alive} until its process exits: a
+    draining worker no longer gets connections, but it still serves those
+    it has, and it still receives C{broadcast} and C{callWorker}.
     """
 
-    def workerIds() -> list[int]:
+    clock = Attribute(
+        "The master's clock (an IReactorTime: the reactor; a FakeCluster's "
+        "Clock in tests)."
+    )
+
+    def workerIds(draining: bool = False) -> list[int]:
         """
-        The ids of the ready workers.
+        The ids of the ready workers, in order; with C{draining}, of every
+        live worker (the draining ones too).
         """
 
     def callWorker(
@@ -77,7 +119,8 @@ class IMasterContext(Interface):
         **arguments: Any,
     ) -> Deferred[Any]:
         """
-        Call C{command} on worker C{workerId}; fire with its answer.
+        Call C{command} on worker C{workerId} (the ready one with that id,
+        else a draining one); fire with its answer.
         """
 
     def broadcast(
@@ -85,10 +128,10 @@ class IMasterContext(Interface):
         /,
         timeout: float | None = DEFAULT_TIMEOUT,
         **arguments: Any,
-    ) -> Deferred[dict[int, Any]]:
+    ) -> Deferred[BroadcastAnswers]:
         """
-        Call C{command} on every ready worker; fire with a dict from worker
-        id to its answer or the L{twisted.python.failure.Failure} of its call.
+        Call C{command} on every live worker, ready or draining; fire with
+        their L{BroadcastAnswers}.
         """
 
 
@@ -98,6 +141,7 @@ class WorkerContext:
     The context of one worker, over its control connection to the master.
 
     @ivar workerId: this worker's id.
+    @ivar clock: the reactor's time (what times out calls, too).
     @ivar app: the built application, once loaded.
     """
 
@@ -107,9 +151,9 @@ class WorkerContext:
         @param clock: times out calls.
         """
         self.workerId = workerId
+        self.clock = clock
         self.app: Any = None
         self._connection = connection
-        self._clock = clock
 
     def callMaster(
         self, command: type[amp.Command], /, timeout: float | None = None, **arguments: Any
@@ -119,12 +163,18 @@ class WorkerContext:
 
         @param timeout: seconds to wait (C{None}, the default: as long as
             the master lives; a worker exits when its master is gone).
-        @return: a Deferred of the answer (a dict), failing with the
+        @return: a Deferred of the answer (a dict; C{None} at once for a
+            command that C{requiresAnswer = False}), failing with the
             command's declared errors, L{ValueTooLong},
-            L{twisted.internet.defer.TimeoutError} or
-            L{amp.UnknownRemoteError}.
+            L{twisted_cluster.CallTimedOut} or L{amp.UnknownRemoteError}.
+        @raise TypeError: at once, when C{command} is no L{amp.Command}
+            subclass or declares an argument named C{timeout}.
         """
-        return callCommand(self._connection, command, arguments, self._clock, timeout)
+        checkCommand(command, "callMaster")
+        return callCommand(
+            self._connection, command, arguments, self.clock, timeout,
+            what=f"{command.__name__} to the master",
+        )
 
     def callWorker(
         self,
@@ -142,9 +192,11 @@ class WorkerContext:
         @param timeout: seconds to wait for the answer (C{None}: no limit).
         @return: a Deferred of the answer (a dict), failing like
             L{IMasterContext.callWorker}: the command's declared errors,
-            L{NoSuchWorker}, L{WorkerGone},
-            L{twisted.internet.defer.TimeoutError}, L{ValueTooLong}.
+            L{NoSuchWorker}, L{WorkerGone}, L{twisted_cluster.CallTimedOut},
+            L{ValueTooLong}.
+        @raise TypeError: at once, like L{callMaster}.
         """
+        checkCommand(command, "callWorker")
         try:
             inner = encodeArguments(command, arguments, self._connection)
         except Exception:
@@ -159,9 +211,10 @@ class WorkerContext:
             self._connection,
             commands.Relay,
             relayed,
-            self._clock,
+            self.clock,
             timeout,
             errors=command.reverseErrors,  # type: ignore[attr-defined]
+            what=f"{command.__name__} to worker {workerId}",
         )
         d.addCallback(
             lambda answer: command.parseResponse(unpackBox(answer["box"]), self._connection)

@@ -67,3 +67,8 @@ CONTROL_OPERATION: Final = "control_operation"
 CONTROL_OPERATION_FAILED: Final = "control_operation_failed"
 CONTROL_REFUSED: Final = "control_refused"
 RELAY_REFUSED: Final = "relay_refused"
+
+#: The app's part in the life cycle (either process).
+HOOK_FAILED: Final = "hook_failed"
+OBSERVER_FAILED: Final = "observer_failed"
+APP_DRAINED: Final = "app_drained"

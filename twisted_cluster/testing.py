@@ -223,6 +223,13 @@ class RunningCluster(ForwardingMasterContext):
             p.workerId: p.pid for p in self.service.supervisor.ready() if p.pid is not None
         }
 
+    @property
+    def clock(self) -> Any:
+        """
+        The master's clock: the reactor (L{IMasterContext.clock}).
+        """
+        return self._reactor
+
     def _masterContext(self) -> IMasterContext:
         return self.service
 

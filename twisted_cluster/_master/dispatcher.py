@@ -30,7 +30,7 @@ from twisted_cluster._supervision.process import (
     IHandoffObserver,
     IWorkerProcess,
 )
-from twisted_cluster._supervision.supervisor import IWorkerObserver
+from twisted_cluster._supervision.supervisor import IWorkerObserver, WorkerObserver
 
 log = Logger()
 
@@ -69,7 +69,7 @@ class _Refusals:
 
 
 @implementer(IHandoffObserver, IWorkerObserver)
-class Dispatcher:
+class Dispatcher(WorkerObserver):
     """
     The dispatch path of one cluster.
 

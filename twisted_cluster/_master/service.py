@@ -31,6 +31,7 @@ from twisted_cluster._master.dispatcher import (
     Dispatcher,
 )
 from twisted_cluster._master.listening import Listener, listen, parseEndpoint
+from twisted_cluster._master.masterevents import AppMasterEvents
 from twisted_cluster._master.proxypeek import HeaderPeeker
 from twisted_cluster._master.routing import (
     ForwardingMasterContext,
@@ -40,17 +41,23 @@ from twisted_cluster._master.routing import (
 from twisted_cluster._shared.endpointstrings import endpointKind
 from twisted_cluster._supervision.health import HealthMonitor, HealthPolicy
 from twisted_cluster._supervision.process import (
+    DRAINING,
     IWorkerProcess,
     WorkerProcess,
     workerRow,
 )
 from twisted_cluster._supervision.recycle import RecyclePolicy, Recycler
 from twisted_cluster._supervision.rollout import RollingRestart
-from twisted_cluster._supervision.supervisor import IWorkerObserver, Supervisor
+from twisted_cluster._supervision.supervisor import (
+    IWorkerObserver,
+    Supervisor,
+    WorkerObserver,
+)
 from twisted_cluster.calling import AppResponders
-from twisted_cluster.clusterapp import Responders, makeLocator
+from twisted_cluster.clusterapp import Responders, makeLocator, makeProvider
 from twisted_cluster.contexts import IMasterContext
 from twisted_cluster.errors import ClusterFailed
+from twisted_cluster.lifecycle import IMasterEvents
 
 log = Logger()
 
@@ -63,7 +70,7 @@ def _credentialFields(config: ClusterConfig) -> dict[str, Any]:
 
 
 @implementer(IMasterContext, IWorkerObserver)
-class ClusterService(ForwardingMasterContext, Service):
+class ClusterService(ForwardingMasterContext, WorkerObserver, Service):
     """
     A Twisted service that runs a whole cluster: listeners, workers, hand-off.
 
@@ -90,6 +97,7 @@ class ClusterService(ForwardingMasterContext, Service):
         policy: IDispatchPolicy | None = None,
         onFatal: Callable[[str], None] = lambda reason: None,
         appLocator: Responders = None,
+        masterEvents: Any = None,
     ) -> None:
         """
         @param reactor: provides process, socket, FD-set and time interfaces.
@@ -98,16 +106,28 @@ class ClusterService(ForwardingMasterContext, Service):
         @param appLocator: the app's master-side AMP responders
             (C{ClusterApp.masterResponders}): a locator, or a callable that
             takes this service (its L{IMasterContext}) and returns one.
+        @param masterEvents: the app's L{IMasterEvents}
+            (C{ClusterApp.masterEvents}): a provider, or a callable that
+            takes this service and returns one.  Master-side responders
+            that provide L{IMasterEvents} are told too.
         """
         self._reactor = reactor
+        #: The master's clock (L{IMasterContext.clock}).
+        self.clock = reactor
         self.config = config
         self._policy = policy if policy is not None else policyNamed(config.dispatch)
         self._keysOnClients: bool = getattr(self._policy, "keysOnClients", False)
         self._onFatal = onFatal
-        self.calls = WorkerCalls(reactor, self._readyConnections)
+        self.calls = WorkerCalls(reactor, self._readyConnections, self._drainingConnections)
         #: The app's master-side responders, built with this service.
         self.masterResponders = makeLocator(appLocator, self)
         self._appLocator = AppResponders(RelayLocator(self.calls), self.masterResponders)
+        #: The app's IMasterEvents: its responders, if they provide it, and
+        #: its masterEvents.
+        events = [makeProvider(masterEvents, self, IMasterEvents)]
+        if IMasterEvents.providedBy(self.masterResponders):
+            events.insert(0, self.masterResponders)
+        self._appEvents = AppMasterEvents([e for e in events if e is not None])
         self.listeners: list[Listener] = []
         self._acceptors: list[Acceptor] = []
         self._peekers: list[HeaderPeeker] = []
@@ -194,7 +214,7 @@ class ClusterService(ForwardingMasterContext, Service):
                      cluster_event=logevents.LISTENING, address=listener.address())
         self.supervisor = Supervisor(
             self._reactor, self.config, self._makeProcess, self._fatal,
-            observers=[self, self.dispatcher],
+            observers=[self, self.dispatcher, self._appEvents],
         )
         self.supervisor.start()
         self._rollout = RollingRestart(self.supervisor)
@@ -321,6 +341,7 @@ class ClusterService(ForwardingMasterContext, Service):
         waiters, self._readyWaiters = self._readyWaiters, []
         for d in waiters:
             d.callback(self)
+        self._appEvents.clusterReady()
 
     def _shareListeners(self, process: IWorkerProcess) -> None:
         """
@@ -343,6 +364,15 @@ class ClusterService(ForwardingMasterContext, Service):
                 if process.control is not None:
                     # The slot holder comes first: it wins over a retiring one.
                     connections.setdefault(process.workerId, process.control)
+        return connections
+
+    def _drainingConnections(self) -> dict[int, amp.AMP]:
+        connections: dict[int, amp.AMP] = {}
+        if self.supervisor is not None:
+            for process in self.supervisor.processes():
+                control = process.control
+                if process.state == DRAINING and control is not None and control.transport:
+                    connections[process.workerId] = control
         return connections
 
     def _masterContext(self) -> IMasterContext:
@@ -463,6 +493,7 @@ class ClusterService(ForwardingMasterContext, Service):
             log.info("stopping: draining workers (grace period {grace}s)",
                      cluster_event=logevents.CLUSTER_STOPPING,
                      grace=self.config.gracePeriod)
+            self._appEvents.clusterStopping()
             self._stopped = self.supervisor.stop().addCallback(lambda _: None)
         control = self.control
         if control is not None:

@@ -383,15 +383,18 @@ def makeService(options: Options) -> ClusterService:
         if reactor.running:
             reactor.stop()
 
+    masterEvents = None
     if config.app is not None and isinstance(obj, ClusterApp):
         appLocator = obj.masterResponders
+        masterEvents = obj.masterEvents
     try:
         service = CommandLineService(
-            reactor, config, onFatal=fatal, appLocator=appLocator
+            reactor, config, onFatal=fatal, appLocator=appLocator,
+            masterEvents=masterEvents,
         )
     except Exception as e:
-        die(f"cannot load app {config.app!r}: its masterResponders raised "
-            f"{type(e).__name__}: {e}")
+        die(f"cannot load app {config.app!r}: its masterResponders or "
+            f"masterEvents raised {type(e).__name__}: {e}")
     if options["pidfile"]:
         service.pidfile = PIDFile(os.path.abspath(options["pidfile"]))
         # Registered after _Exit's hook, so it runs before that one exits.

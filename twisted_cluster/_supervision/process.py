@@ -546,7 +546,7 @@ class WorkerProcess:
             self._signal("KILL")
             return
         if mode is DRAIN:
-            self._drain()
+            self._drain(within)
         else:
             self.state = DRAINING
             self._signal("TERM")
@@ -570,15 +570,16 @@ class WorkerProcess:
         )
         self._signal("KILL")
 
-    def _drain(self) -> None:
+    def _drain(self, within: float) -> None:
         """
-        Ask the worker to finish its connections and exit.
+        Ask the worker to finish its connections and exit within C{within}
+        seconds (the deadline its app is told).
         """
         if self.state in (STOPPED, DRAINING):
             return
         self.state = DRAINING
         if self.control is not None and self.control.transport is not None:
-            self.callRemote(commands.Drain).addErrback(lambda _: None)
+            self.callRemote(commands.Drain, within=within).addErrback(lambda _: None)
 
     def _signal(self, name: str) -> None:
         """

@@ -8,8 +8,8 @@ The master spawns each worker with:
   - fd 1 and 2: pipes whose lines the master logs under the worker's name;
   - C{CONFIG}: a JSON object (L{WorkerConfig}).
 
-The worker loads the app, says L{Ready}, adopts the connections it is handed
-and serves them.  It exits when the master asks it to drain, when it gets
+The worker loads the app, calls its C{workerStarted} hooks, says L{Ready},
+adopts the connections it is handed and serves them.  It exits when the master asks it to drain, when it gets
 SIGTERM (after draining) and when the control channel closes (the master is
 gone: no orphan outlives it).  SIGINT, SIGHUP, SIGTTIN and SIGTTOU are
 ignored: a Ctrl-C or a hang-up in a terminal reaches the whole process
@@ -43,10 +43,17 @@ from twisted_cluster._shared.privileges import (
 )
 from twisted_cluster._shared.scheduling import restorePolicy
 from twisted_cluster._shared.workerlog import logToMaster
+from twisted_cluster import logevents
 from twisted_cluster._worker.adoption import adoptConnection, readAtOnce
+from twisted_cluster._worker.apphooks import AppHooks
 from twisted_cluster._worker.tracking import ConnectionTracker
 from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
-from twisted_cluster.apploading import AppLoadError, loadWorkerApp
+from twisted_cluster.apploading import (
+    AppLoadError,
+    buildWorkerApp,
+    buildWorkerHooks,
+    resolveName,
+)
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.contexts import WorkerContext
 
@@ -58,6 +65,8 @@ CLOSE_DELAY = 0.005
 #: Seconds a draining worker leaves idle connections (just adopted, or
 #: keep-alive between requests) to send the request that may be on its way;
 #: it is answered with C{Connection: close}.  Then idle ones are closed.
+#: A plain protocol that declares no drain and says nothing of its
+#: idleness is idle when it received nothing for as long.
 IDLE_GRACE = 2.0
 
 #: Exit status of a worker that could not load its app.
@@ -95,8 +104,8 @@ class WorkerControl(ControlAMP):
         ).asAnswer()
 
     @commands.Drain.responder
-    def drain(self) -> dict[str, Any]:
-        self._worker.drain()
+    def drain(self, within: float | None = None) -> dict[str, Any]:
+        self._worker.drain(within)
         return {}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -135,6 +144,9 @@ class Worker:
         self.context: WorkerContext | None = None
         self.tracker: ConnectionTracker | None = None
         self._receiver: HandoffReceiver | None = None
+        self._hooks = AppHooks(config.workerId, ())
+        #: Whether the app's own drain (its C{workerDraining}) runs.
+        self._appDraining = False
         self._factories: list[IProtocolFactory] = []
         self._ports: list[Any] = []
         self._sessions = 0
@@ -184,8 +196,26 @@ class Worker:
             adoptListener=self._adoptListener, closeDelay=CLOSE_DELAY,
             ackDelay=self.config.ackDelay, afterAdopt=self._readFresh,
         )
+        self._hooks.started().addCallbacks(self._ready, self._hookFailed)
+
+    def _ready(self, _: object) -> None:
+        """
+        The app's C{workerStarted} hooks are done: say Ready (unless the
+        worker was told to drain meanwhile).
+        """
+        if self._done or self._draining or self.control is None:
+            return
         self.control.callRemote(commands.Ready, pid=os.getpid()).addErrback(
             self._controlFailed
+        )
+
+    def _hookFailed(self, failure: Failure) -> None:
+        if self._done:
+            return
+        self._startupFailed(
+            f"the app's workerStarted hook failed: {failure.type.__name__}: "
+            f"{failure.value}",
+            failure.getTraceback(),
         )
 
     def _dropPrivileges(self) -> None:
@@ -205,8 +235,10 @@ class Worker:
 
             name = f"{clusterPage.__module__}.clusterPage"
         self.context = WorkerContext(self.workerId, self.control, self._reactor)
-        factory, locator = loadWorkerApp(name, self.context)
+        obj = resolveName(name)
+        factory, locator = buildWorkerApp(obj, name, self.context)
         self.control.appLocator = AppResponders(locator)
+        self._hooks = AppHooks(self.workerId, buildWorkerHooks(obj, name, self.context))
         return factory
 
     def _startupFailed(self, error: str, details: str) -> None:
@@ -288,14 +320,30 @@ class Worker:
     def _connectionClosed(self) -> None:
         if self._receiver is not None:
             self._receiver.connectionClosed()
-        if self._draining and self.tracker is not None and self.tracker.open == 0:
+        if (
+            self._draining
+            and not self._appDraining
+            and self.tracker is not None
+            and self.tracker.open == 0
+        ):
             self._finish()
 
-    def drain(self) -> None:
+    def drain(self, within: float | None = None) -> None:
         """
-        Take no more connections, close idle ones, finish those in flight,
-        then exit.  The master kills a worker whose drain outlasts the grace
-        period; the worker also gives up by itself after C{drainTimeout}.
+        Take no more connections, tell the app (its C{workerDraining}
+        hooks, given the deadline), close idle connections, finish those in
+        flight, then exit.
+
+        An app that declares a drain owns its connections: once its drain
+        has finished the worker closes those left and exits at once.  An
+        app that declares none is drained for it: HTTP channels close after
+        their current response, idle ones after L{IDLE_GRACE}, and so do
+        plain protocols that received nothing for L{IDLE_GRACE}.  The
+        master kills a worker whose drain outlasts the grace period; the
+        worker also gives up by itself at the deadline.
+
+        @param within: seconds until the master kills this worker (C{None}:
+            the configured C{drainTimeout}, from a master that did not say).
         """
         if self._draining or self._done:
             return
@@ -306,19 +354,50 @@ class Worker:
         if self._receiver is not None:
             # Adopt what the master already sent: it counts on us for it.
             self._receiver.doRead()
-        if self.tracker is None or self.tracker.open == 0:
+        if self.tracker is None:
             self._finish()
             return
+        within = self.config.drainTimeout if within is None else within
         self._drainStarted = self._reactor.seconds()
+        self.tracker.watchActivity(self._reactor)
+        appDrain = self._hooks.draining(self._drainStarted + within)
+        if appDrain is None and self.tracker.open == 0:
+            self._finish()
+            return
+        self._appDraining = appDrain is not None
+        self._giveUp = self._reactor.callLater(within, self._finish)
         self._drainLoop = LoopingCall(self._closeIdle)
         self._drainLoop.clock = self._reactor
         self._drainLoop.start(0.05)
-        self._giveUp = self._reactor.callLater(self.config.drainTimeout, self._finish)
+        if appDrain is not None:
+            appDrain.addCallback(self._appDrained)
+
+    def _appDrained(self, _: object) -> None:
+        """
+        The app's drain finished: close what it left open, exit once closed.
+        """
+        assert self.tracker is not None
+        self._appDraining = False
+        if self._done:
+            return
+        self.log.info(
+            "worker {worker_id}: the app drained; closing its {count} connections left",
+            cluster_event=logevents.APP_DRAINED,
+            worker_id=self.workerId,
+            count=self.tracker.open,
+        )
+        self.tracker.closeAll()
+        if self.tracker.open == 0:
+            self._finish()
 
     def _closeIdle(self) -> None:
         assert self.tracker is not None
         closeIdleNow = self._reactor.seconds() - self._drainStarted >= IDLE_GRACE
-        if self.tracker.closeIdle(closeIdleNow) == 0:
+        if self._appDraining:
+            # HTTP channels still close after their response; the app's
+            # other connections are the app's to close.
+            self.tracker.closeIdle(closeIdleNow)
+        elif self.tracker.closeIdle(closeIdleNow, quietFor=IDLE_GRACE) == 0:
             self._finish()
 
     def controlLost(self) -> None:
@@ -343,6 +422,10 @@ class Worker:
             # Acknowledge every adoption before exiting: the master would
             # otherwise hand those connections out again.
             self._receiver.flush()
+        if self.tracker is not None:
+            self._hooks.stopping()
+            # The app's factory's stopFactory, as a port would call it.
+            self.tracker.doStop()
         self._stop()
 
 

@@ -223,12 +223,9 @@ class RunningCluster(ForwardingMasterContext):
             p.workerId: p.pid for p in self.service.supervisor.ready() if p.pid is not None
         }
 
-    @property
-    def clock(self) -> Any:
-        """
-        The master's clock: the reactor (L{IMasterContext.clock}).
-        """
-        return self._reactor
+    def __attrs_post_init__(self) -> None:
+        #: The master's clock: the reactor (L{IMasterContext.clock}).
+        self.clock = self._reactor
 
     def _masterContext(self) -> IMasterContext:
         return self.service

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IReactorTime
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -23,7 +24,7 @@ from twisted_cluster.calling import (
     packBox,
     unpackBox,
 )
-from twisted_cluster.errors import WorkerUnavailable
+from twisted_cluster.errors import WorkerGone, WorkerUnavailable
 
 
 class BroadcastAnswers(dict[int, Any]):
@@ -171,10 +172,11 @@ class WorkerContext:
             subclass or declares an argument named C{timeout}.
         """
         checkCommand(command, "callMaster")
-        return callCommand(
+        d = callCommand(
             self._connection, command, arguments, self.clock, timeout,
             what=f"{command.__name__} to the master",
         )
+        return d.addErrback(self._channelClosed, command)
 
     def callWorker(
         self,
@@ -219,7 +221,24 @@ class WorkerContext:
         d.addCallback(
             lambda answer: command.parseResponse(unpackBox(answer["box"]), self._connection)
         )
+        d.addErrback(self._channelClosed, command)
         return d.addErrback(_naming, workerId)
+
+    def _channelClosed(self, failure: Failure, command: type[amp.Command]) -> Failure:
+        """
+        A call of a worker whose control channel closed (it is leaving:
+        killed, or its master is gone) fails with L{WorkerGone}, naming
+        this worker, in a real cluster and in L{twisted_cluster.testing}.
+        """
+        if failure.check(ConnectionClosed):
+            return Failure(
+                WorkerGone(
+                    f"worker {self.workerId} is no longer in the cluster (its "
+                    f"control channel closed): {command.__name__} was not answered",
+                    self.workerId,
+                )
+            )
+        return failure
 
 
 def _naming(failure: Failure, workerId: int) -> Failure:

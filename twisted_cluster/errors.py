@@ -32,7 +32,9 @@ class NoSuchWorker(WorkerUnavailable):
 
 class WorkerGone(WorkerUnavailable):
     """
-    The worker exited (or its control channel closed) before it answered.
+    The worker exited (or its control channel closed) before it answered;
+    for a call a worker makes, the calling worker's own channel closed (it
+    is leaving the cluster).
     """
 
 

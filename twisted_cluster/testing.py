@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 import attr
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -40,7 +40,13 @@ from twisted_cluster._master.routing import (
 )
 from twisted_cluster._master.service import ClusterService
 from twisted_cluster._supervision.process import KILL, STOPPED
-from twisted_cluster.apploading import buildWorkerApp, checkApp, resolveName
+from twisted_cluster._worker.apphooks import AppHooks
+from twisted_cluster.apploading import (
+    buildWorkerApp,
+    buildWorkerHooks,
+    checkApp,
+    resolveName,
+)
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import ClusterApp, makeLocator
 from twisted_cluster.contexts import IMasterContext, WorkerContext
@@ -62,12 +68,18 @@ class FakeWorker:
         call the master or other workers with it.
     @ivar app: the resource or protocol factory its app built.
     @ivar responders: the locator of its worker-side responders, or C{None}.
+    @ivar hooks: its app's L{twisted_cluster.IWorkerHooks}, as the worker
+        runtime calls them.
+    @ivar started: the outcome of its app's C{workerStarted} hooks (a real
+        worker says C{Ready} when it fires).
     """
 
     workerId: int
     context: WorkerContext
     app: Any
     responders: Any
+    hooks: AppHooks
+    started: Deferred[Any]
     _pump: iosim.IOPump
 
 
@@ -82,8 +94,11 @@ class FakeCluster(ForwardingMasterContext):
         d = cluster.workers[1].context.callMaster(Hit, path="/")
         self.assertEqual(cluster.result(d), {"hits": 1})
 
-    @ivar clock: the clock of every timeout; advance it to time calls out.
-    @ivar workers: the live workers, by id.
+    @ivar clock: the clock of every timeout, and the workers' and the
+        master's C{context.clock}; advance it to time calls out.
+    @ivar workers: the ready workers, by id.
+    @ivar draining: the workers that drain (L{drain}) and are still alive,
+        by id: they still receive C{broadcast} and C{callWorker}.
     @ivar masterResponders: the locator of the app's master-side responders
         (built with this object as their L{IMasterContext}), or C{None}.
     """
@@ -98,10 +113,11 @@ class FakeCluster(ForwardingMasterContext):
         if isinstance(app, str):
             app = resolveName(app)
         self._app = app
-        self._calls = WorkerCalls(self.clock, self._connections)
+        self._calls = WorkerCalls(self.clock, self._connections, self._drainingConnections)
         masterResponders = app.masterResponders if isinstance(app, ClusterApp) else None
         self.masterResponders = makeLocator(masterResponders, self)
         self.workers: dict[int, FakeWorker] = {}
+        self.draining: dict[int, FakeWorker] = {}
         self._dying: list[iosim.IOPump] = []
         for workerId in range(1, workers + 1):
             self.workers[workerId] = self._startWorker(workerId)
@@ -114,6 +130,7 @@ class FakeCluster(ForwardingMasterContext):
         context = WorkerContext(workerId, workerEnd, self.clock)
         _, responders = buildWorkerApp(self._app, "app", context)
         workerEnd.appLocator = AppResponders(responders)
+        hooks = AppHooks(workerId, buildWorkerHooks(self._app, "app", context))
         pump = iosim.connect(
             masterEnd,
             iosim.makeFakeServer(masterEnd),
@@ -122,10 +139,15 @@ class FakeCluster(ForwardingMasterContext):
             greet=False,
             clock=self.clock,
         )
-        return FakeWorker(workerId, context, context.app, responders, pump)
+        return FakeWorker(
+            workerId, context, context.app, responders, hooks, hooks.started(), pump
+        )
 
     def _connections(self) -> dict[int, amp.AMP]:
         return {i: w._pump.server for i, w in self.workers.items()}
+
+    def _drainingConnections(self) -> dict[int, amp.AMP]:
+        return {i: w._pump.server for i, w in self.draining.items()}
 
     def _masterContext(self) -> IMasterContext:
         return self._calls
@@ -137,7 +159,8 @@ class FakeCluster(ForwardingMasterContext):
         Deliver every box in flight, and the answers they cause, until all
         connections are quiet.
         """
-        pumps = [w._pump for w in self.workers.values()] + self._dying
+        live = [*self.workers.values(), *self.draining.values()]
+        pumps = [w._pump for w in live] + self._dying
         self._dying = []
         while any([pump.pump() for pump in pumps]):
             pass
@@ -158,13 +181,35 @@ class FakeCluster(ForwardingMasterContext):
             results[0].raiseException()
         return results[0]
 
+    def drain(self, workerId: int, within: float = 30.0) -> Deferred[None]:
+        """
+        Make ready worker C{workerId} drain, as the master does in a
+        roll-out or a removal: it leaves L{workers} for L{draining} (it
+        still receives C{broadcast} and C{callWorker}), and its app's
+        C{workerDraining} hooks are called with the deadline
+        C{clock.seconds() + within}.
+
+        @return: fires when the app's drain finished (at once for an app
+            that declares none); L{kill} the worker then, as its exit.
+        """
+        worker = self.draining[workerId] = self.workers.pop(workerId)
+        drained = worker.hooks.draining(self.clock.seconds() + within)
+        return drained if drained is not None else succeed(None)
+
     def kill(self, workerId: int) -> None:
         """
-        Make worker C{workerId} die: its control connection closes (calls in
-        flight fail with L{twisted_cluster.WorkerGone}) and it leaves the
-        cluster (later calls fail with L{twisted_cluster.NoSuchWorker}).
+        Make worker C{workerId} (ready or draining) die: its control
+        connection closes (calls to it in flight fail with
+        L{twisted_cluster.WorkerGone}, and so do the calls it makes, as in
+        a real cluster) and it leaves the cluster (later calls to it fail
+        with L{twisted_cluster.NoSuchWorker}); its app's C{workerStopping}
+        hooks are called.
         """
-        worker = self.workers.pop(workerId)
+        if workerId in self.draining:
+            worker = self.draining.pop(workerId)
+        else:
+            worker = self.workers.pop(workerId)
+        worker.hooks.stopping()
         worker._pump.clientIO.loseConnection()
         self._dying.append(worker._pump)
         self.flush()

@@ -354,13 +354,14 @@ async def startCluster(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    masterResponders = None
+    masterResponders = masterEvents = None
     pythonPath: tuple[str, ...] = ()
     if app is not None:
         obj = resolveName(app)
         checkApp(obj, app)
         if isinstance(obj, ClusterApp):
             masterResponders = obj.masterResponders
+            masterEvents = obj.masterEvents
         root = _importRoot(app)
         pythonPath = (root,) if root else ()
     settings.setdefault("gracePeriod", 5.0)
@@ -371,7 +372,9 @@ async def startCluster(
         pythonPath=pythonPath,
         **settings,
     )
-    service = ClusterService(reactor, config, appLocator=masterResponders)
+    service = ClusterService(
+        reactor, config, appLocator=masterResponders, masterEvents=masterEvents
+    )
     cluster = RunningCluster(service, reactor)
     testCase.addCleanup(lambda: Deferred.fromCoroutine(cluster.stop()))
     service.startService()

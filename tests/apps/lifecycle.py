@@ -57,6 +57,9 @@ slowReady = ClusterApp(app=SlowReady)
 
 
 class Recorder(MasterEvents):
+    def __init__(self, master: Any) -> None:
+        self.master = master
+
     def _log(self, hook: str, event: WorkerEvent | None = None) -> None:
         fields: dict[str, Any] = {}
         if event is not None:

@@ -205,12 +205,12 @@ class MasterEventsTests(SynchronousTestCase):
         events = AppMasterEvents([App()])
         process = FakeProcess(1, pid=7)
         events.workerReady(process)
-        events.clusterReady()
-        events.clusterReady()
+        events.workerReady(FakeProcess(2, pid=8))
         events.workerExited(process, RestartCause.CRASH, Failure(ProcessTerminated(1)))
         self.assertEqual(heard, [
             ("ready", WorkerEvent(workerId=1, pid=7)),
             "cluster ready",
+            ("ready", WorkerEvent(workerId=2, pid=8)),
             ("exited", WorkerEvent(workerId=1, pid=7, cause="crash", exitCode=1)),
         ])
 

@@ -65,7 +65,14 @@ class AppMasterEvents(WorkerObserver):
         self._call("workerStarted", process, workerEvent(process))
 
     def workerReady(self, process: IWorkerProcess) -> None:
+        """
+        Tell the app that C{process} is ready, then, the first time, that
+        the cluster is.
+        """
         self._call("workerReady", process, workerEvent(process))
+        if not self._clusterReady:
+            self._clusterReady = True
+            self._call("clusterReady", None)
 
     def workerDraining(self, process: IWorkerProcess, cause: RestartCause) -> None:
         self._call("workerDraining", process, workerEvent(process, cause))
@@ -74,14 +81,6 @@ class AppMasterEvents(WorkerObserver):
         self, process: IWorkerProcess, cause: RestartCause, reason: Failure
     ) -> None:
         self._call("workerExited", process, workerEvent(process, cause, reason))
-
-    def clusterReady(self) -> None:
-        """
-        A worker is ready: tell the app the cluster is, the first time.
-        """
-        if not self._clusterReady:
-            self._clusterReady = True
-            self._call("clusterReady", None)
 
     def clusterStopping(self) -> None:
         """

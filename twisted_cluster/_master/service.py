@@ -341,7 +341,6 @@ class ClusterService(ForwardingMasterContext, WorkerObserver, Service):
         waiters, self._readyWaiters = self._readyWaiters, []
         for d in waiters:
             d.callback(self)
-        self._appEvents.clusterReady()
 
     def _shareListeners(self, process: IWorkerProcess) -> None:
         """

@@ -46,9 +46,9 @@ from twisted.python.failure import Failure
 
 from twisted_cluster import (
     ClusterApp,
-    IMasterContext,
-    IWorkerContext,
+    MasterContextProtocol,
     MasterEvents,
+    WorkerContextProtocol,
     WorkerEvent,
     WorkerHooks,
 )
@@ -68,7 +68,7 @@ class Publish(amp.Command):
     """
 
     arguments = [(b"room", amp.Unicode()), (b"text", amp.Unicode())]
-    response: list[tuple[bytes, amp.Argument]] = []
+    response = []
     errors = {RateLimited: b"RATE_LIMITED"}
 
 
@@ -79,7 +79,7 @@ class Deliver(amp.Command):
     """
 
     arguments = [(b"room", amp.Unicode()), (b"text", amp.Unicode())]
-    response: list[tuple[bytes, amp.Argument]] = []
+    response = []
     requiresAnswer = False
 
 
@@ -88,7 +88,7 @@ class CountClients(amp.Command):
     Master -> worker: how many clients are connected to you?
     """
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
+    arguments = []
     response = [(b"clients", amp.Integer())]
 
 
@@ -97,7 +97,7 @@ class Stats(amp.Command):
     Worker -> master: the cluster's figures.
     """
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
+    arguments = []
     response = [
         (b"clients", amp.Integer()),
         (b"workers", amp.Integer()),
@@ -143,7 +143,7 @@ class Hub(amp.CommandLocator, MasterEvents):
     @ivar exits: the workers' exits so far, by cause.
     """
 
-    def __init__(self, master: IMasterContext) -> None:
+    def __init__(self, master: MasterContextProtocol) -> None:
         self.master = master
         self.limit = RoomRateLimit(master.clock)
         self.exits: Counter[str] = Counter()
@@ -234,7 +234,7 @@ class PubSubFactory(Factory, WorkerHooks):
     protocol = Client
     goodbye = 1.0
 
-    def __init__(self, context: IWorkerContext) -> None:
+    def __init__(self, context: WorkerContextProtocol) -> None:
         self.context = context
         self.clients: set[Client] = set()
         self.rooms: defaultdict[str, set[Client]] = defaultdict(set)
@@ -259,7 +259,7 @@ class Subscriber(amp.CommandLocator):
     A worker's responders: deliveries and counts, on its factory.
     """
 
-    def __init__(self, context: IWorkerContext) -> None:
+    def __init__(self, context: WorkerContextProtocol) -> None:
         self.factory: PubSubFactory = context.app
 
     @Deliver.responder

@@ -27,6 +27,8 @@ _PUBLIC = {
     "ClusterConfig": "_master.config",
     "BroadcastAnswers": "contexts",
     "IMasterContext": "contexts",
+    "MasterContextProtocol": "contexts",
+    "WorkerContextProtocol": "contexts",
     "IWorkerContext": "contexts",
     "IDispatchPolicy": "_master.dispatch",
     "LeastConnections": "_master.dispatch",
@@ -63,12 +65,14 @@ __all__ = [
     "IWorkerContext",
     "IWorkerHooks",
     "LeastConnections",
+    "MasterContextProtocol",
     "MasterEvents",
     "NoSuchWorker",
     "RoundRobin",
     "SharedListeners",
     "Sticky",
     "ValueTooLong",
+    "WorkerContextProtocol",
     "WorkerEvent",
     "WorkerGone",
     "WorkerHooks",
@@ -89,7 +93,13 @@ if TYPE_CHECKING:
     from twisted_cluster.apploading import AppLoadError, loadApp
     from twisted_cluster.arguments import BigBytes, BigUnicode
     from twisted_cluster.clusterapp import ClusterApp
-    from twisted_cluster.contexts import BroadcastAnswers, IMasterContext, IWorkerContext
+    from twisted_cluster.contexts import (
+        BroadcastAnswers,
+        IMasterContext,
+        IWorkerContext,
+        MasterContextProtocol,
+        WorkerContextProtocol,
+    )
     from twisted_cluster.errors import (
         CallTimedOut,
         ClusterFailed,

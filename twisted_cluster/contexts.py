@@ -6,7 +6,7 @@ What an application's code holds on to in a cluster: a worker's context
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionClosed
@@ -134,6 +134,64 @@ class IMasterContext(Interface):
         Call C{command} on every live worker, ready or draining; fire with
         their L{BroadcastAnswers}.
         """
+
+
+class WorkerContextProtocol(Protocol):
+    """
+    L{IWorkerContext} for plain mypy (no mypy-zope plugin): annotate your
+    app's context with it, and C{context.callMaster(Publish, room=...)}
+    type-checks.
+    """
+
+    @property
+    def workerId(self) -> int: ...
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    app: Any
+
+    def callMaster(
+        self, command: type[amp.Command], /, timeout: float | None = None, **arguments: Any
+    ) -> Deferred[Any]: ...
+
+    def callWorker(
+        self,
+        workerId: int,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[Any]: ...
+
+
+class MasterContextProtocol(Protocol):
+    """
+    L{IMasterContext} for plain mypy (no mypy-zope plugin): annotate your
+    master-side code's context with it.
+    """
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    def workerIds(self, draining: bool = False) -> list[int]: ...
+
+    def callWorker(
+        self,
+        workerId: int,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[Any]: ...
+
+    def broadcast(
+        self,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[BroadcastAnswers]: ...
 
 
 @implementer(IWorkerContext)

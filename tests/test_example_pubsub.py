@@ -8,12 +8,15 @@ the workers and the master; its clock drives the rate limit and the drain.
 
 from __future__ import annotations
 
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.protocols.basic import LineReceiver
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from examples.pubsub import app
-from twisted_cluster.testing import FakeCluster, FakeWorker
+from twisted_cluster.testing import FakeCluster, FakeWorker, startCluster
 
 
 class Connected:
@@ -90,3 +93,36 @@ class PubSubTests(SynchronousTestCase):
         drained = self.cluster.drain(2, within=0.7)
         self.cluster.clock.advance(0.2)
         self.successResultOf(drained)
+
+
+class Subscriber(LineReceiver):
+    delimiter = b"\n"
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line.decode())
+
+
+class PubSubClusterTests(TestCase):
+    timeout = 60
+
+    async def subscriber(self, port: int) -> Subscriber:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
+        client = await connectProtocol(endpoint, Subscriber())
+        self.addCleanup(client.transport.loseConnection)
+        return client
+
+    async def test_messageCrossesWorkersInARealCluster(self) -> None:
+        cluster = await startCluster(self, app, workers=2)
+        one = await self.subscriber(cluster.port)
+        two = await self.subscriber(cluster.port)
+        for client in (one, two):
+            client.sendLine(b"JOIN lobby")
+        await cluster.waitUntil(lambda: one.lines and two.lines, 10, "joins")
+        two.sendLine(b"PUB lobby hello")
+        await cluster.waitUntil(lambda: "MSG lobby hello" in one.lines, 10, "the message")
+        one.sendLine(b"STATS")
+        await cluster.waitUntil(lambda: one.lines[-1].startswith("STATS"), 10, "STATS")
+        self.assertEqual(one.lines[-1], "STATS clients=2 draining=0 exits=0 workers=2")

@@ -42,6 +42,7 @@ from twisted_cluster._master.service import ClusterService
 from twisted_cluster._supervision.process import KILL, STOPPED
 from twisted_cluster._worker.apphooks import AppHooks
 from twisted_cluster.apploading import (
+    AppLoadError,
     buildWorkerApp,
     buildWorkerHooks,
     checkApp,
@@ -319,9 +320,36 @@ class RunningCluster(ForwardingMasterContext):
         )
 
 
+def dottedName(app: Any) -> str:
+    """
+    The dotted name under which worker processes import C{app}: a class or
+    a function by its module and qualified name, any other object (a
+    L{ClusterApp}, a resource, a factory) by the module attribute that
+    holds it.
+
+    @raise AppLoadError: when C{app} is held by no module's top level (a
+        worker could not import it).
+    """
+    module = getattr(app, "__module__", None)
+    qualname = getattr(app, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and "<" not in qualname:
+        return f"{module}.{qualname}"
+    for name, loaded in list(sys.modules.items()):
+        if name == "__main__" or loaded is None:
+            continue
+        for attribute, value in list(vars(loaded).items()):
+            if value is app:
+                return f"{name}.{attribute}"
+    raise AppLoadError(
+        f"cannot start workers with {app!r}: they import the app by name, and "
+        "no module holds it at its top level; define it in a module, or give "
+        "its dotted name"
+    )
+
+
 async def startCluster(
     testCase: Any,
-    app: str | None = None,
+    app: Any = None,
     workers: int = 2,
     timeout: float = 30.0,
     reactor: Any = None,
@@ -341,14 +369,18 @@ async def startCluster(
     their C{PYTHONPATH}.
 
     @param testCase: the running L{twisted.trial.unittest.TestCase}.
-    @param app: the dotted name C{--app} would take (C{None}: the built-in
-        page).
+    @param app: the dotted name C{--app} would take, or the object it
+        names (a L{ClusterApp}, as L{FakeCluster} takes it; it must be held
+        by a module's top level, which the workers import); C{None}: the
+        built-in page.
     @param workers: how many workers.
     @param timeout: seconds to wait for every worker to be ready.
     @param reactor: the reactor (default: the global one, which trial runs).
     @param settings: other L{ClusterConfig} fields (C{gracePeriod} defaults
         to 5 seconds here).
     @raise ClusterFailed: when the cluster gives up or is not ready in time.
+    @raise AppLoadError: when C{app} is a wrong name, not an app, or an
+        object no module holds.
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -357,6 +389,8 @@ async def startCluster(
     masterResponders = masterEvents = None
     pythonPath: tuple[str, ...] = ()
     if app is not None:
+        if not isinstance(app, str):
+            app = dottedName(app)
         obj = resolveName(app)
         checkApp(obj, app)
         if isinstance(obj, ClusterApp):

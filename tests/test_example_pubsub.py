@@ -76,6 +76,12 @@ class PubSubTests(SynchronousTestCase):
         self.assertEqual(
             self.one.lines(), ["STATS clients=2 draining=1 exits=0 workers=1"]
         )
+        self.cluster.kill(2)
+        self.one.send("STATS")
+        self.assertEqual(
+            self.one.lines(), ["STATS clients=1 draining=0 exits=1 workers=1"]
+        )
+        self.assertEqual(self.cluster.masterResponders.exits, {"rollout": 1})
 
     def test_drainTellsClientsToReconnectThenClosesAndFinishes(self) -> None:
         self.two.send("JOIN lobby")

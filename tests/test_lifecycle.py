@@ -26,6 +26,8 @@ from zope.interface.verify import verifyObject
 from tests.fakes import FakeProcess
 from tests.test_supervision import Harness
 from twisted_cluster import (
+    AppLoadError,
+    ClusterApp,
     IMasterEvents,
     IWorkerHooks,
     MasterEvents,
@@ -45,6 +47,7 @@ from twisted_cluster._supervision.supervisor import (
 )
 from twisted_cluster._worker.apphooks import AppHooks
 from twisted_cluster._worker.tracking import ConnectionTracker
+from twisted_cluster.testing import FakeCluster
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 12345)
 
@@ -355,3 +358,46 @@ class DrainCommandTests(SynchronousTestCase):
     def test_olderWorkerIgnoresTheDeadline(self) -> None:
         box = commands.Drain.makeArguments({"within": 6.0}, None)
         self.assertEqual(OldDrain.parseArguments(box, None), {})
+
+
+class FakeClusterLifeTests(SynchronousTestCase):
+    def test_fakeClusterTellsHooksAndMasterEventsInOrder(self) -> None:
+        heard: list[Any] = []
+
+        class Events(MasterEvents):
+            def __init__(self, master: Any) -> None:
+                self.master = master
+
+            def workerReady(self, event: WorkerEvent) -> None:
+                heard.append(("ready", event.workerId))
+
+            def workerDraining(self, event: WorkerEvent) -> None:
+                heard.append(("draining", event.workerId, event.cause))
+
+            def workerExited(self, event: WorkerEvent) -> None:
+                heard.append(("exited", event.workerId, event.cause))
+
+            def clusterReady(self) -> None:
+                heard.append("cluster ready")
+
+        class Hooks(WorkerHooks):
+            def __init__(self, context: Any) -> None:
+                self.context = context
+
+            def workerStopping(self) -> None:
+                heard.append(("stopping", self.context.workerId))
+
+        app = ClusterApp(
+            app=Factory.forProtocol(Protocol), workerHooks=Hooks, masterEvents=Events
+        )
+        cluster = FakeCluster(app, workers=1)
+        self.successResultOf(cluster.drain(1, cause="removed"))
+        cluster.kill(1)
+        self.assertEqual(heard, [
+            ("ready", 1), "cluster ready", ("draining", 1, "removed"),
+            ("stopping", 1), ("exited", 1, "removed"),
+        ])
+
+    def test_workerHooksThatAreNoProviderFailToLoad(self) -> None:
+        app = ClusterApp(app=Factory.forProtocol(Protocol), workerHooks=lambda c: 42)
+        self.assertRaises(AppLoadError, FakeCluster, app)

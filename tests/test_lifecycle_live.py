@@ -145,6 +145,11 @@ class RolloutMessagingTests(TestCase):
             if sent > 3000:
                 self.fail("the roll-out did not finish")
         self.assertTrue(rolled.result)
+        # The example's master object provides IMasterEvents: it heard both.
+        await cluster.waitUntil(
+            lambda: cluster.service.masterResponders.exits["rollout"] == 2, 10,
+            "the old workers' exits",
+        )
         for client in clients:
             messages = [line for line in client.received if line.startswith("MSG")]
             numbers = [int(line.split()[2]) for line in messages]

@@ -33,6 +33,7 @@ from twisted.test import iosim
 
 from twisted_cluster._contract.amp import ControlAMP
 from twisted_cluster._master.config import ClusterConfig
+from twisted_cluster._master.masterevents import appMasterEvents
 from twisted_cluster._master.routing import (
     ForwardingMasterContext,
     RelayLocator,
@@ -52,6 +53,7 @@ from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import ClusterApp, makeLocator
 from twisted_cluster.contexts import IMasterContext, WorkerContext
 from twisted_cluster.errors import ClusterFailed
+from twisted_cluster.lifecycle import WorkerEvent
 
 __all__ = ["ClusterFailed", "FakeCluster", "FakeWorker", "RunningCluster", "startCluster"]
 
@@ -117,8 +119,12 @@ class FakeCluster(ForwardingMasterContext):
         self._calls = WorkerCalls(self.clock, self._connections, self._drainingConnections)
         masterResponders = app.masterResponders if isinstance(app, ClusterApp) else None
         self.masterResponders = makeLocator(masterResponders, self)
+        masterEvents = app.masterEvents if isinstance(app, ClusterApp) else None
+        self._events = appMasterEvents(self.masterResponders, masterEvents, self)
         self.workers: dict[int, FakeWorker] = {}
         self.draining: dict[int, FakeWorker] = {}
+        #: Why each draining worker drains.
+        self._drainCauses: dict[int, str] = {}
         self._dying: list[iosim.IOPump] = []
         for workerId in range(1, workers + 1):
             self.workers[workerId] = self._startWorker(workerId)
@@ -132,6 +138,13 @@ class FakeCluster(ForwardingMasterContext):
         _, responders = buildWorkerApp(self._app, "app", context)
         workerEnd.appLocator = AppResponders(responders)
         hooks = AppHooks(workerId, buildWorkerHooks(self._app, "app", context))
+        self._events.notify("workerStarted", WorkerEvent(workerId=workerId, pid=None))
+        started = hooks.started()
+        started.addCallback(
+            lambda _: self._events.notify(
+                "workerReady", WorkerEvent(workerId=workerId, pid=None)
+            )
+        )
         pump = iosim.connect(
             masterEnd,
             iosim.makeFakeServer(masterEnd),
@@ -140,9 +153,7 @@ class FakeCluster(ForwardingMasterContext):
             greet=False,
             clock=self.clock,
         )
-        return FakeWorker(
-            workerId, context, context.app, responders, hooks, hooks.started(), pump
-        )
+        return FakeWorker(workerId, context, context.app, responders, hooks, started, pump)
 
     def _connections(self) -> dict[int, amp.AMP]:
         return {i: w._pump.server for i, w in self.workers.items()}
@@ -182,18 +193,27 @@ class FakeCluster(ForwardingMasterContext):
             results[0].raiseException()
         return results[0]
 
-    def drain(self, workerId: int, within: float = 30.0) -> Deferred[None]:
+    def drain(
+        self, workerId: int, within: float = 30.0, cause: str = "rollout"
+    ) -> Deferred[None]:
         """
         Make ready worker C{workerId} drain, as the master does in a
         roll-out or a removal: it leaves L{workers} for L{draining} (it
-        still receives C{broadcast} and C{callWorker}), and its app's
+        still receives C{broadcast} and C{callWorker}), the app's master
+        events hear C{workerDraining} with C{cause}, and its app's
         C{workerDraining} hooks are called with the deadline
         C{clock.seconds() + within}.
 
+        @param cause: the L{twisted_cluster.WorkerEvent} cause: C{"rollout"},
+            C{"recycle"}, C{"removed"}, C{"stopped"}, C{"hang"}.
         @return: fires when the app's drain finished (at once for an app
             that declares none); L{kill} the worker then, as its exit.
         """
         worker = self.draining[workerId] = self.workers.pop(workerId)
+        self._drainCauses[workerId] = cause
+        self._events.notify(
+            "workerDraining", WorkerEvent(workerId=workerId, pid=None, cause=cause)
+        )
         drained = worker.hooks.draining(self.clock.seconds() + within)
         return drained if drained is not None else succeed(None)
 
@@ -204,7 +224,8 @@ class FakeCluster(ForwardingMasterContext):
         L{twisted_cluster.WorkerGone}, and so do the calls it makes, as in
         a real cluster) and it leaves the cluster (later calls to it fail
         with L{twisted_cluster.NoSuchWorker}); its app's C{workerStopping}
-        hooks are called.
+        hooks are called, and the app's master events hear C{workerExited}
+        (cause: why it drained, else C{"crash"}).
         """
         if workerId in self.draining:
             worker = self.draining.pop(workerId)
@@ -214,6 +235,10 @@ class FakeCluster(ForwardingMasterContext):
         worker._pump.clientIO.loseConnection()
         self._dying.append(worker._pump)
         self.flush()
+        cause = self._drainCauses.pop(workerId, "crash")
+        self._events.notify(
+            "workerExited", WorkerEvent(workerId=workerId, pid=None, cause=cause)
+        )
 
 
 # A real cluster

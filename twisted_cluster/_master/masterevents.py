@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 from twisted_cluster import logevents
 from twisted_cluster._supervision.process import IWorkerProcess
 from twisted_cluster._supervision.supervisor import RestartCause, WorkerObserver
-from twisted_cluster.lifecycle import WorkerEvent, callHook
+from twisted_cluster.clusterapp import makeProvider
+from twisted_cluster.lifecycle import IMasterEvents, WorkerEvent, callHook
 
 log = Logger()
 
@@ -52,6 +53,22 @@ def workerEvent(
     )
 
 
+def appMasterEvents(
+    masterResponders: Any, masterEvents: Any, master: Any
+) -> AppMasterEvents:
+    """
+    The app's master-side events: its master responders, when they provide
+    L{IMasterEvents}, then what C{ClusterApp.masterEvents} stands for
+    (built with C{master}, the L{twisted_cluster.IMasterContext}).
+
+    @raise TypeError: when C{masterEvents} is, or makes, no provider.
+    """
+    providers = [makeProvider(masterEvents, master, IMasterEvents)]
+    if IMasterEvents.providedBy(masterResponders):
+        providers.insert(0, masterResponders)
+    return AppMasterEvents([p for p in providers if p is not None])
+
+
 class AppMasterEvents(WorkerObserver):
     """
     Calls the app's L{twisted_cluster.IMasterEvents} providers, in order.
@@ -62,40 +79,41 @@ class AppMasterEvents(WorkerObserver):
         self._clusterReady = False
 
     def workerStarted(self, process: IWorkerProcess) -> None:
-        self._call("workerStarted", process, workerEvent(process))
+        self.notify("workerStarted", workerEvent(process))
 
     def workerReady(self, process: IWorkerProcess) -> None:
-        """
-        Tell the app that C{process} is ready, then, the first time, that
-        the cluster is.
-        """
-        self._call("workerReady", process, workerEvent(process))
-        if not self._clusterReady:
-            self._clusterReady = True
-            self._call("clusterReady", None)
+        self.notify("workerReady", workerEvent(process))
 
     def workerDraining(self, process: IWorkerProcess, cause: RestartCause) -> None:
-        self._call("workerDraining", process, workerEvent(process, cause))
+        self.notify("workerDraining", workerEvent(process, cause))
 
     def workerExited(
         self, process: IWorkerProcess, cause: RestartCause, reason: Failure
     ) -> None:
-        self._call("workerExited", process, workerEvent(process, cause, reason))
+        self.notify("workerExited", workerEvent(process, cause, reason))
 
     def clusterStopping(self) -> None:
         """
         The cluster stops gracefully.
         """
-        self._call("clusterStopping", None)
+        self.notify("clusterStopping")
 
-    def _call(self, hook: str, process: IWorkerProcess | None, *args: Any) -> None:
-        fields = {} if process is None else {
-            "worker_id": process.workerId, "worker_pid": process.pid,
+    def notify(self, hook: str, event: WorkerEvent | None = None) -> None:
+        """
+        Call C{hook} of every provider (with C{event}, for a worker's);
+        after the first C{workerReady}, C{clusterReady} too.
+        """
+        fields = {} if event is None else {
+            "worker_id": event.workerId, "worker_pid": event.pid,
         }
+        args = () if event is None else (event,)
         for provider in self._hooks:
             callHook(getattr(provider, hook), *args).addErrback(
                 self._failed, hook, fields
             )
+        if hook == "workerReady" and not self._clusterReady:
+            self._clusterReady = True
+            self.notify("clusterReady")
 
     def _failed(self, failure: Failure, hook: str, fields: dict[str, Any]) -> None:
         log.failure(

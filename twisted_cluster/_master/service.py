@@ -31,7 +31,7 @@ from twisted_cluster._master.dispatcher import (
     Dispatcher,
 )
 from twisted_cluster._master.listening import Listener, listen, parseEndpoint
-from twisted_cluster._master.masterevents import AppMasterEvents
+from twisted_cluster._master.masterevents import appMasterEvents
 from twisted_cluster._master.proxypeek import HeaderPeeker
 from twisted_cluster._master.routing import (
     ForwardingMasterContext,
@@ -54,10 +54,9 @@ from twisted_cluster._supervision.supervisor import (
     WorkerObserver,
 )
 from twisted_cluster.calling import AppResponders
-from twisted_cluster.clusterapp import Responders, makeLocator, makeProvider
+from twisted_cluster.clusterapp import Responders, makeLocator
 from twisted_cluster.contexts import IMasterContext
 from twisted_cluster.errors import ClusterFailed
-from twisted_cluster.lifecycle import IMasterEvents
 
 log = Logger()
 
@@ -122,12 +121,7 @@ class ClusterService(ForwardingMasterContext, WorkerObserver, Service):
         #: The app's master-side responders, built with this service.
         self.masterResponders = makeLocator(appLocator, self)
         self._appLocator = AppResponders(RelayLocator(self.calls), self.masterResponders)
-        #: The app's IMasterEvents: its responders, if they provide it, and
-        #: its masterEvents.
-        events = [makeProvider(masterEvents, self, IMasterEvents)]
-        if IMasterEvents.providedBy(self.masterResponders):
-            events.insert(0, self.masterResponders)
-        self._appEvents = AppMasterEvents([e for e in events if e is not None])
+        self._appEvents = appMasterEvents(self.masterResponders, masterEvents, self)
         self.listeners: list[Listener] = []
         self._acceptors: list[Acceptor] = []
         self._peekers: list[HeaderPeeker] = []

@@ -41,6 +41,7 @@ from twisted_cluster._master.masterevents import AppMasterEvents, workerEvent
 from twisted_cluster._supervision.recycle import RecyclePolicy, Recycler
 from twisted_cluster._supervision.rollout import RollingRestart
 from twisted_cluster._supervision.supervisor import (
+    ExitCause,
     IWorkerObserver,
     RestartCause,
     WorkerObserver,
@@ -66,10 +67,10 @@ class Recording(WorkerObserver):
     def workerReady(self, process: Any) -> None:
         self.heard.append(("ready", process.pid, None))
 
-    def workerDraining(self, process: Any, cause: RestartCause) -> None:
+    def workerDraining(self, process: Any, cause: ExitCause) -> None:
         self.heard.append(("draining", process.pid, cause.value))
 
-    def workerExited(self, process: Any, cause: RestartCause, reason: Failure) -> None:
+    def workerExited(self, process: Any, cause: ExitCause, reason: Failure) -> None:
         self.heard.append(("exited", process.pid, cause.value))
 
 

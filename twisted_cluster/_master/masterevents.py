@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from twisted_cluster import logevents
 from twisted_cluster._supervision.process import IWorkerProcess
-from twisted_cluster._supervision.supervisor import RestartCause, WorkerObserver
+from twisted_cluster._supervision.supervisor import ExitCause, WorkerObserver
 from twisted_cluster.clusterapp import makeProvider
 from twisted_cluster.lifecycle import IMasterEvents, WorkerEvent, callHook
 
@@ -35,7 +35,7 @@ def _signalName(number: int) -> str:
 
 def workerEvent(
     process: IWorkerProcess,
-    cause: RestartCause | None = None,
+    cause: ExitCause | None = None,
     reason: Failure | None = None,
 ) -> WorkerEvent:
     """
@@ -84,11 +84,11 @@ class AppMasterEvents(WorkerObserver):
     def workerReady(self, process: IWorkerProcess) -> None:
         self.notify("workerReady", workerEvent(process))
 
-    def workerDraining(self, process: IWorkerProcess, cause: RestartCause) -> None:
+    def workerDraining(self, process: IWorkerProcess, cause: ExitCause) -> None:
         self.notify("workerDraining", workerEvent(process, cause))
 
     def workerExited(
-        self, process: IWorkerProcess, cause: RestartCause, reason: Failure
+        self, process: IWorkerProcess, cause: ExitCause, reason: Failure
     ) -> None:
         self.notify("workerExited", workerEvent(process, cause, reason))
 

@@ -311,7 +311,7 @@ class IWorkerProcess(Interface):
     appError = Attribute("Its one-line app load error, if it sent one.")
     appErrorDetails = Attribute("The traceback text that came with C{appError}.")
     ended = Attribute("A L{Deferred} fired with the exit reason once it is gone.")
-    exitCause = Attribute("Why the master ended it (a restart cause), or C{None}.")
+    exitCause = Attribute("Why the master ended it (a RestartCause or an EndCause), or C{None}.")
     figures = Attribute("Its last reported L{commands.PingFigures}.")
     lastPing = Attribute("The round trip of its last answered ping, or C{None}.")
     dispatched = Attribute("Connections sent to it so far.")

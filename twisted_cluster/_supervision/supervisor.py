@@ -17,7 +17,7 @@ L{Clock}.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeAlias
 
 import attr
 from constantly import ValueConstant, Values
@@ -49,10 +49,8 @@ log = Logger()
 
 class RestartCause(Values):
     """
-    Why a worker was replaced, or why it drains or exited; each one's value
-    is how L{Supervisor.restarts}, the log (field C{cause}), the metrics and
-    the app's L{twisted_cluster.WorkerEvent} name it.  L{REMOVED} and
-    L{STOPPED} end a worker without a replacement.
+    Why a worker was replaced; each one's value is how L{Supervisor.restarts},
+    the log (field C{cause}) and the metrics name it.
     """
 
     CRASH = ValueConstant("crash")
@@ -60,15 +58,27 @@ class RestartCause(Values):
     RECYCLE = ValueConstant("recycle")
     ROLLOUT = ValueConstant("rollout")
     STARTUP = ValueConstant("startup")
+
+
+class EndCause(Values):
+    """
+    Why a worker ended with no replacement.  A worker's exit cause (what
+    L{IWorkerObserver} and the app's L{twisted_cluster.WorkerEvent} are
+    told) is a L{RestartCause} or one of these; each one's value names it.
+    """
+
     REMOVED = ValueConstant("removed")
     STOPPED = ValueConstant("stopped")
 
 
-CRASH, HANG, RECYCLE, ROLLOUT, STARTUP, REMOVED, STOPPED_CAUSE = (
+CRASH, HANG, RECYCLE, ROLLOUT, STARTUP = (
     RestartCause.CRASH, RestartCause.HANG, RestartCause.RECYCLE,
-    RestartCause.ROLLOUT, RestartCause.STARTUP, RestartCause.REMOVED,
-    RestartCause.STOPPED,
+    RestartCause.ROLLOUT, RestartCause.STARTUP,
 )
+REMOVED, STOPPED_CAUSE = EndCause.REMOVED, EndCause.STOPPED
+
+#: Why a worker drains or exits: a L{RestartCause} or an L{EndCause}.
+ExitCause: TypeAlias = ValueConstant
 
 
 @attr.s(auto_attribs=True, eq=False)
@@ -116,14 +126,14 @@ class IWorkerObserver(Interface):
         C{process} is ready and holds its slot: it may be given work.
         """
 
-    def workerDraining(process: IWorkerProcess, cause: RestartCause) -> None:
+    def workerDraining(process: IWorkerProcess, cause: ExitCause) -> None:
         """
         C{process}, which was ready, was told to stop (C{cause}: why); it
         takes no new connections.
         """
 
     def workerExited(
-        process: IWorkerProcess, cause: RestartCause, reason: Failure
+        process: IWorkerProcess, cause: ExitCause, reason: Failure
     ) -> None:
         """
         C{process} is gone; C{reason} is its exit (a C{ProcessDone} or
@@ -144,11 +154,11 @@ class WorkerObserver:
     def workerReady(self, process: IWorkerProcess) -> None:
         pass
 
-    def workerDraining(self, process: IWorkerProcess, cause: RestartCause) -> None:
+    def workerDraining(self, process: IWorkerProcess, cause: ExitCause) -> None:
         pass
 
     def workerExited(
-        self, process: IWorkerProcess, cause: RestartCause, reason: Failure
+        self, process: IWorkerProcess, cause: ExitCause, reason: Failure
     ) -> None:
         pass
 
@@ -249,13 +259,13 @@ class Supervisor:
                     observed=event,
                 )
 
-    def _exitCause(self, process: IWorkerProcess) -> RestartCause:
+    def _exitCause(self, process: IWorkerProcess) -> ExitCause:
         """
         Why C{process} ends: the cause the master gave it, else a start-up
         that failed, a stop, or a crash.
         """
         if process.exitCause is not None:
-            cause: RestartCause = process.exitCause
+            cause: ExitCause = process.exitCause
             return cause
         if process.readyAt is None:
             return STARTUP

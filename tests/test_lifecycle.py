@@ -47,6 +47,7 @@ from twisted_cluster._supervision.supervisor import (
     WorkerObserver,
 )
 from twisted_cluster._worker.apphooks import AppHooks
+from twisted_cluster._worker.draining import IDLE_GRACE, Drain
 from twisted_cluster._worker.tracking import ConnectionTracker
 from twisted_cluster.testing import FakeCluster
 
@@ -402,3 +403,80 @@ class FakeClusterLifeTests(SynchronousTestCase):
     def test_workerHooksThatAreNoProviderFailToLoad(self) -> None:
         app = ClusterApp(app=Factory.forProtocol(Protocol), workerHooks=lambda c: 42)
         self.assertRaises(AppLoadError, FakeCluster, app)
+
+
+class Counting(Protocol):
+    def __init__(self) -> None:
+        self.lost = False
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+class DrainObjectTests(SynchronousTestCase):
+    """
+    L{Drain} on a L{Clock}: when the drain of a worker's connections ends.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.tracker = ConnectionTracker(Factory.forProtocol(Counting))
+        self.done: list[bool] = []
+
+    def connect(self) -> tuple[Any, StringTransport]:
+        protocol = self.tracker.buildProtocol(ADDRESS)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def drain(self, *hooks: Any, within: float = 6.0) -> Drain:
+        drain = Drain(self.clock, 1, self.tracker, AppHooks(1, hooks), lambda: self.done.append(True))
+        drain.start(within)
+        return drain
+
+    def close(self, protocol: Any, drain: Drain) -> None:
+        protocol.connectionLost(None)
+        drain.connectionClosed()
+
+    def test_appDrainEndsTheDrainOnceItsConnectionsClose(self) -> None:
+        finished: Deferred[None] = Deferred()
+
+        class Goodbye(WorkerHooks):
+            def workerDraining(self, deadline: float) -> Deferred[None]:
+                return finished
+
+        protocol, transport = self.connect()
+        drain = self.drain(Goodbye())
+        self.clock.advance(IDLE_GRACE + 1)
+        self.assertFalse(transport.disconnecting)  # the app's to close
+        finished.callback(None)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.done, [])
+        self.close(protocol, drain)
+        self.assertEqual(self.done, [True])
+
+    def test_plainIdleConnectionEndsTheDrainAfterTheIdleGrace(self) -> None:
+        protocol, transport = self.connect()
+        drain = self.drain()
+        self.clock.advance(IDLE_GRACE - 0.1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.close(protocol, drain)
+        self.assertEqual(self.done, [True])
+
+    def test_deadlineEndsTheDrainWhatever(self) -> None:
+        protocol, transport = self.connect()
+        self.drain(within=6.0)
+        for _ in range(11):
+            self.clock.advance(0.5)
+            protocol.dataReceived(b"still talking")
+        self.assertEqual(self.done, [])
+        self.clock.advance(0.5)
+        self.assertEqual(self.done, [True])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_noConnectionAndNoAppDrainEndsAtOnce(self) -> None:
+        self.drain()
+        self.assertEqual(self.done, [True])
+        self.assertEqual(self.clock.getDelayedCalls(), [])

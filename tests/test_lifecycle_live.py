@@ -27,7 +27,7 @@ from twisted.trial.unittest import TestCase
 from examples.pubsub import Deliver
 from tests.support import ClusterProcess, sleep, testEnvironment, waitUntil
 from twisted_cluster import logevents
-from twisted_cluster._worker.runtime import IDLE_GRACE
+from twisted_cluster._worker.draining import IDLE_GRACE
 from twisted_cluster.testing import startCluster
 
 
@@ -97,6 +97,8 @@ class PlainDrainTests(TestCase):
             assert client.closedAt is not None
             self.assertGreaterEqual(client.closedAt - started, IDLE_GRACE - 0.1)
         self.assertEqual(cluster.logged(logevents.WORKER_KILLED), [])
+        [stopped] = appEvents(cluster, "lifecycle_app", lifecycle_app="stopFactory")
+        self.assertEqual(stopped["worker_id"], 1)
 
     async def test_appThatDrainsItselfStopsOnceItsDrainFinished(self) -> None:
         """

@@ -28,6 +28,7 @@ WORKER_SIDE = {
     "twisted_cluster._shared.exhaustion",
     "twisted_cluster._worker.adoption",
     "twisted_cluster._worker.apphooks",
+    "twisted_cluster._worker.draining",
     "twisted_cluster.apploading",
     "twisted_cluster.arguments",
     "twisted_cluster.calling",

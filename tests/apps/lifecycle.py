@@ -2,7 +2,8 @@
 Apps for the life-cycle tests (tests/test_lifecycle_live.py).
 
   - C{plain}: a plain protocol that declares no drain and says nothing of
-    its idleness; it answers each line with the worker's pid.
+    its idleness; it answers each line with the worker's pid; its
+    factory logs its C{stopFactory} (field C{lifecycle_app}).
   - C{slowReady}: the same, whose C{workerStarted} takes
     C{LIFECYCLE_READY_DELAY} seconds (default 1.5), as opening a pool
     would; it logs when it is ready and each connection it builds
@@ -38,7 +39,14 @@ class Pid(LineReceiver):
         self.sendLine(str(os.getpid()).encode())
 
 
-plain = Factory.forProtocol(Pid)
+class PidFactory(Factory):
+    protocol = Pid
+
+    def stopFactory(self) -> None:
+        log.info("factory stopped", lifecycle_app="stopFactory", at=time.time())
+
+
+plain = PidFactory()
 
 
 class SlowReady(Factory, WorkerHooks):

@@ -26,7 +26,6 @@ from typing import Any, Callable
 
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, connectionDone
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -43,9 +42,9 @@ from twisted_cluster._shared.privileges import (
 )
 from twisted_cluster._shared.scheduling import restorePolicy
 from twisted_cluster._shared.workerlog import logToMaster
-from twisted_cluster import logevents
 from twisted_cluster._worker.adoption import adoptConnection, readAtOnce
 from twisted_cluster._worker.apphooks import AppHooks
+from twisted_cluster._worker.draining import Drain
 from twisted_cluster._worker.tracking import ConnectionTracker
 from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
 from twisted_cluster.apploading import (
@@ -61,13 +60,6 @@ from twisted_cluster.contexts import WorkerContext
 #: (L{HandoffReceiver}); adoptions wait as long as the master allows
 #: (L{WorkerConfig.ackDelay}).
 CLOSE_DELAY = 0.005
-
-#: Seconds a draining worker leaves idle connections (just adopted, or
-#: keep-alive between requests) to send the request that may be on its way;
-#: it is answered with C{Connection: close}.  Then idle ones are closed.
-#: A plain protocol that declares no drain and says nothing of its
-#: idleness is idle when it received nothing for as long.
-IDLE_GRACE = 2.0
 
 #: Exit status of a worker that could not load its app.
 EXIT_APP_ERROR = 3
@@ -145,8 +137,6 @@ class Worker:
         self.tracker: ConnectionTracker | None = None
         self._receiver: HandoffReceiver | None = None
         self._hooks = AppHooks(config.workerId, ())
-        #: Whether the app's own drain (its C{workerDraining}) runs.
-        self._appDraining = False
         self._factories: list[IProtocolFactory] = []
         self._ports: list[Any] = []
         self._sessions = 0
@@ -156,9 +146,7 @@ class Worker:
         #: resource since the last one adopted (0: none, nothing logged).
         self._exhausted = 0
         self._draining = False
-        self._drainLoop: LoopingCall | None = None
-        self._drainStarted = 0.0
-        self._giveUp: Any = None
+        self._drain: Drain | None = None
         self._done = False
         self.exitCode = 0
 
@@ -320,13 +308,8 @@ class Worker:
     def _connectionClosed(self) -> None:
         if self._receiver is not None:
             self._receiver.connectionClosed()
-        if (
-            self._draining
-            and not self._appDraining
-            and self.tracker is not None
-            and self.tracker.open == 0
-        ):
-            self._finish()
+        if self._drain is not None:
+            self._drain.connectionClosed()
 
     def drain(self, within: float | None = None) -> None:
         """
@@ -334,11 +317,9 @@ class Worker:
         hooks, given the deadline), close idle connections, finish those in
         flight, then exit.
 
-        An app that declares a drain owns its connections: once its drain
-        has finished the worker closes those left and exits at once.  An
-        app that declares none is drained for it: HTTP channels close after
-        their current response, idle ones after L{IDLE_GRACE}, and so do
-        plain protocols that received nothing for L{IDLE_GRACE}.  The
+        How the connections are drained is L{Drain}'s: an app that
+        declares a drain owns its connections and the worker exits as soon
+        as it is done; one that declares none is drained for it.  The
         master kills a worker whose drain outlasts the grace period; the
         worker also gives up by itself at the deadline.
 
@@ -358,47 +339,10 @@ class Worker:
             self._finish()
             return
         within = self.config.drainTimeout if within is None else within
-        self._drainStarted = self._reactor.seconds()
-        self.tracker.watchActivity(self._reactor)
-        appDrain = self._hooks.draining(self._drainStarted + within)
-        if appDrain is None and self.tracker.open == 0:
-            self._finish()
-            return
-        self._appDraining = appDrain is not None
-        self._giveUp = self._reactor.callLater(within, self._finish)
-        self._drainLoop = LoopingCall(self._closeIdle)
-        self._drainLoop.clock = self._reactor
-        self._drainLoop.start(0.05)
-        if appDrain is not None:
-            appDrain.addCallback(self._appDrained)
-
-    def _appDrained(self, _: object) -> None:
-        """
-        The app's drain finished: close what it left open, exit once closed.
-        """
-        assert self.tracker is not None
-        self._appDraining = False
-        if self._done:
-            return
-        self.log.info(
-            "worker {worker_id}: the app drained; closing its {count} connections left",
-            cluster_event=logevents.APP_DRAINED,
-            worker_id=self.workerId,
-            count=self.tracker.open,
+        self._drain = Drain(
+            self._reactor, self.workerId, self.tracker, self._hooks, self._finish
         )
-        self.tracker.closeAll()
-        if self.tracker.open == 0:
-            self._finish()
-
-    def _closeIdle(self) -> None:
-        assert self.tracker is not None
-        closeIdleNow = self._reactor.seconds() - self._drainStarted >= IDLE_GRACE
-        if self._appDraining:
-            # HTTP channels still close after their response; the app's
-            # other connections are the app's to close.
-            self.tracker.closeIdle(closeIdleNow)
-        elif self.tracker.closeIdle(closeIdleNow, quietFor=IDLE_GRACE) == 0:
-            self._finish()
+        self._drain.start(within)
 
     def controlLost(self) -> None:
         """
@@ -414,10 +358,8 @@ class Worker:
         if self._done:
             return
         self._done = True
-        if self._drainLoop is not None and self._drainLoop.running:
-            self._drainLoop.stop()
-        if self._giveUp is not None and self._giveUp.active():
-            self._giveUp.cancel()
+        if self._drain is not None:
+            self._drain.stop()
         if self._receiver is not None:
             # Acknowledge every adoption before exiting: the master would
             # otherwise hand those connections out again.

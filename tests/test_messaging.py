@@ -8,23 +8,29 @@ refused with advice; the contexts' clock.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.defer import TimeoutError
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.fakes import FakeProcess, FakeSupervisor
 from tests.test_api import APP, Echo, Stall
 from twisted_cluster import (
     BigUnicode,
     BroadcastAnswers,
     CallTimedOut,
     ClusterApp,
+    ClusterConfig,
+    ClusterService,
     NoSuchWorker,
     ValueTooLong,
     WorkerGone,
 )
+from twisted_cluster._supervision.process import DRAINING, READY
 from twisted_cluster.testing import FakeCluster
 
 
@@ -179,3 +185,24 @@ class ClockTests(SynchronousTestCase):
         cluster = FakeCluster(APP, workers=1)
         self.assertIs(cluster.workers[1].context.clock, cluster.clock)
         self.assertIs(cluster.masterResponders.master.clock, cluster.clock)
+
+
+class ServiceMembershipTests(SynchronousTestCase):
+    """
+    Which processes the master service counts as live for messaging.
+    """
+
+    def test_drainingWorkersThatWereReadyAreLive(self) -> None:
+        service = ClusterService(MemoryReactorClock(), ClusterConfig(workers=3))
+        supervisor = FakeSupervisor()
+        service.supervisor = supervisor  # type: ignore[assignment]
+        channel = lambda: SimpleNamespace(transport=object())  # noqa: E731
+        supervisor.extra = [
+            FakeProcess(1, 11, READY, readyAt=1.0, control=channel()),
+            FakeProcess(1, 10, DRAINING, readyAt=0.5, control=channel()),
+            FakeProcess(2, 12, DRAINING, readyAt=None, control=channel()),
+            FakeProcess(3, 13, DRAINING, readyAt=0.5, control=channel()),
+            FakeProcess(4, 14, DRAINING, readyAt=0.5, control=SimpleNamespace(transport=None)),
+        ]
+        self.assertEqual(service.workerIds(), [1])
+        self.assertEqual(service.workerIds(draining=True), [1, 3])

@@ -360,11 +360,18 @@ class ClusterService(ForwardingMasterContext, WorkerObserver, Service):
         return connections
 
     def _drainingConnections(self) -> dict[int, amp.AMP]:
+        # Alive, draining, and once ready: its app is loaded and its
+        # clients may still be connected.
         connections: dict[int, amp.AMP] = {}
         if self.supervisor is not None:
             for process in self.supervisor.processes():
                 control = process.control
-                if process.state == DRAINING and control is not None and control.transport:
+                if (
+                    process.state == DRAINING
+                    and process.readyAt is not None
+                    and control is not None
+                    and control.transport is not None
+                ):
                     connections[process.workerId] = control
         return connections
 

@@ -75,7 +75,6 @@ CRASH, HANG, RECYCLE, ROLLOUT, STARTUP = (
     RestartCause.CRASH, RestartCause.HANG, RestartCause.RECYCLE,
     RestartCause.ROLLOUT, RestartCause.STARTUP,
 )
-REMOVED, STOPPED_CAUSE = EndCause.REMOVED, EndCause.STOPPED
 
 #: Why a worker drains or exits: a L{RestartCause} or an L{EndCause}.
 ExitCause: TypeAlias = ValueConstant
@@ -270,7 +269,7 @@ class Supervisor:
         if process.readyAt is None:
             return STARTUP
         if self.stopping:
-            return STOPPED_CAUSE
+            return EndCause.STOPPED
         return CRASH
 
     # Queries
@@ -742,7 +741,7 @@ class Supervisor:
         for process in (slot.process, slot.pending):
             if process is not None:
                 self._retired.add(process)
-                process.exitCause = REMOVED
+                process.exitCause = EndCause.REMOVED
                 self._retire(process)
         log.info(
             "worker {worker_id} pid {worker_pid} removed: draining it; workers left: {count}",

@@ -9,9 +9,9 @@ The master spawns each worker with:
   - C{CONFIG}: a JSON object (L{WorkerConfig}).
 
 The worker loads the app, calls its C{workerStarted} hooks, says L{Ready},
-adopts the connections it is handed and serves them.  It exits when the master asks it to drain, when it gets
-SIGTERM (after draining) and when the control channel closes (the master is
-gone: no orphan outlives it).  SIGINT, SIGHUP, SIGTTIN and SIGTTOU are
+adopts the connections it is handed and serves them.  It exits when the
+master asks it to drain, when it gets SIGTERM (after draining) and when the
+control channel closes (the master is gone: no orphan outlives it).  SIGINT, SIGHUP, SIGTTIN and SIGTTOU are
 ignored: a Ctrl-C or a hang-up in a terminal reaches the whole process
 group, and the master decides (they are its operator signals).
 """

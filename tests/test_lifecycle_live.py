@@ -263,3 +263,18 @@ class DelayedReadyTests(TestCase):
         [readyEvent] = cluster.logged(logevents.WORKER_READY)
         [started] = cluster.logged(logevents.WORKER_STARTED)
         self.assertEqual(readyEvent["worker_pid"], started["worker_pid"])
+
+    async def test_failingStartedHookIsAFailedStartup(self) -> None:
+        """
+        A C{workerStarted} that fails is the start-up's failure: with no
+        worker ever ready, the master stops with one line and exit 1.
+        """
+        cluster = await ClusterProcess.start(
+            self, "--workers", "1", "--app", "tests.apps.lifecycle.brokenStart",
+            waitReady=0,
+        )
+        self.assertEqual(await cluster.waitExit(30), 1)
+        [error] = cluster.logged(logevents.WORKER_APP_ERROR)
+        self.assertIn("ConnectionRefusedError", error["error"])
+        self.assertEqual(cluster.logged(logevents.WORKER_READY), [])
+        self.assertEqual(len(cluster.stderr.strip().splitlines()), 1)

@@ -101,3 +101,19 @@ class Recorder(MasterEvents):
 
 
 recorded = ClusterApp(app=plain, masterEvents=Recorder)
+
+
+class BrokenStart(Factory, WorkerHooks):
+    """
+    An app whose pool cannot be opened: its C{workerStarted} fails.
+    """
+
+    protocol = Pid
+
+    def workerStarted(self) -> Deferred[None]:
+        from twisted.internet.defer import fail
+
+        return fail(ConnectionRefusedError("the database is down"))
+
+
+brokenStart = BrokenStart()

@@ -74,7 +74,7 @@ class RealClusterCallTests(TestCase):
         # Worker 1 serves it (worker 2 is gone), unless the new worker 2 is
         # already up: then it answers with its new pid.
         if worker == "1" and not body.startswith("worker 2 pid"):
-            self.assertEqual(body, "error NoSuchWorker: no ready worker 2 (ready: 1)")
+            self.assertEqual(body, "error NoSuchWorker: no live worker 2 (ready: 1)")
         else:
             self.assertNotIn(str(killed), body)
 
@@ -106,7 +106,7 @@ class RealClusterCallTests(TestCase):
         self.assertEqual(
             result.stderr.strip().splitlines(),
             ["twist cluster: error: cannot load app 'tests.apiapp.badMaster': its "
-             "masterResponders raised TypeError: responders must be an "
+             "masterResponders or masterEvents raised TypeError: responders must be an "
              "amp.CommandLocator or a callable returning one, not int"],
         )
 

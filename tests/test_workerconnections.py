@@ -19,8 +19,8 @@ from tests.support import acceptedFD, fdIsOpen
 from twisted_cluster import logevents
 from twisted_cluster._master.dispatch import LeastConnections, RoundRobin
 from twisted_cluster._master.dispatcher import Dispatcher
-from twisted_cluster.tap import Options
 from twisted_cluster._supervision.process import READY, IWorkerProcess
+from twisted_cluster.tap import Options
 
 
 class CapTests(SynchronousTestCase):

@@ -25,39 +25,57 @@ _PUBLIC = {
     "BigUnicode": "arguments",
     "ClusterApp": "clusterapp",
     "ClusterConfig": "_master.config",
+    "BroadcastAnswers": "contexts",
     "IMasterContext": "contexts",
+    "MasterContextProtocol": "contexts",
+    "WorkerContextProtocol": "contexts",
     "IWorkerContext": "contexts",
     "IDispatchPolicy": "_master.dispatch",
     "LeastConnections": "_master.dispatch",
     "RoundRobin": "_master.dispatch",
     "SharedListeners": "_master.dispatch",
     "Sticky": "_master.dispatch",
+    "CallTimedOut": "errors",
     "ClusterFailed": "errors",
     "NoSuchWorker": "errors",
     "ValueTooLong": "errors",
     "WorkerGone": "errors",
     "WorkerUnavailable": "errors",
     "ClusterService": "_master.service",
+    "IMasterEvents": "lifecycle",
+    "IWorkerHooks": "lifecycle",
+    "MasterEvents": "lifecycle",
+    "WorkerEvent": "lifecycle",
+    "WorkerHooks": "lifecycle",
 }
 
 __all__ = [
     "AppLoadError",
     "BigBytes",
     "BigUnicode",
+    "BroadcastAnswers",
+    "CallTimedOut",
     "ClusterApp",
     "ClusterConfig",
     "ClusterFailed",
     "ClusterService",
     "IDispatchPolicy",
     "IMasterContext",
+    "IMasterEvents",
     "IWorkerContext",
+    "IWorkerHooks",
     "LeastConnections",
+    "MasterContextProtocol",
+    "MasterEvents",
     "NoSuchWorker",
     "RoundRobin",
     "SharedListeners",
     "Sticky",
     "ValueTooLong",
+    "WorkerContextProtocol",
+    "WorkerEvent",
     "WorkerGone",
+    "WorkerHooks",
     "WorkerUnavailable",
     "loadApp",
 ]
@@ -75,13 +93,27 @@ if TYPE_CHECKING:
     from twisted_cluster.apploading import AppLoadError, loadApp
     from twisted_cluster.arguments import BigBytes, BigUnicode
     from twisted_cluster.clusterapp import ClusterApp
-    from twisted_cluster.contexts import IMasterContext, IWorkerContext
+    from twisted_cluster.contexts import (
+        BroadcastAnswers,
+        IMasterContext,
+        IWorkerContext,
+        MasterContextProtocol,
+        WorkerContextProtocol,
+    )
     from twisted_cluster.errors import (
+        CallTimedOut,
         ClusterFailed,
         NoSuchWorker,
         ValueTooLong,
         WorkerGone,
         WorkerUnavailable,
+    )
+    from twisted_cluster.lifecycle import (
+        IMasterEvents,
+        IWorkerHooks,
+        MasterEvents,
+        WorkerEvent,
+        WorkerHooks,
     )
 
 

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
-from twisted_cluster.clusterapp import ClusterApp, makeLocator
+from twisted_cluster.clusterapp import ClusterApp, makeLocator, makeProvider
 
 
 class AppLoadError(Exception):
@@ -248,6 +248,25 @@ def buildWorkerApp(obj: Any, name: str, context: Any) -> tuple[IProtocolFactory,
         return factory, makeLocator(obj.workerResponders, context)
     except Exception as e:
         raise _fromUserCode(name, e) from e
+
+
+def buildWorkerHooks(obj: Any, name: str, context: Any) -> list[Any]:
+    """
+    The L{twisted_cluster.IWorkerHooks} of a worker's app, once it is built
+    (L{buildWorkerApp}): the built app itself when it provides them, then
+    what a L{ClusterApp}'s C{workerHooks} stands for.
+
+    @raise AppLoadError: when C{workerHooks} is, or makes, no provider.
+    """
+    from twisted_cluster.lifecycle import IWorkerHooks
+
+    hooks = [context.app] if IWorkerHooks.providedBy(context.app) else []
+    if isinstance(obj, ClusterApp) and obj.workerHooks is not None:
+        try:
+            hooks.append(makeProvider(obj.workerHooks, context, IWorkerHooks))
+        except Exception as e:
+            raise _fromUserCode(name, e) from e
+    return hooks
 
 
 def checkApp(obj: Any, name: str) -> None:

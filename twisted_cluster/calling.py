@@ -8,10 +8,13 @@ too long or a responder that raises an undeclared exception closes the
 connection (and a worker whose channel closes exits).  This module keeps
 the application's mistakes on the application's side:
 
+  - L{checkCommand} refuses at once, in the caller's frame, what is no
+    command or cannot be called through this API;
   - L{callCommand} checks sizes before anything is sent, turns error codes
     into the command's typed exceptions (and the cluster's own, see
-    L{twisted_cluster.errors}), and applies a timeout whose late answer is
-    dropped harmlessly;
+    L{twisted_cluster.errors}), and applies a timeout (L{CallTimedOut},
+    naming the command and its target) whose late answer is dropped
+    harmlessly;
   - L{AppResponders} looks up the application's responders and answers an
     undeclared exception, a "fatal" error or a too long answer with an
     ordinary AMP error instead of closing the channel.
@@ -27,8 +30,8 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from twisted_cluster.arguments import MAX_VALUE_LENGTH
-from twisted_cluster.errors import ERROR_CODES, ValueTooLong
+from twisted_cluster.arguments import MAX_VALUE_LENGTH, BigBytes
+from twisted_cluster.errors import ERROR_CODES, CallTimedOut, ValueTooLong
 
 log = Logger()
 
@@ -37,6 +40,58 @@ log = Logger()
 DEFAULT_TIMEOUT = 30.0
 
 _CLUSTER_ERRORS = {code: kind for kind, code in ERROR_CODES.items()}
+
+
+#: The keyword arguments of the call methods themselves: a command argument
+#: of that name could not be passed (L{checkCommand}).
+RESERVED_ARGUMENTS = frozenset({"timeout"})
+
+
+def _isList(argument: amp.Argument) -> bool:
+    return isinstance(argument, (amp.ListOf, amp.AmpList))
+
+
+def checkCommand(command: object, method: str) -> None:
+    """
+    Refuse, at once and in the caller's frame, a call that could not work:
+    C{command} is not an L{amp.Command} subclass, or declares an argument
+    that the call method takes for itself (C{timeout}).
+
+    @param method: the method called, to name in the message.
+    @raise TypeError: with what to do.
+    """
+    if not (isinstance(command, type) and issubclass(command, amp.Command)):
+        raise TypeError(
+            f"{method}() needs an amp.Command subclass, not {command!r}"
+        )
+    for name, _ in command.arguments:
+        identifier = name.decode("ascii", "replace")
+        if identifier in RESERVED_ARGUMENTS:
+            raise TypeError(
+                f"{command.__name__} declares an argument named {identifier!r}, "
+                f"which {method}() takes for itself (seconds to wait for the "
+                f"answer): rename the argument"
+            )
+
+
+def _checkLists(command: type[amp.Command]) -> None:
+    """
+    @raise TypeError: when a list argument of C{command} holds
+        L{BigBytes}: AMP sends a list as one value, which cannot be chunked.
+    """
+    for name, argument in command.arguments:
+        inner = [getattr(argument, "elementType", None)]
+        inner += [kind for _, kind in getattr(argument, "subargs", ())]
+        big = [kind for kind in inner if isinstance(kind, BigBytes)]
+        if big:
+            raise TypeError(
+                f"argument {name.decode('ascii', 'replace')!r} of {command.__name__} "
+                f"is a {type(argument).__name__} of {type(big[0]).__name__}(): AMP "
+                "sends a whole list as "
+                "one value of at most 65,535 bytes, so its items cannot be sent "
+                "in chunks; send the list as one BigBytes() or BigUnicode() "
+                "argument (as JSON, for example), or one item per call"
+            )
 
 
 def _tooLong(box: amp.AmpBox) -> tuple[str, int] | None:
@@ -59,15 +114,27 @@ def encodeArguments(
     @raise amp.InvalidSignature: when an argument is missing or unknown.
     @raise ValueTooLong: when a value is too long for AMP.
     """
+    _checkLists(command)
     command(**arguments)  # Checks that no required argument is missing.
     box = command.makeArguments(arguments, connection)
     found = _tooLong(box)
     if found is not None:
         key, length = found
+        declared = dict(command.arguments)
+        if _isList(declared.get(key.encode("ascii", "replace"), amp.Argument())):
+            advice = (
+                "it is a list, which AMP sends as one value: send fewer items "
+                "per call, or the whole list as one twisted_cluster.BigBytes() "
+                "or BigUnicode() argument (as JSON, for example)"
+            )
+        else:
+            advice = (
+                "declare it twisted_cluster.BigBytes() or BigUnicode() to send "
+                "it in chunks"
+            )
         raise ValueTooLong(
             f"argument {key!r} of {command.__name__} is {length} bytes; AMP "
-            f"carries at most {MAX_VALUE_LENGTH} bytes per value: declare it "
-            "twisted_cluster.BigBytes() or BigUnicode() to send it in chunks"
+            f"carries at most {MAX_VALUE_LENGTH} bytes per value: {advice}"
         )
     return box
 
@@ -116,11 +183,16 @@ def _typedError(failure: Failure, errors: dict[bytes, type[Exception]]) -> Failu
 
 
 def withTimeout(
-    d: Deferred[Any], clock: IReactorTime | None, timeout: float | None
+    d: Deferred[Any],
+    clock: IReactorTime | None,
+    timeout: float | None,
+    what: str = "the call",
 ) -> Deferred[Any]:
     """
-    A Deferred with the result of C{d}, or a
-    L{twisted.internet.defer.TimeoutError} after C{timeout} seconds.
+    A Deferred with the result of C{d}, or a L{CallTimedOut} after
+    C{timeout} seconds.
+
+    @param what: the call, as the error names it (C{"Publish to worker 2"}).
 
     The answer to an AMP call that timed out may still arrive: it lands on
     C{d}, which this function has already consumed, so that it neither
@@ -135,7 +207,11 @@ def withTimeout(
 
     d.addBoth(forward)
     if timeout is not None and clock is not None and not out.called:
-        out.addTimeout(timeout, clock)
+
+        def timedOut(result: Any, after: float) -> Failure:
+            return Failure(CallTimedOut(f"{what} got no answer within {after:g}s"))
+
+        out.addTimeout(timeout, clock, onTimeoutCancel=timedOut)
     return out
 
 
@@ -146,15 +222,17 @@ def callCommand(
     clock: IReactorTime | None = None,
     timeout: float | None = None,
     errors: dict[bytes, type[Exception]] | None = None,
+    what: str | None = None,
 ) -> Deferred[Any]:
     """
     Call C{command} on C{connection} and fire with its parsed answer.
 
     @param errors: more error codes to map to exceptions (for a relayed
         command, the inner command's).
+    @param what: the call as a time-out names it (default: the command).
     @return: a Deferred that fails with the command's declared errors,
         L{ValueTooLong} (nothing was sent), L{amp.InvalidSignature},
-        L{twisted.internet.defer.TimeoutError}, or the connection's loss.
+        L{CallTimedOut}, or the connection's loss.
     """
     try:
         box = encodeArguments(command, arguments, connection)
@@ -167,7 +245,7 @@ def callCommand(
     known.update(errors or {})
     sent.addCallback(command.parseResponse, connection)
     sent.addErrback(_typedError, known)
-    return withTimeout(sent, clock, timeout)
+    return withTimeout(sent, clock, timeout, what or command.__name__)
 
 
 class AppResponders:

@@ -28,7 +28,18 @@ class ClusterApp:
         the master (or another worker) calls on it.  Built once per worker,
         after C{app}, so that they can reach it as C{context.app}.
     @ivar masterResponders: the responders of the master, for the commands
-        workers call on it.  Built once, in the master.
+        workers call on it.  Built once, in the master.  When the object
+        built provides L{twisted_cluster.IMasterEvents}, it hears of the
+        workers' life too.
+    @ivar workerHooks: what each worker tells of its life
+        (L{twisted_cluster.IWorkerHooks}): a provider, or a callable that
+        takes the worker's context and returns one.  Built after C{app}
+        and C{workerResponders}.  A built app that provides
+        L{twisted_cluster.IWorkerHooks} itself needs none.
+    @ivar masterEvents: what the master tells of the workers and the
+        cluster (L{twisted_cluster.IMasterEvents}): a provider, or a
+        callable that takes the master's context and returns one.  Built
+        once, in the master, after C{masterResponders}.
     @ivar metricsRegistry: the C{prometheus_client} registry (anything with
         C{collect()}) whose series each worker publishes on the master's
         C{/metrics}; by default, C{prometheus_client}'s default registry
@@ -41,6 +52,8 @@ class ClusterApp:
     app: Any
     workerResponders: Responders = None
     masterResponders: Responders = None
+    workerHooks: Any = None
+    masterEvents: Any = None
     metricsRegistry: Any = None
     statusSeries: tuple[str, ...] = attr.ib(default=(), converter=tuple)
 
@@ -64,4 +77,27 @@ def makeLocator(responders: Responders, context: Any) -> Any:
     raise TypeError(
         f"responders must be an amp.CommandLocator or a callable returning "
         f"one, not {type(responders).__name__}"
+    )
+
+
+def makeProvider(spec: Any, context: Any, interface: Any) -> Any:
+    """
+    The provider of C{interface} that C{spec} stands for in C{context}:
+    C{spec} itself, or what it returns when called with C{context}.
+
+    @raise TypeError: when C{spec} is, or makes, no provider.
+    """
+    if spec is None or interface.providedBy(spec):
+        return spec
+    if callable(spec):
+        built = spec(context)
+        if interface.providedBy(built):
+            return built
+        raise TypeError(
+            f"{spec!r} returned {type(built).__name__}, which does not provide "
+            f"{interface.__name__}"
+        )
+    raise TypeError(
+        f"{type(spec).__name__} does not provide {interface.__name__} and is "
+        "not a callable returning a provider"
     )

@@ -6,9 +6,10 @@ What an application's code holds on to in a cluster: a worker's context
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -19,11 +20,37 @@ from twisted_cluster._contract import commands
 from twisted_cluster.calling import (
     DEFAULT_TIMEOUT,
     callCommand,
+    checkCommand,
     encodeArguments,
     packBox,
     unpackBox,
 )
-from twisted_cluster.errors import WorkerUnavailable
+from twisted_cluster.errors import WorkerGone, WorkerUnavailable
+
+
+class BroadcastAnswers(dict[int, Any]):
+    """
+    What L{IMasterContext.broadcast} fires with: a dict from the id of each
+    ready worker to its answer (a dict; C{None} for a command that
+    C{requiresAnswer = False}) or the L{Failure} of its call.
+
+    @ivar draining: the same, for the workers that are draining but still
+        alive.  During a roll-out the old and the new process of a slot
+        share its id: the new one answers in the dict, the old one here.
+    """
+
+    def __init__(self, ready: dict[int, Any], draining: dict[int, Any]) -> None:
+        super().__init__(ready)
+        self.draining = draining
+
+    def everyAnswer(self) -> list[Any]:
+        """
+        Every answer or failure, the ready workers' first (in id order),
+        then the draining ones': one per live worker process.
+        """
+        return [self[i] for i in sorted(self)] + [
+            self.draining[i] for i in sorted(self.draining)
+        ]
 
 _log = Logger()
 
@@ -36,6 +63,10 @@ class IWorkerContext(Interface):
     """
 
     workerId = Attribute("This worker's id (an int, stable across restarts).")
+    clock = Attribute(
+        "The worker's clock (an IReactorTime: the reactor; a FakeCluster's "
+        "Clock in tests), for rate limits and time-outs the app keeps."
+    )
     app = Attribute(
         "The object the app callable returned (a resource or a protocol "
         "factory), so that the worker's responders can act on it."
@@ -74,11 +105,23 @@ class IMasterContext(Interface):
     """
     The master, as the application's master-side responders see it
     (L{twisted_cluster.ClusterService} provides it).
+
+    A worker is I{ready} from its C{Ready} (its app loaded and its
+    C{workerStarted} hooks done) until it begins to drain: it is then
+    given connections.  It is I{alive} until its process exits: a
+    draining worker no longer gets connections, but it still serves those
+    it has, and it still receives C{broadcast} and C{callWorker}.
     """
 
-    def workerIds() -> list[int]:
+    clock = Attribute(
+        "The master's clock (an IReactorTime: the reactor; a FakeCluster's "
+        "Clock in tests)."
+    )
+
+    def workerIds(draining: bool = False) -> list[int]:
         """
-        The ids of the ready workers.
+        The ids of the ready workers, in order; with C{draining}, of every
+        live worker (the draining ones too).
         """
 
     def callWorker(
@@ -89,7 +132,8 @@ class IMasterContext(Interface):
         **arguments: Any,
     ) -> Deferred[Any]:
         """
-        Call C{command} on worker C{workerId}; fire with its answer.
+        Call C{command} on worker C{workerId} (the ready one with that id,
+        else a draining one); fire with its answer.
         """
 
     def broadcast(
@@ -97,11 +141,69 @@ class IMasterContext(Interface):
         /,
         timeout: float | None = DEFAULT_TIMEOUT,
         **arguments: Any,
-    ) -> Deferred[dict[int, Any]]:
+    ) -> Deferred[BroadcastAnswers]:
         """
-        Call C{command} on every ready worker; fire with a dict from worker
-        id to its answer or the L{twisted.python.failure.Failure} of its call.
+        Call C{command} on every live worker, ready or draining; fire with
+        their L{BroadcastAnswers}.
         """
+
+
+class WorkerContextProtocol(Protocol):
+    """
+    L{IWorkerContext} for plain mypy (no mypy-zope plugin): annotate your
+    app's context with it, and C{context.callMaster(Publish, room=...)}
+    type-checks.
+    """
+
+    @property
+    def workerId(self) -> int: ...
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    app: Any
+
+    def callMaster(
+        self, command: type[amp.Command], /, timeout: float | None = None, **arguments: Any
+    ) -> Deferred[Any]: ...
+
+    def callWorker(
+        self,
+        workerId: int,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[Any]: ...
+
+
+class MasterContextProtocol(Protocol):
+    """
+    L{IMasterContext} for plain mypy (no mypy-zope plugin): annotate your
+    master-side code's context with it.
+    """
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    def workerIds(self, draining: bool = False) -> list[int]: ...
+
+    def callWorker(
+        self,
+        workerId: int,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[Any]: ...
+
+    def broadcast(
+        self,
+        command: type[amp.Command],
+        /,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **arguments: Any,
+    ) -> Deferred[BroadcastAnswers]: ...
 
 
 @implementer(IWorkerContext)
@@ -110,6 +212,7 @@ class WorkerContext:
     The context of one worker, over its control connection to the master.
 
     @ivar workerId: this worker's id.
+    @ivar clock: the reactor's time (what times out calls, too).
     @ivar app: the built application, once loaded.
     """
 
@@ -119,9 +222,9 @@ class WorkerContext:
         @param clock: times out calls.
         """
         self.workerId = workerId
+        self.clock = clock
         self.app: Any = None
         self._connection = connection
-        self._clock = clock
         self._reopenLogs: list[Callable[[], object]] = []
 
     def onReopenLogs(self, callback: Callable[[], object], /) -> None:
@@ -154,12 +257,19 @@ class WorkerContext:
 
         @param timeout: seconds to wait (C{None}, the default: as long as
             the master lives; a worker exits when its master is gone).
-        @return: a Deferred of the answer (a dict), failing with the
+        @return: a Deferred of the answer (a dict; C{None} at once for a
+            command that C{requiresAnswer = False}), failing with the
             command's declared errors, L{ValueTooLong},
-            L{twisted.internet.defer.TimeoutError} or
-            L{amp.UnknownRemoteError}.
+            L{twisted_cluster.CallTimedOut} or L{amp.UnknownRemoteError}.
+        @raise TypeError: at once, when C{command} is no L{amp.Command}
+            subclass or declares an argument named C{timeout}.
         """
-        return callCommand(self._connection, command, arguments, self._clock, timeout)
+        checkCommand(command, "callMaster")
+        d = callCommand(
+            self._connection, command, arguments, self.clock, timeout,
+            what=f"{command.__name__} to the master",
+        )
+        return d.addErrback(self._channelClosed, command)
 
     def callWorker(
         self,
@@ -177,9 +287,11 @@ class WorkerContext:
         @param timeout: seconds to wait for the answer (C{None}: no limit).
         @return: a Deferred of the answer (a dict), failing like
             L{IMasterContext.callWorker}: the command's declared errors,
-            L{NoSuchWorker}, L{WorkerGone},
-            L{twisted.internet.defer.TimeoutError}, L{ValueTooLong}.
+            L{NoSuchWorker}, L{WorkerGone}, L{twisted_cluster.CallTimedOut},
+            L{ValueTooLong}.
+        @raise TypeError: at once, like L{callMaster}.
         """
+        checkCommand(command, "callWorker")
         try:
             inner = encodeArguments(command, arguments, self._connection)
         except Exception:
@@ -194,14 +306,32 @@ class WorkerContext:
             self._connection,
             commands.Relay,
             relayed,
-            self._clock,
+            self.clock,
             timeout,
             errors=command.reverseErrors,  # type: ignore[attr-defined]
+            what=f"{command.__name__} to worker {workerId}",
         )
         d.addCallback(
             lambda answer: command.parseResponse(unpackBox(answer["box"]), self._connection)
         )
+        d.addErrback(self._channelClosed, command)
         return d.addErrback(_naming, workerId)
+
+    def _channelClosed(self, failure: Failure, command: type[amp.Command]) -> Failure:
+        """
+        A call of a worker whose control channel closed (it is leaving:
+        killed, or its master is gone) fails with L{WorkerGone}, naming
+        this worker, in a real cluster and in L{twisted_cluster.testing}.
+        """
+        if failure.check(ConnectionClosed):
+            return Failure(
+                WorkerGone(
+                    f"worker {self.workerId} is no longer in the cluster (its "
+                    f"control channel closed): {command.__name__} was not answered",
+                    self.workerId,
+                )
+            )
+        return failure
 
 
 def _naming(failure: Failure, workerId: int) -> Failure:

@@ -32,8 +32,26 @@ class NoSuchWorker(WorkerUnavailable):
 
 class WorkerGone(WorkerUnavailable):
     """
-    The worker exited (or its control channel closed) before it answered.
+    The worker exited (or its control channel closed) before it answered;
+    for a call a worker makes, the calling worker's own channel closed (it
+    is leaving the cluster).
     """
+
+
+class CallTimedOut(TimeoutError):
+    """
+    A call got no answer in time; the message names the command and the
+    worker (or the master) it was for.  A
+    L{twisted.internet.defer.TimeoutError}, so that code catching that one
+    catches this too.
+    """
+
+    def __init__(self, message: str) -> None:
+        # TimeoutError's own str() is its arguments' tuple.
+        Exception.__init__(self, message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class ValueTooLong(Exception):
@@ -45,13 +63,12 @@ class ValueTooLong(Exception):
     """
 
 
-#: Wire codes of the errors above (and of a call that timed out, as
-#: L{twisted.internet.defer.TimeoutError}), shared by every cluster call.
+#: Wire codes of the errors above, shared by every cluster call.
 ERROR_CODES: dict[type[Exception], bytes] = {
     NoSuchWorker: b"CLUSTER_NO_SUCH_WORKER",
     WorkerGone: b"CLUSTER_WORKER_GONE",
     ValueTooLong: b"CLUSTER_VALUE_TOO_LONG",
-    TimeoutError: b"CLUSTER_TIMEOUT",
+    CallTimedOut: b"CLUSTER_TIMEOUT",
 }
 
 

@@ -94,3 +94,8 @@ CONTROL_REFUSED: Final = "control_refused"
 RELAY_REFUSED: Final = "relay_refused"
 APP_METRICS_STALE: Final = "app_metrics_stale"
 APP_METRICS_REFUSED: Final = "app_metrics_refused"
+
+#: The app's part in the life cycle (either process).
+HOOK_FAILED: Final = "hook_failed"
+OBSERVER_FAILED: Final = "observer_failed"
+APP_DRAINED: Final = "app_drained"

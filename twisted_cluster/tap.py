@@ -395,16 +395,19 @@ def _makeService(
         if reactor.running:
             reactor.stop()
 
+    masterEvents = None
     if config.app is not None and isinstance(obj, ClusterApp):
         appLocator = obj.masterResponders
+        masterEvents = obj.masterEvents
     try:
         service = CommandLineService(
             reactor, config, onFatal=fatal, appLocator=appLocator,
             controlPlane=control,
+            masterEvents=masterEvents,
         )
     except Exception as e:
-        die(f"cannot load app {config.app!r}: its masterResponders raised "
-            f"{type(e).__name__}: {e}")
+        die(f"cannot load app {config.app!r}: its masterResponders or "
+            f"masterEvents raised {type(e).__name__}: {e}")
     service.requestStop = reactor.stop
     if options["pidfile"]:
         service.pidfile = PIDFile(os.path.abspath(options["pidfile"]))

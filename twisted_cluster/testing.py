@@ -25,7 +25,7 @@ import sys
 from typing import Any, cast
 
 import attr
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock, deferLater
 from twisted.protocols import amp
@@ -35,6 +35,7 @@ from twisted.test import iosim
 from twisted_cluster._contract.amp import ControlAMP
 from twisted_cluster._control.site import controlPlane
 from twisted_cluster._master.config import ClusterConfig
+from twisted_cluster._master.masterevents import appMasterEvents
 from twisted_cluster._master.routing import (
     ForwardingMasterContext,
     RelayLocator,
@@ -42,11 +43,19 @@ from twisted_cluster._master.routing import (
 )
 from twisted_cluster._master.service import ClusterService
 from twisted_cluster._supervision.process import KILL, STOPPED, ProcessReactor
-from twisted_cluster.apploading import buildWorkerApp, checkApp, resolveName
+from twisted_cluster._worker.apphooks import AppHooks
+from twisted_cluster.apploading import (
+    AppLoadError,
+    buildWorkerApp,
+    buildWorkerHooks,
+    checkApp,
+    resolveName,
+)
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import ClusterApp, makeLocator
 from twisted_cluster.contexts import IMasterContext, WorkerContext
 from twisted_cluster.errors import ClusterFailed
+from twisted_cluster.lifecycle import WorkerEvent
 
 __all__ = ["ClusterFailed", "FakeCluster", "FakeWorker", "RunningCluster", "startCluster"]
 
@@ -64,12 +73,18 @@ class FakeWorker:
         call the master or other workers with it.
     @ivar app: the resource or protocol factory its app built.
     @ivar responders: the locator of its worker-side responders, or C{None}.
+    @ivar hooks: its app's L{twisted_cluster.IWorkerHooks}, as the worker
+        runtime calls them.
+    @ivar started: the outcome of its app's C{workerStarted} hooks (a real
+        worker says C{Ready} when it fires).
     """
 
     workerId: int
     context: WorkerContext
     app: Any
     responders: Any
+    hooks: AppHooks
+    started: Deferred[Any]
     _pump: iosim.IOPump
 
 
@@ -84,8 +99,11 @@ class FakeCluster(ForwardingMasterContext):
         d = cluster.workers[1].context.callMaster(Hit, path="/")
         self.assertEqual(cluster.result(d), {"hits": 1})
 
-    @ivar clock: the clock of every timeout; advance it to time calls out.
-    @ivar workers: the live workers, by id.
+    @ivar clock: the clock of every timeout, and the workers' and the
+        master's C{context.clock}; advance it to time calls out.
+    @ivar workers: the ready workers, by id.
+    @ivar draining: the workers that drain (L{drain}) and are still alive,
+        by id: they still receive C{broadcast} and C{callWorker}.
     @ivar masterResponders: the locator of the app's master-side responders
         (built with this object as their L{IMasterContext}), or C{None}.
     """
@@ -100,10 +118,15 @@ class FakeCluster(ForwardingMasterContext):
         if isinstance(app, str):
             app = resolveName(app)
         self._app = app
-        self._calls = WorkerCalls(self.clock, self._connections)
+        self._calls = WorkerCalls(self.clock, self._connections, self._drainingConnections)
         masterResponders = app.masterResponders if isinstance(app, ClusterApp) else None
         self.masterResponders = makeLocator(masterResponders, self)
+        masterEvents = app.masterEvents if isinstance(app, ClusterApp) else None
+        self._events = appMasterEvents(self.masterResponders, masterEvents, self)
         self.workers: dict[int, FakeWorker] = {}
+        self.draining: dict[int, FakeWorker] = {}
+        #: Why each draining worker drains.
+        self._drainCauses: dict[int, str] = {}
         self._dying: list[iosim.IOPump] = []
         for workerId in range(1, workers + 1):
             self.workers[workerId] = self._startWorker(workerId)
@@ -116,6 +139,14 @@ class FakeCluster(ForwardingMasterContext):
         context = WorkerContext(workerId, workerEnd, self.clock)
         _, responders = buildWorkerApp(self._app, "app", context)
         workerEnd.appLocator = AppResponders(responders)
+        hooks = AppHooks(workerId, buildWorkerHooks(self._app, "app", context))
+        self._events.notify("workerStarted", WorkerEvent(workerId=workerId, pid=None))
+        started = hooks.started()
+        started.addCallback(
+            lambda _: self._events.notify(
+                "workerReady", WorkerEvent(workerId=workerId, pid=None)
+            )
+        )
         pump = iosim.connect(
             masterEnd,
             iosim.makeFakeServer(masterEnd),
@@ -124,10 +155,13 @@ class FakeCluster(ForwardingMasterContext):
             greet=False,
             clock=self.clock,
         )
-        return FakeWorker(workerId, context, context.app, responders, pump)
+        return FakeWorker(workerId, context, context.app, responders, hooks, started, pump)
 
     def _connections(self) -> dict[int, amp.AMP]:
         return {i: w._pump.server for i, w in self.workers.items()}
+
+    def _drainingConnections(self) -> dict[int, amp.AMP]:
+        return {i: w._pump.server for i, w in self.draining.items()}
 
     def _masterContext(self) -> IMasterContext:
         return self._calls
@@ -139,7 +173,8 @@ class FakeCluster(ForwardingMasterContext):
         Deliver every box in flight, and the answers they cause, until all
         connections are quiet.
         """
-        pumps = [w._pump for w in self.workers.values()] + self._dying
+        live = [*self.workers.values(), *self.draining.values()]
+        pumps = [w._pump for w in live] + self._dying
         self._dying = []
         while any([pump.pump() for pump in pumps]):
             pass
@@ -160,16 +195,52 @@ class FakeCluster(ForwardingMasterContext):
             results[0].raiseException()
         return results[0]
 
+    def drain(
+        self, workerId: int, within: float = 30.0, cause: str = "rollout"
+    ) -> Deferred[None]:
+        """
+        Make ready worker C{workerId} drain, as the master does in a
+        roll-out or a removal: it leaves L{workers} for L{draining} (it
+        still receives C{broadcast} and C{callWorker}), the app's master
+        events hear C{workerDraining} with C{cause}, and its app's
+        C{workerDraining} hooks are called with the deadline
+        C{clock.seconds() + within}.
+
+        @param cause: the L{twisted_cluster.WorkerEvent} cause: C{"rollout"},
+            C{"recycle"}, C{"removed"}, C{"stopped"}, C{"hang"}.
+        @return: fires when the app's drain finished (at once for an app
+            that declares none); L{kill} the worker then, as its exit.
+        """
+        worker = self.draining[workerId] = self.workers.pop(workerId)
+        self._drainCauses[workerId] = cause
+        self._events.notify(
+            "workerDraining", WorkerEvent(workerId=workerId, pid=None, cause=cause)
+        )
+        drained = worker.hooks.draining(self.clock.seconds() + within)
+        return drained if drained is not None else succeed(None)
+
     def kill(self, workerId: int) -> None:
         """
-        Make worker C{workerId} die: its control connection closes (calls in
-        flight fail with L{twisted_cluster.WorkerGone}) and it leaves the
-        cluster (later calls fail with L{twisted_cluster.NoSuchWorker}).
+        Make worker C{workerId} (ready or draining) die: its control
+        connection closes (calls to it in flight fail with
+        L{twisted_cluster.WorkerGone}, and so do the calls it makes, as in
+        a real cluster) and it leaves the cluster (later calls to it fail
+        with L{twisted_cluster.NoSuchWorker}); its app's C{workerStopping}
+        hooks are called, and the app's master events hear C{workerExited}
+        (cause: why it drained, else C{"crash"}).
         """
-        worker = self.workers.pop(workerId)
+        if workerId in self.draining:
+            worker = self.draining.pop(workerId)
+        else:
+            worker = self.workers.pop(workerId)
+        worker.hooks.stopping()
         worker._pump.clientIO.loseConnection()
         self._dying.append(worker._pump)
         self.flush()
+        cause = self._drainCauses.pop(workerId, "crash")
+        self._events.notify(
+            "workerExited", WorkerEvent(workerId=workerId, pid=None, cause=cause)
+        )
 
 
 # A real cluster
@@ -225,6 +296,10 @@ class RunningCluster(ForwardingMasterContext):
             p.workerId: p.pid for p in self.service.supervisor.ready() if p.pid is not None
         }
 
+    def __attrs_post_init__(self) -> None:
+        #: The master's clock: the reactor (L{IMasterContext.clock}).
+        self.clock = self._reactor
+
     def _masterContext(self) -> IMasterContext:
         return self.service
 
@@ -272,9 +347,36 @@ class RunningCluster(ForwardingMasterContext):
         )
 
 
+def dottedName(app: Any) -> str:
+    """
+    The dotted name under which worker processes import C{app}: a class or
+    a function by its module and qualified name, any other object (a
+    L{ClusterApp}, a resource, a factory) by the module attribute that
+    holds it.
+
+    @raise AppLoadError: when C{app} is held by no module's top level (a
+        worker could not import it).
+    """
+    module = getattr(app, "__module__", None)
+    qualname = getattr(app, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and "<" not in qualname:
+        return f"{module}.{qualname}"
+    for name, loaded in list(sys.modules.items()):
+        if name == "__main__" or loaded is None:
+            continue
+        for attribute, value in list(vars(loaded).items()):
+            if value is app:
+                return f"{name}.{attribute}"
+    raise AppLoadError(
+        f"cannot start workers with {app!r}: they import the app by name, and "
+        "no module holds it at its top level; define it in a module, or give "
+        "its dotted name"
+    )
+
+
 async def startCluster(
     testCase: Any,
-    app: str | None = None,
+    app: Any = None,
     workers: int = 2,
     timeout: float = 30.0,
     reactor: ProcessReactor | None = None,
@@ -294,27 +396,34 @@ async def startCluster(
     their C{PYTHONPATH}.
 
     @param testCase: the running L{twisted.trial.unittest.TestCase}.
-    @param app: the dotted name C{--app} would take (C{None}: the built-in
-        page).
+    @param app: the dotted name C{--app} would take, or the object it
+        names (a L{ClusterApp}, as L{FakeCluster} takes it; it must be held
+        by a module's top level, which the workers import); C{None}: the
+        built-in page.
     @param workers: how many workers.
     @param timeout: seconds to wait for every worker to be ready.
     @param reactor: the reactor (default: the global one, which trial runs).
     @param settings: other L{ClusterConfig} fields (C{gracePeriod} defaults
         to 5 seconds here).
     @raise ClusterFailed: when the cluster gives up or is not ready in time.
+    @raise AppLoadError: when C{app} is a wrong name, not an app, or an
+        object no module holds.
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         # The platform's default reactor provides all the master needs.
         reactor = cast(ProcessReactor, globalReactor)
-    masterResponders = None
+    masterResponders = masterEvents = None
     pythonPath: tuple[str, ...] = ()
     if app is not None:
+        if not isinstance(app, str):
+            app = dottedName(app)
         obj = resolveName(app)
         checkApp(obj, app)
         if isinstance(obj, ClusterApp):
             masterResponders = obj.masterResponders
+            masterEvents = obj.masterEvents
         root = _importRoot(app)
         pythonPath = (root,) if root else ()
     settings.setdefault("gracePeriod", 5.0)
@@ -326,7 +435,7 @@ async def startCluster(
         **settings,
     )
     service = ClusterService(
-        reactor, config, appLocator=masterResponders,
+        reactor, config, appLocator=masterResponders, masterEvents=masterEvents,
         controlPlane=controlPlane(reactor, config.control),
     )
     cluster = RunningCluster(service, reactor)

@@ -36,11 +36,10 @@ Master to worker
 from typing import Mapping
 
 import attr
-from twisted.internet.defer import TimeoutError
 from twisted.protocols import amp
 
 from twisted_cluster.arguments import BigBytes
-from twisted_cluster.errors import ERROR_CODES, NoSuchWorker, WorkerGone
+from twisted_cluster.errors import ERROR_CODES, CallTimedOut, NoSuchWorker, WorkerGone
 
 
 class Ready(amp.Command):
@@ -121,9 +120,15 @@ class Drain(amp.Command):
     Master to worker: take no more connections, close idle ones, finish the
     requests in flight, then exit.  Answered at once; the worker's exit is
     the end of the drain.
+
+    C{within} is the time left, in seconds, before the master kills the
+    worker: the app's drain is told that deadline.  It is optional both
+    ways: a master of older code sends none (the worker counts its
+    C{drainTimeout}), and a worker of older code ignores it (AMP reads only
+    the arguments a command declares).
     """
 
-    arguments = []
+    arguments = [(b"within", amp.Float(optional=True))]
     response = []
 
 
@@ -161,7 +166,7 @@ class Relay(amp.Command):
     ]
     response = [(b"box", BigBytes())]
     errors = {
-        kind: ERROR_CODES[kind] for kind in (NoSuchWorker, WorkerGone, TimeoutError)
+        kind: ERROR_CODES[kind] for kind in (NoSuchWorker, WorkerGone, CallTimedOut)
     }
 
 

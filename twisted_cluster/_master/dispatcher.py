@@ -31,7 +31,7 @@ from twisted_cluster._supervision.process import (
     IWorkerProcess,
     workerFields,
 )
-from twisted_cluster._supervision.supervisor import IWorkerObserver
+from twisted_cluster._supervision.supervisor import IWorkerObserver, WorkerObserver
 
 log = Logger()
 
@@ -70,7 +70,7 @@ class _Refusals:
 
 
 @implementer(IHandoffObserver, IWorkerObserver)
-class Dispatcher:
+class Dispatcher(WorkerObserver):
     """
     The dispatch path of one cluster.
 

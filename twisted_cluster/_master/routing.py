@@ -2,9 +2,11 @@
 The master's side of application calls: one worker by id, every worker at
 once, and calls that one worker relays to another.
 
-L{WorkerCalls} works on a mapping from worker id to the control connection
-of each ready worker, so that the master service and the in-process fakes
-of L{twisted_cluster.testing} run the very same code.
+L{WorkerCalls} works on two mappings from worker id to control connection,
+the ready workers' and the draining ones', so that the master service and
+the in-process fakes of L{twisted_cluster.testing} run the very same code.
+A draining worker is still a member of the cluster for messaging: its
+clients are still connected until it exits.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from twisted_cluster._contract import commands
 from twisted_cluster.calling import (
     DEFAULT_TIMEOUT,
     callCommand,
+    checkCommand,
     packBox,
     sendBox,
     withTimeout,
 )
-from twisted_cluster.contexts import IMasterContext
+from twisted_cluster.contexts import BroadcastAnswers, IMasterContext
 from twisted_cluster.errors import NoSuchWorker, WorkerGone
 
 log = Logger()
@@ -39,28 +42,41 @@ class WorkerCalls:
     """
     Calls from the master to its workers.
 
+    @ivar clock: times out calls.
     @ivar connections: returns the control connection of every ready
         worker, by worker id.
+    @ivar drainingConnections: returns the control connection of every
+        worker that drains and is still alive, by worker id.
     """
 
     def __init__(
-        self, clock: IReactorTime, connections: Callable[[], Mapping[int, amp.AMP]]
+        self,
+        clock: IReactorTime,
+        connections: Callable[[], Mapping[int, amp.AMP]],
+        drainingConnections: Callable[[], Mapping[int, amp.AMP]] = dict,
     ) -> None:
-        self._clock = clock
+        self.clock = clock
         self.connections = connections
+        self.drainingConnections = drainingConnections
 
-    def workerIds(self) -> list[int]:
+    def workerIds(self, draining: bool = False) -> list[int]:
         """
-        The ids of the workers that are ready now, in order.
+        The ids of the workers that are ready now, in order; with
+        C{draining}, of those that drain and are still alive too.
         """
-        return sorted(self.connections())
+        ids = set(self.connections())
+        if draining:
+            ids.update(self.drainingConnections())
+        return sorted(ids)
 
     def _connection(self, workerId: int) -> amp.AMP:
         connections = self.connections()
         connection = connections.get(workerId)
         if connection is None:
+            connection = self.drainingConnections().get(workerId)
+        if connection is None:
             raise NoSuchWorker(
-                f"no ready worker {workerId} (ready: "
+                f"no live worker {workerId} (ready: "
                 f"{', '.join(map(str, sorted(connections))) or 'none'})",
                 workerId,
             )
@@ -75,20 +91,39 @@ class WorkerCalls:
         **arguments: Any,
     ) -> Deferred[Any]:
         """
-        Call C{command} on worker C{workerId}.
+        Call C{command} on worker C{workerId}: the ready one with that id,
+        else one that drains (a worker removed, or retiring while no
+        replacement took its id).
 
         @param timeout: seconds to wait for the answer (C{None}: no limit).
-        @return: a Deferred of the answer (a dict), failing with the
+        @return: a Deferred of the answer (a dict; C{None} at once for a
+            command that C{requiresAnswer = False}), failing with the
             command's declared errors, L{NoSuchWorker}, L{WorkerGone},
-            L{twisted.internet.defer.TimeoutError}, L{ValueTooLong} or
+            L{twisted_cluster.CallTimedOut}, L{ValueTooLong} or
             L{amp.UnknownRemoteError} (the responder raised something it did
             not declare).
+        @raise TypeError: at once, when C{command} is no L{amp.Command}
+            subclass or declares an argument named C{timeout}.
         """
+        checkCommand(command, "callWorker")
         try:
             connection = self._connection(workerId)
         except NoSuchWorker:
             return fail()
-        d = callCommand(connection, command, arguments, self._clock, timeout)
+        return self._call(connection, workerId, command, timeout, arguments)
+
+    def _call(
+        self,
+        connection: amp.AMP,
+        workerId: int,
+        command: type[amp.Command],
+        timeout: float | None,
+        arguments: dict[str, Any],
+    ) -> Deferred[Any]:
+        d = callCommand(
+            connection, command, arguments, self.clock, timeout,
+            what=f"{command.__name__} to worker {workerId}",
+        )
         return d.addErrback(_gone, workerId, command.__name__)
 
     def broadcast(
@@ -97,22 +132,33 @@ class WorkerCalls:
         /,
         timeout: float | None = DEFAULT_TIMEOUT,
         **arguments: Any,
-    ) -> Deferred[dict[int, Any]]:
+    ) -> Deferred[BroadcastAnswers]:
         """
-        Call C{command} on every ready worker at once.
+        Call C{command} on every live worker at once: the ready ones and
+        those that drain (their clients are still connected).
 
         @param timeout: seconds to wait for each answer: a slow or dead
             worker costs at most this long and does not hold up the others.
         @return: a Deferred that fires, once every worker answered, failed or
-            timed out, with a dict from worker id to the answer (a dict) or
-            the L{Failure} of that worker's call.  It never fails itself.
+            timed out, with the L{BroadcastAnswers}: by worker id, the
+            answer (a dict) or the L{Failure} of that worker's call.  It
+            never fails itself.
+        @raise TypeError: at once, like L{callWorker}.
         """
-        ids = self.workerIds()
-        calls = [self.callWorker(i, command, timeout, **arguments) for i in ids]
-        d = DeferredList(calls, consumeErrors=True)
-        return d.addCallback(
-            lambda results: {i: result for i, (_, result) in zip(ids, results)}
-        )
+        checkCommand(command, "broadcast")
+        targets = [
+            (False, i, c) for i, c in sorted(self.connections().items())
+        ] + [(True, i, c) for i, c in sorted(self.drainingConnections().items())]
+        calls = [self._call(c, i, command, timeout, arguments) for _, i, c in targets]
+
+        def answers(results: list[tuple[bool, Any]]) -> BroadcastAnswers:
+            ready: dict[int, Any] = {}
+            draining: dict[int, Any] = {}
+            for (isDraining, i, _), (_, result) in zip(targets, results):
+                (draining if isDraining else ready)[i] = result
+            return BroadcastAnswers(ready, draining)
+
+        return DeferredList(calls, consumeErrors=True).addCallback(answers)
 
     def relay(
         self, workerId: int, name: bytes, box: amp.AmpBox, timeout: float | None
@@ -128,8 +174,9 @@ class WorkerCalls:
         sent = sendBox(connection, name, box)
         assert sent is not None
         sent.addErrback(_unhandledPassesOn)
-        d = withTimeout(sent, self._clock, timeout)
-        return d.addErrback(_gone, workerId, name.decode("ascii", "replace"))
+        what = name.decode("ascii", "replace")
+        d = withTimeout(sent, self.clock, timeout, f"{what} to worker {workerId}")
+        return d.addErrback(_gone, workerId, what)
 
 
 @implementer(IMasterContext)
@@ -139,7 +186,10 @@ class ForwardingMasterContext:
     another one (a L{WorkerCalls}, a L{twisted_cluster.ClusterService}):
     every call goes to L{_masterContext}, so that the master service and
     the testing helpers answer application calls with the same code.
+    Subclasses set C{clock} (L{IMasterContext.clock}).
     """
+
+    clock: IReactorTime
 
     def _masterContext(self) -> IMasterContext:
         """
@@ -147,11 +197,12 @@ class ForwardingMasterContext:
         """
         raise NotImplementedError()
 
-    def workerIds(self) -> list[int]:
+    def workerIds(self, draining: bool = False) -> list[int]:
         """
-        The ids of the ready workers, in order.
+        The ids of the ready workers, in order; with C{draining}, of every
+        live worker (L{WorkerCalls.workerIds}).
         """
-        return self._masterContext().workerIds()
+        return self._masterContext().workerIds(draining)
 
     def callWorker(
         self,
@@ -173,9 +224,9 @@ class ForwardingMasterContext:
         /,
         timeout: float | None = DEFAULT_TIMEOUT,
         **arguments: Any,
-    ) -> Deferred[dict[int, Any]]:
+    ) -> Deferred[BroadcastAnswers]:
         """
-        Call the app's C{command} on every ready worker; fire with each
+        Call the app's C{command} on every live worker; fire with each
         one's answer or failure (L{WorkerCalls.broadcast}).
         """
         return self._masterContext().broadcast(command, timeout, **arguments)

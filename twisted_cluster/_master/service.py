@@ -37,6 +37,7 @@ from twisted_cluster._master.listening import (
     listen,
     parseEndpoint,
 )
+from twisted_cluster._master.masterevents import appMasterEvents
 from twisted_cluster._master.proxypeek import HeaderPeeker
 from twisted_cluster._master.routing import (
     ForwardingMasterContext,
@@ -47,6 +48,7 @@ from twisted_cluster._shared.endpointstrings import endpointKind
 from twisted_cluster._supervision.health import HealthMonitor, HealthPolicy
 from twisted_cluster._supervision.oom import OOMWitness
 from twisted_cluster._supervision.process import (
+    DRAINING,
     IWorkerProcess,
     ProcessReactor,
     WorkerProcess,
@@ -55,7 +57,11 @@ from twisted_cluster._supervision.process import (
 from twisted_cluster._supervision.recycle import RecyclePolicy, Recycler
 from twisted_cluster._supervision.refusal import RefusalReason, refuse
 from twisted_cluster._supervision.rollout import RollingRestart
-from twisted_cluster._supervision.supervisor import IWorkerObserver, Supervisor
+from twisted_cluster._supervision.supervisor import (
+    IWorkerObserver,
+    Supervisor,
+    WorkerObserver,
+)
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import Responders, makeLocator
 from twisted_cluster.contexts import IMasterContext
@@ -117,7 +123,7 @@ ControlPlaneFactory = Callable[["ClusterService", "int | None"], "IControlPlane 
 
 
 @implementer(IMasterContext, IWorkerObserver)
-class ClusterService(ForwardingMasterContext, Service):
+class ClusterService(ForwardingMasterContext, WorkerObserver, Service):
     """
     A Twisted service that runs a whole cluster: listeners, workers, hand-off.
 
@@ -145,6 +151,7 @@ class ClusterService(ForwardingMasterContext, Service):
         onFatal: Callable[[str], None] = lambda reason: None,
         appLocator: Responders = None,
         controlPlane: ControlPlaneFactory | None = None,
+        masterEvents: Any = None,
     ) -> None:
         """
         @param reactor: provides process, socket, FD-set and time interfaces.
@@ -154,18 +161,26 @@ class ClusterService(ForwardingMasterContext, Service):
             (C{ClusterApp.masterResponders}): a locator, or a callable that
             takes this service (its L{IMasterContext}) and returns one.
         @param controlPlane: builds the control site this service serves
-            (given the service; it may return C{None}: no site), or
+            (given the service and the control socket it inherited; it may
+            return C{None}: no site), or
             C{None} for none.
+        @param masterEvents: the app's L{IMasterEvents}
+            (C{ClusterApp.masterEvents}): a provider, or a callable that
+            takes this service and returns one.  Master-side responders
+            that provide L{IMasterEvents} are told too.
         """
         self._reactor = reactor
+        #: The master's clock (L{IMasterContext.clock}).
+        self.clock = reactor
         self.config = config
         self._policy = policy if policy is not None else policyNamed(config.dispatch)
         self._keysOnClients: bool = getattr(self._policy, "keysOnClients", False)
         self._onFatal = onFatal
-        self.calls = WorkerCalls(reactor, self._readyConnections)
+        self.calls = WorkerCalls(reactor, self._readyConnections, self._drainingConnections)
         #: The app's master-side responders, built with this service.
         self.masterResponders = makeLocator(appLocator, self)
         self._appLocator = AppResponders(RelayLocator(self.calls), self.masterResponders)
+        self._appEvents = appMasterEvents(self.masterResponders, masterEvents, self)
         self.listeners: list[Listener] = []
         self._acceptors: list[Acceptor] = []
         self._peekers: list[HeaderPeeker] = []
@@ -315,7 +330,8 @@ class ClusterService(ForwardingMasterContext, Service):
                      cluster_event=logevents.LISTENING, address=listener.address())
         self.supervisor = Supervisor(
             self._reactor, self.config, self._makeProcess, self._fatal,
-            observers=[self, self.dispatcher], oom=OOMWitness.ofThisProcess(),
+            observers=[self, self.dispatcher, self._appEvents],
+            oom=OOMWitness.ofThisProcess(),
         )
         self.supervisor.start()
         self._rollout = RollingRestart(self.supervisor)
@@ -488,6 +504,22 @@ class ClusterService(ForwardingMasterContext, Service):
                     connections.setdefault(process.workerId, process.control)
         return connections
 
+    def _drainingConnections(self) -> dict[int, amp.AMP]:
+        # Alive, draining, and once ready: its app is loaded and its
+        # clients may still be connected.
+        connections: dict[int, amp.AMP] = {}
+        if self.supervisor is not None:
+            for process in self.supervisor.processes():
+                control = process.control
+                if (
+                    process.state == DRAINING
+                    and process.readyAt is not None
+                    and control is not None
+                    and control.transport is not None
+                ):
+                    connections[process.workerId] = control
+        return connections
+
     def _masterContext(self) -> IMasterContext:
         # workerIds, callWorker and broadcast (ForwardingMasterContext).
         return self.calls
@@ -645,6 +677,7 @@ class ClusterService(ForwardingMasterContext, Service):
             log.info("stopping: draining workers (grace period {grace}s)",
                      cluster_event=logevents.CLUSTER_STOPPING,
                      grace=self.config.gracePeriod)
+            self._appEvents.clusterStopping()
             self._stopped = self.supervisor.stop().addCallback(lambda _: None)
         control = self.control
         if control is not None:

@@ -337,7 +337,7 @@ class IWorkerProcess(Interface):
     appError = Attribute("Its one-line app load error, if it sent one.")
     appErrorDetails = Attribute("The traceback text that came with C{appError}.")
     ended = Attribute("A L{Deferred} fired with the exit reason once it is gone.")
-    exitCause = Attribute("Why the master ended it (a restart cause), or C{None}.")
+    exitCause = Attribute("Why the master ended it (a RestartCause or an EndCause), or C{None}.")
     figures = Attribute("Its last reported L{commands.PingFigures}.")
     lastPing = Attribute("The round trip of its last answered ping, or C{None}.")
     dispatched = Attribute("Connections sent to it so far.")
@@ -592,7 +592,7 @@ class WorkerProcess:
             self._abort(within)
             return
         if mode is DRAIN:
-            self._drain()
+            self._drain(within)
         else:
             self.state = DRAINING
             self._signal("TERM")
@@ -671,15 +671,16 @@ class WorkerProcess:
             truncated=len(stacks) >= STACKS_LIMIT,
         )
 
-    def _drain(self) -> None:
+    def _drain(self, within: float) -> None:
         """
-        Ask the worker to finish its connections and exit.
+        Ask the worker to finish its connections and exit within C{within}
+        seconds (the deadline its app is told).
         """
         if self.state in (STOPPED, DRAINING):
             return
         self.state = DRAINING
         if self.control is not None and self.control.transport is not None:
-            self.callRemote(commands.Drain).addErrback(lambda _: None)
+            self.callRemote(commands.Drain, within=within).addErrback(lambda _: None)
 
     def _signal(self, name: str | int) -> None:
         """

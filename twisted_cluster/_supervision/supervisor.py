@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeAlias
 
 import attr
 from constantly import ValueConstant, Values
@@ -68,10 +68,24 @@ class RestartCause(Values):
     OOM = ValueConstant("oom")
 
 
+class EndCause(Values):
+    """
+    Why a worker ended with no replacement.  A worker's exit cause (what
+    L{IWorkerObserver} and the app's L{twisted_cluster.WorkerEvent} are
+    told) is a L{RestartCause} or one of these; each one's value names it.
+    """
+
+    REMOVED = ValueConstant("removed")
+    STOPPED = ValueConstant("stopped")
+
+
 CRASH, HANG, RECYCLE, ROLLOUT, STARTUP = (
     RestartCause.CRASH, RestartCause.HANG, RestartCause.RECYCLE,
     RestartCause.ROLLOUT, RestartCause.STARTUP,
 )
+
+#: Why a worker drains or exits: a L{RestartCause} or an L{EndCause}.
+ExitCause: TypeAlias = ValueConstant
 
 
 @attr.s(auto_attribs=True, eq=False)
@@ -103,13 +117,57 @@ class _Slot:
 class IWorkerObserver(Interface):
     """
     What the rest of the master learns from the supervisor, the one owner
-    of the worker processes.
+    of the worker processes, in the order it happens: started, ready,
+    draining, exited (a process that never was ready goes from started to
+    exited).  An observer that raises is logged and the others are told
+    all the same.
     """
+
+    def workerStarted(process: IWorkerProcess) -> None:
+        """
+        C{process} was spawned; it is loading the app.
+        """
 
     def workerReady(process: IWorkerProcess) -> None:
         """
         C{process} is ready and holds its slot: it may be given work.
         """
+
+    def workerDraining(process: IWorkerProcess, cause: ExitCause) -> None:
+        """
+        C{process}, which was ready, was told to stop (C{cause}: why); it
+        takes no new connections.
+        """
+
+    def workerExited(
+        process: IWorkerProcess, cause: ExitCause, reason: Failure
+    ) -> None:
+        """
+        C{process} is gone; C{reason} is its exit (a C{ProcessDone} or
+        C{ProcessTerminated} with C{exitCode} and C{signal}).
+        """
+
+
+@implementer(IWorkerObserver)
+class WorkerObserver:
+    """
+    An L{IWorkerObserver} that ignores everything: subclass it to hear of
+    what you need.
+    """
+
+    def workerStarted(self, process: IWorkerProcess) -> None:
+        pass
+
+    def workerReady(self, process: IWorkerProcess) -> None:
+        pass
+
+    def workerDraining(self, process: IWorkerProcess, cause: ExitCause) -> None:
+        pass
+
+    def workerExited(
+        self, process: IWorkerProcess, cause: ExitCause, reason: Failure
+    ) -> None:
+        pass
 
 
 class IWorkerPool(Interface):
@@ -200,7 +258,8 @@ class Supervisor:
             given the slot's worker id and what the process calls once it
             is ready.
         @param onFatal: called once with one line when workers cannot start.
-        @param observers: told, in order, when a worker becomes ready.
+        @param observers: told, in order, of each worker's life
+            (L{IWorkerObserver}).
         @param oom: says whether a SIGKILL the master did not send came
             from the kernel's OOM killer (default: a witness that cannot
             tell, "possibly out of memory").
@@ -221,6 +280,45 @@ class Supervisor:
         self._fatal = False
         self.everReady = False
         self.restarts: Counter[str] = Counter()
+
+    def addObserver(self, observer: IWorkerObserver) -> None:
+        """
+        Tell C{observer} too, after those given at construction.
+        """
+        self._observers.append(observer)
+
+    def _tell(self, event: str, process: IWorkerProcess, *args: Any) -> None:
+        """
+        Call C{event} on every observer; one that raises is logged (with
+        the worker) and the others are told all the same: no observer
+        breaks supervision.
+        """
+        for observer in self._observers:
+            try:
+                getattr(observer, event)(process, *args)
+            except Exception:
+                log.failure(
+                    "worker {worker_id} pid {worker_pid}: an observer of "
+                    "{observed} failed",
+                    cluster_event=logevents.OBSERVER_FAILED,
+                    worker_id=process.workerId,
+                    worker_pid=process.pid,
+                    observed=event,
+                )
+
+    def _exitCause(self, process: IWorkerProcess) -> ExitCause:
+        """
+        Why C{process} ends: the cause the master gave it, else a start-up
+        that failed, a stop, or a crash.
+        """
+        if process.exitCause is not None:
+            cause: ExitCause = process.exitCause
+            return cause
+        if process.readyAt is None:
+            return STARTUP
+        if self.stopping:
+            return EndCause.STOPPED
+        return CRASH
 
     # Queries
 
@@ -349,6 +447,7 @@ class Supervisor:
             timeout = self._reactor.callLater(
                 self._config.startTimeout, self._startTimedOut, process
             )
+            self._tell("workerStarted", process)
         # addBoth: "ended" fires with a Failure (the exit reason); at once
         # when the spawn failed.
         process.ended.addBoth(self._exited, process, timeout)
@@ -368,7 +467,10 @@ class Supervisor:
     def _exited(self, reason: Failure, process: IWorkerProcess, timeout: Any) -> None:
         if timeout is not None and timeout.active():
             timeout.cancel()
+        cause = self._exitCause(process)
         self._handleExit(reason, process)
+        if not reason.check(SpawnFailed):
+            self._tell("workerExited", process, cause, reason)
         self._startQueued()
 
     def _handleExit(self, reason: Failure, process: IWorkerProcess) -> None:
@@ -524,11 +626,18 @@ class Supervisor:
         slot = self._slots.get(process.workerId)
         if slot is not None and process in (slot.process, slot.pending):
             slot.failures = 0
+        old: IWorkerProcess | None = None
+        waiters: list[Deferred[bool]] = []
         if slot is not None and slot.pending is process:
-            self._takeOver(slot, process)
+            old, waiters = self._takeOver(slot, process)
         self._startQueued()
-        for observer in self._observers:
-            observer.workerReady(process)
+        # The new worker is ready before the old one drains, for observers
+        # too; a roll-out moves on to the next slot after both.
+        self._tell("workerReady", process)
+        if old is not None:
+            self._tell("workerDraining", old, self._exitCause(old))
+        for d in waiters:
+            d.callback(True)
 
     # Replacing, resizing
 
@@ -560,15 +669,27 @@ class Supervisor:
             self._launch(slot.pending)
         return d
 
-    def _takeOver(self, slot: _Slot, process: IWorkerProcess) -> None:
+    def _takeOver(
+        self, slot: _Slot, process: IWorkerProcess
+    ) -> tuple[IWorkerProcess | None, list[Deferred[bool]]]:
+        """
+        C{process} takes over C{slot}; the process it replaces drains.
+
+        @return: the process replaced, if it was ready (its observers are
+            yet to hear that it drains), and the waiters of L{replace}, to
+            fire once the observers were told.
+        """
         old = slot.process
         slot.process = process
         slot.pending = None
+        draining = None
         if old is not None:
             cause = slot.cause or ROLLOUT
             self.restarts[cause.value] += 1
             slot.restarts += 1
             self._retired.add(old)
+            old.exitCause = cause
+            draining = old if old.state == READY else None
             log.info(
                 "worker {worker_id} pid {worker_pid} replaced by pid {new_pid} "
                 "({cause}): draining it",
@@ -578,10 +699,9 @@ class Supervisor:
                 new_pid=process.pid,
                 cause=cause.value,
             )
-            self._retire(old)
+            self._retire(old, tell=False)
         waiters, slot.waiters = slot.waiters, []
-        for d in waiters:
-            d.callback(True)
+        return draining, waiters
 
     def _replacementFailed(self, slot: _Slot, process: IWorkerProcess, how: str) -> None:
         slot.pending = None
@@ -607,16 +727,21 @@ class Supervisor:
         for d in waiters:
             d.callback(False)
 
-    def _retire(self, process: IWorkerProcess) -> None:
+    def _retire(self, process: IWorkerProcess, tell: bool = True) -> None:
         """
         Take C{process} out of service: a starting one is terminated (it
         cannot drain), a ready one drains; either is SIGKILLed if it
         outlasts the kill timeout or the grace period.
+
+        @param tell: tell the observers that a ready C{process} drains.
         """
         if process.state == STARTING:
             process.stop(TERMINATE, self._config.killTimeout)
-        else:
-            process.stop(DRAIN, self._config.gracePeriod)
+            return
+        wasReady = process.state == READY
+        process.stop(DRAIN, self._config.gracePeriod)
+        if wasReady and tell:
+            self._tell("workerDraining", process, self._exitCause(process))
 
     def killHung(self, process: IWorkerProcess) -> None:
         """
@@ -624,8 +749,11 @@ class Supervisor:
         its stacks to the log, then SIGKILL (L{ABORT}); its restart is
         counted as L{HANG}.
         """
+        wasReady = process.state == READY
         process.exitCause = HANG
         process.stop(ABORT, STACKS_WAIT)
+        if wasReady:
+            self._tell("workerDraining", process, HANG)
 
     # Operations on workers (SIGTTIN, SIGTTOU and the control site)
 
@@ -700,6 +828,7 @@ class Supervisor:
         for process in (slot.process, slot.pending):
             if process is not None:
                 self._retired.add(process)
+                process.exitCause = EndCause.REMOVED
                 self._retire(process)
         log.info(
             "worker {worker_id} pid {worker_pid} removed: draining it; workers left: {count}",

@@ -8,10 +8,10 @@ The master spawns each worker with:
   - fd 1 and 2: pipes whose lines the master logs under the worker's name;
   - C{CONFIG}: a JSON object (L{WorkerConfig}).
 
-The worker loads the app, says L{Ready}, adopts the connections it is handed
-and serves them.  It exits when the master asks it to drain, when it gets
-SIGTERM (after draining) and when the control channel closes (the master is
-gone: no orphan outlives it).  SIGINT, SIGHUP, SIGTTIN and SIGTTOU are
+The worker loads the app, calls its C{workerStarted} hooks, says L{Ready},
+adopts the connections it is handed and serves them.  It exits when the
+master asks it to drain, when it gets SIGTERM (after draining) and when the
+control channel closes (the master is gone: no orphan outlives it).  SIGINT, SIGHUP, SIGTTIN and SIGTTOU are
 ignored: a Ctrl-C or a hang-up in a terminal reaches the whole process
 group, and the master decides (they are its operator signals).
 """
@@ -27,7 +27,6 @@ from typing import Any, Callable, cast
 
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import connectionDone
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -53,12 +52,15 @@ from twisted_cluster._shared.privileges import (
 from twisted_cluster._shared.scheduling import restorePolicy
 from twisted_cluster._shared.workerlog import logToMaster
 from twisted_cluster._worker.adoption import adoptConnection, immediateReader
+from twisted_cluster._worker.apphooks import AppHooks
 from twisted_cluster._worker.appmetrics import AppMetrics
+from twisted_cluster._worker.draining import Drain
 from twisted_cluster._worker.tracking import ConnectionTracker
 from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
 from twisted_cluster.apploading import (
     AppLoadError,
     buildWorkerApp,
+    buildWorkerHooks,
     metricsOptions,
     resolveName,
 )
@@ -69,11 +71,6 @@ from twisted_cluster.contexts import WorkerContext
 #: (L{HandoffReceiver}); adoptions wait as long as the master allows
 #: (L{WorkerConfig.ackDelay}).
 CLOSE_DELAY = 0.005
-
-#: Seconds a draining worker leaves idle connections (just adopted, or
-#: keep-alive between requests) to send the request that may be on its way;
-#: it is answered with C{Connection: close}.  Then idle ones are closed.
-IDLE_GRACE = 2.0
 
 #: Exit status of a worker that could not load its app.
 EXIT_APP_ERROR = 3
@@ -125,8 +122,8 @@ class WorkerControl(ControlAMP):
         return {"snapshot": metrics.snapshot()}
 
     @commands.Drain.responder
-    def drain(self) -> dict[str, Any]:
-        self._worker.drain()
+    def drain(self, within: float | None = None) -> dict[str, Any]:
+        self._worker.drain(within)
         return {}
 
     @commands.ReopenLogs.responder
@@ -176,6 +173,7 @@ class Worker:
         #: The app's metrics, once it is loaded.
         self.metrics: AppMetrics | None = None
         self._receiver: HandoffReceiver | None = None
+        self._hooks = AppHooks(config.workerId, ())
         self._factories: list[IProtocolFactory] = []
         self._ports: list[Any] = []
         self._sessions = 0
@@ -185,9 +183,7 @@ class Worker:
         #: resource since the last one adopted (0: none, nothing logged).
         self._exhausted = 0
         self._draining = False
-        self._drainLoop: LoopingCall | None = None
-        self._drainStarted = 0.0
-        self._giveUp: Any = None
+        self._drain: Drain | None = None
         self._done = False
         self.exitCode = 0
 
@@ -225,8 +221,26 @@ class Worker:
             adoptListener=self._adoptListener, closeDelay=CLOSE_DELAY,
             ackDelay=self.config.ackDelay, afterAdopt=self._readFresh,
         )
+        self._hooks.started().addCallbacks(self._ready, self._hookFailed)
+
+    def _ready(self, _: object) -> None:
+        """
+        The app's C{workerStarted} hooks are done: say Ready (unless the
+        worker was told to drain meanwhile).
+        """
+        if self._done or self._draining or self.control is None:
+            return
         self.control.callRemote(commands.Ready, pid=os.getpid()).addErrback(
             self._controlFailed
+        )
+
+    def _hookFailed(self, failure: Failure) -> None:
+        if self._done:
+            return
+        self._startupFailed(
+            f"the app's workerStarted hook failed: {failure.type.__name__}: "
+            f"{failure.value}",
+            failure.getTraceback(),
         )
 
     def _dropPrivileges(self) -> None:
@@ -250,6 +264,7 @@ class Worker:
         factory, locator = buildWorkerApp(obj, name, self.context)
         self.metrics = AppMetrics(self.workerId, *metricsOptions(obj, name))
         self.control.appLocator = AppResponders(locator)
+        self._hooks = AppHooks(self.workerId, buildWorkerHooks(obj, name, self.context))
         return factory
 
     def _startupFailed(self, error: str, details: str) -> None:
@@ -331,14 +346,23 @@ class Worker:
     def _connectionClosed(self) -> None:
         if self._receiver is not None:
             self._receiver.connectionClosed()
-        if self._draining and self.tracker is not None and self.tracker.open == 0:
-            self._finish()
+        if self._drain is not None:
+            self._drain.connectionClosed()
 
-    def drain(self) -> None:
+    def drain(self, within: float | None = None) -> None:
         """
-        Take no more connections, close idle ones, finish those in flight,
-        then exit.  The master kills a worker whose drain outlasts the grace
-        period; the worker also gives up by itself after C{drainTimeout}.
+        Take no more connections, tell the app (its C{workerDraining}
+        hooks, given the deadline), close idle connections, finish those in
+        flight, then exit.
+
+        How the connections are drained is L{Drain}'s: an app that
+        declares a drain owns its connections and the worker exits as soon
+        as it is done; one that declares none is drained for it.  The
+        master kills a worker whose drain outlasts the grace period; the
+        worker also gives up by itself at the deadline.
+
+        @param within: seconds until the master kills this worker (C{None}:
+            the configured C{drainTimeout}, from a master that did not say).
         """
         if self._draining or self._done:
             return
@@ -349,20 +373,14 @@ class Worker:
         if self._receiver is not None:
             # Adopt what the master already sent: it counts on us for it.
             self._receiver.doRead()
-        if self.tracker is None or self.tracker.open == 0:
+        if self.tracker is None:
             self._finish()
             return
-        self._drainStarted = self._reactor.seconds()
-        self._drainLoop = LoopingCall(self._closeIdle)
-        self._drainLoop.clock = self._reactor
-        self._drainLoop.start(0.05)
-        self._giveUp = self._reactor.callLater(self.config.drainTimeout, self._finish)
-
-    def _closeIdle(self) -> None:
-        assert self.tracker is not None
-        closeIdleNow = self._reactor.seconds() - self._drainStarted >= IDLE_GRACE
-        if self.tracker.closeIdle(closeIdleNow) == 0:
-            self._finish()
+        within = self.config.drainTimeout if within is None else within
+        self._drain = Drain(
+            self._reactor, self.workerId, self.tracker, self._hooks, self._finish
+        )
+        self._drain.start(within)
 
     def controlLost(self) -> None:
         """
@@ -378,14 +396,16 @@ class Worker:
         if self._done:
             return
         self._done = True
-        if self._drainLoop is not None and self._drainLoop.running:
-            self._drainLoop.stop()
-        if self._giveUp is not None and self._giveUp.active():
-            self._giveUp.cancel()
+        if self._drain is not None:
+            self._drain.stop()
         if self._receiver is not None:
             # Acknowledge every adoption before exiting: the master would
             # otherwise hand those connections out again.
             self._receiver.flush()
+        if self.tracker is not None:
+            self._hooks.stopping()
+            # The app's factory's stopFactory, as a port would call it.
+            self.tracker.doStop()
         if self.metrics is None:
             self._stop()
             return

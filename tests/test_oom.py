@@ -11,6 +11,7 @@ import signal
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_lifecycle import Recording
 from tests.test_supervision import Harness
 from twisted_cluster import logevents
 from twisted_cluster._master.config import ClusterConfig
@@ -128,6 +129,21 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(exited["cause"], "oom")
         self.assertIn("out of memory", exited["how"])
         self.assertEqual((h.supervisor.restarts["oom"], h.supervisor.restarts["crash"]), (1, 0))
+
+    def test_observersHearTheOOMCause(self) -> None:
+        """
+        The app's master events (the supervisor's observers) hear an OOM
+        kill as C{oom}, not as a crash: the cause is known only once the
+        exit is handled.
+        """
+        cgroup = FakeCgroup(self)
+        h = self.harness(cgroup.witness())
+        recording = Recording()
+        h.supervisor.addObserver(recording)
+        w1, w2 = h.startAll()
+        cgroup.set(1)
+        w1.exit(signal=signal.SIGKILL)
+        self.assertIn(("exited", w1.pid, "oom"), recording.heard)
 
     def test_aSigkillNobodyExplainsIsPossiblyOutOfMemory(self) -> None:
         h = self.harness(None)

@@ -467,8 +467,9 @@ class Supervisor:
     def _exited(self, reason: Failure, process: IWorkerProcess, timeout: Any) -> None:
         if timeout is not None and timeout.active():
             timeout.cancel()
-        cause = self._exitCause(process)
         self._handleExit(reason, process)
+        # After the exit is handled: it may find the cause (the OOM killer).
+        cause = self._exitCause(process)
         if not reason.check(SpawnFailed):
             self._tell("workerExited", process, cause, reason)
         self._startQueued()

@@ -12,7 +12,8 @@ import json
 import sys
 
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.observability_fakes import twoWorkers
@@ -170,6 +171,33 @@ class ShutdownTests(SynchronousTestCase):
         self.service.shutdown(now=True)
         self.reactor.advance(0)
         self.assertEqual(self.stops, [])
+
+
+class SignalResizeRefusalTests(SynchronousTestCase):
+    """
+    SIGTTIN and SIGTTOU refused by the service (stopping, not started)
+    leave their reason in the log, as every other refusal does.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.service = ClusterService(MemoryReactorClock(), ClusterConfig())
+
+    def refusals(self) -> list[tuple[object, object, object]]:
+        return [(e["cluster_event"], e["operation"], e["reason"]) for e in self.events
+                if e.get("cluster_event") in (logevents.ADD_REFUSED, logevents.REMOVE_REFUSED)]
+
+    def test_beforeTheWorkersStart(self) -> None:
+        self.assertEqual((self.service.addWorker(), self.service.removeWorker()), (None, None))
+        self.assertEqual(self.refusals(), [
+            (logevents.ADD_REFUSED, "add", "not_running"),
+            (logevents.REMOVE_REFUSED, "remove", "not_running"),
+        ])
+
+    def test_whileStopping(self) -> None:
+        self.service.stopService()
+        self.assertIsNone(self.service.addWorker())
+        self.assertEqual(self.refusals(), [(logevents.ADD_REFUSED, "add", "stopping")])
 
 
 class SiteOperationTests(SynchronousTestCase):

@@ -555,9 +555,11 @@ class ClusterService(ForwardingMasterContext, WorkerObserver, Service):
         """
         Start one more worker.
 
-        @return: its worker id, or C{None} while the cluster is stopping.
+        @return: its worker id, or C{None} while the cluster is stopping
+            (or not started yet): the refusal is logged with its reason.
         """
         if self.supervisor is None or self.stopping:
+            self._refuseResize("add", logevents.ADD_REFUSED)
             return None
         return self.supervisor.addWorker()
 
@@ -566,11 +568,25 @@ class ClusterService(ForwardingMasterContext, WorkerObserver, Service):
         Take one worker (the highest id) out: it drains, then exits.
 
         @return: its worker id, or C{None} when refused (the last worker
-            stays; the cluster is stopping).
+            stays; the cluster is stopping): the refusal is logged with its
+            reason.
         """
         if self.supervisor is None or self.stopping:
+            self._refuseResize("remove", logevents.REMOVE_REFUSED)
             return None
         return self.supervisor.removeWorker()
+
+    def _refuseResize(self, operation: str, key: str) -> None:
+        """
+        Log, once, that C{operation} (SIGTTIN, SIGTTOU) is refused because
+        the cluster is stopping or has not started its workers.
+        """
+        if self.stopping:
+            refuse(operation, RefusalReason.STOPPING, "the cluster is stopping",
+                   cluster_event=key)
+        else:
+            refuse(operation, RefusalReason.NOT_RUNNING, "the workers are not started yet",
+                   cluster_event=key)
 
     def reopenLogs(self) -> None:
         """

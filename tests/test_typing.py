@@ -7,6 +7,7 @@ installed (C{pip install mypy}).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -62,10 +63,8 @@ app = ClusterApp(app=Worker, masterResponders=Hub)
 
 class PlainMypyTests(SynchronousTestCase):
     def test_userCodeTypeChecksWithoutThePlugin(self) -> None:
-        try:
-            import mypy  # noqa: F401
-        except ImportError:
-            raise self.skipTest("mypy is not installed") from None
+        if importlib.util.find_spec("mypy") is None:
+            raise self.skipTest("mypy is not installed (pip install '.[typecheck]')")
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
         path = os.path.join(folder, "userapp.py")

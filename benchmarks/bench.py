@@ -167,6 +167,14 @@ def cpuSeconds(pid: int) -> float:
         return 0.0
 
 
+#: The two events readiness needs, as trees older than the C{cluster_event}
+#: keys (before 2026-12) wrote them, for before/after runs of C{cost}.
+_LEGACY = {
+    "listening on {address}": logevents.LISTENING,
+    "worker {worker_id} pid {pid} ready": logevents.WORKER_READY,
+}
+
+
 def _jsonListening(workers: int) -> Callable[[str], int | None]:
     """
     Readiness of C{twist --log-format=json cluster}: its port is known and
@@ -179,7 +187,7 @@ def _jsonListening(workers: int) -> Callable[[str], int | None]:
             event = json.loads(line.strip("\x1e \n"))
         except ValueError:
             return None
-        key = event.get("cluster_event")
+        key = event.get("cluster_event") or _LEGACY.get(event.get("log_format", ""))
         if key == logevents.LISTENING:
             state["port"] = int(event["address"].rsplit(":", 1)[1])
         elif key == logevents.WORKER_READY:

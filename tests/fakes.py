@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_cluster._contract.commands import PingFigures
+from twisted_cluster._supervision.interfaces import IWorkerOperations, IWorkerPool
 from twisted_cluster._supervision.process import (
     ABORT,
     DRAIN,
@@ -33,7 +34,6 @@ from twisted_cluster._supervision.process import (
     WorkerState,
 )
 from twisted_cluster._supervision.refusal import OperationRefused, RefusalReason
-from twisted_cluster._supervision.supervisor import IWorkerOperations, IWorkerPool
 
 
 def stateNamed(state: WorkerState | str) -> WorkerState:

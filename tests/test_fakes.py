@@ -17,17 +17,17 @@ from tests.fakes import FakeProcess, FakeSupervisor, RecordingHandoffObserver
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._master.service import ClusterService
+from twisted_cluster._supervision.interfaces import (
+    IWorkerObserver,
+    IWorkerOperations,
+    IWorkerPool,
+)
 from twisted_cluster._supervision.process import (
     IHandoffObserver,
     IWorkerProcess,
     WorkerProcess,
 )
-from twisted_cluster._supervision.supervisor import (
-    IWorkerObserver,
-    IWorkerOperations,
-    IWorkerPool,
-    Supervisor,
-)
+from twisted_cluster._supervision.supervisor import Supervisor
 
 
 class InterfaceTests(SynchronousTestCase):

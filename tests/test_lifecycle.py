@@ -38,14 +38,10 @@ from twisted_cluster import (
 from twisted_cluster._contract import commands
 from twisted_cluster._contract.commands import PingFigures
 from twisted_cluster._master.masterevents import AppMasterEvents, workerEvent
+from twisted_cluster._supervision.causes import ExitCause, RestartCause
+from twisted_cluster._supervision.interfaces import IWorkerObserver, WorkerObserver
 from twisted_cluster._supervision.recycle import RecyclePolicy, Recycler
 from twisted_cluster._supervision.rollout import RollingRestart
-from twisted_cluster._supervision.supervisor import (
-    ExitCause,
-    IWorkerObserver,
-    RestartCause,
-    WorkerObserver,
-)
 from twisted_cluster._worker.apphooks import AppHooks
 from twisted_cluster._worker.draining import IDLE_GRACE, Drain
 from twisted_cluster._worker.tracking import ConnectionTracker

@@ -26,8 +26,8 @@ from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from twisted_cluster._supervision.causes import RestartCause
 from twisted_cluster._supervision.process import WorkerState, workerRow
-from twisted_cluster._supervision.supervisor import RestartCause
 
 #: Version of the C{/status.json} document; raised on incompatible changes.
 STATUS_VERSION = 1

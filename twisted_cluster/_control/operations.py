@@ -23,8 +23,8 @@ from typing import Any, Callable
 from twisted.web.server import Request
 
 from twisted_cluster import logevents
+from twisted_cluster._supervision.interfaces import IWorkerOperations
 from twisted_cluster._supervision.refusal import OperationRefused, RefusalReason, refuse
-from twisted_cluster._supervision.supervisor import IWorkerOperations
 
 
 class BadArguments(ValueError):

@@ -25,13 +25,13 @@ from zope.interface import implementer
 from twisted_cluster import logevents
 from twisted_cluster._contract.handoff import Connection
 from twisted_cluster._master.dispatch import IDispatchPolicy
+from twisted_cluster._supervision.interfaces import IWorkerObserver, WorkerObserver
 from twisted_cluster._supervision.process import (
     READY,
     IHandoffObserver,
     IWorkerProcess,
     workerFields,
 )
-from twisted_cluster._supervision.supervisor import IWorkerObserver, WorkerObserver
 
 log = Logger()
 

@@ -18,8 +18,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_cluster import logevents
+from twisted_cluster._supervision.causes import ExitCause
+from twisted_cluster._supervision.interfaces import WorkerObserver
 from twisted_cluster._supervision.process import IWorkerProcess
-from twisted_cluster._supervision.supervisor import ExitCause, WorkerObserver
 from twisted_cluster.clusterapp import makeProvider
 from twisted_cluster.lifecycle import IMasterEvents, WorkerEvent, callHook
 

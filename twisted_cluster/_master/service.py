@@ -46,6 +46,7 @@ from twisted_cluster._master.routing import (
 )
 from twisted_cluster._shared.endpointstrings import endpointKind
 from twisted_cluster._supervision.health import HealthMonitor, HealthPolicy
+from twisted_cluster._supervision.interfaces import IWorkerObserver, WorkerObserver
 from twisted_cluster._supervision.oom import OOMWitness
 from twisted_cluster._supervision.process import (
     DRAINING,
@@ -57,11 +58,7 @@ from twisted_cluster._supervision.process import (
 from twisted_cluster._supervision.recycle import RecyclePolicy, Recycler
 from twisted_cluster._supervision.refusal import RefusalReason, refuse
 from twisted_cluster._supervision.rollout import RollingRestart
-from twisted_cluster._supervision.supervisor import (
-    IWorkerObserver,
-    Supervisor,
-    WorkerObserver,
-)
+from twisted_cluster._supervision.supervisor import Supervisor
 from twisted_cluster.calling import AppResponders
 from twisted_cluster.clusterapp import Responders, makeLocator
 from twisted_cluster.contexts import IMasterContext

@@ -17,13 +17,13 @@ import attr
 from twisted.logger import Logger
 
 from twisted_cluster import logevents
+from twisted_cluster._supervision.causes import RECYCLE
 from twisted_cluster._supervision.process import (
     READY,
     STARTING,
     IWorkerProcess,
     workerFields,
 )
-from twisted_cluster._supervision.supervisor import RECYCLE
 
 log = Logger()
 

@@ -15,8 +15,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twisted_cluster import logevents
+from twisted_cluster._supervision.causes import ROLLOUT
 from twisted_cluster._supervision.startfailure import StartFailure
-from twisted_cluster._supervision.supervisor import ROLLOUT
 
 log = Logger()
 

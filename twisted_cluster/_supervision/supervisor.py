@@ -18,17 +18,30 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeAlias
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import attr
-from constantly import ValueConstant, Values
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
 from twisted_cluster import logevents
+from twisted_cluster._supervision.causes import (
+    CRASH,
+    HANG,
+    ROLLOUT,
+    STARTUP,
+    EndCause,
+    ExitCause,
+    RestartCause,
+)
+from twisted_cluster._supervision.interfaces import (
+    IWorkerObserver,
+    IWorkerOperations,
+    IWorkerPool,
+)
 from twisted_cluster._supervision.oom import OOMVerdict, OOMWitness
 from twisted_cluster._supervision.process import (
     ABORT,
@@ -52,41 +65,6 @@ if TYPE_CHECKING:
     from twisted_cluster._master.config import ClusterConfig
 
 log = Logger()
-
-class RestartCause(Values):
-    """
-    Why a worker was replaced; each one's value is how L{Supervisor.restarts},
-    the log (field C{cause}) and the metrics name it.
-    """
-
-    CRASH = ValueConstant("crash")
-    HANG = ValueConstant("hang")
-    RECYCLE = ValueConstant("recycle")
-    ROLLOUT = ValueConstant("rollout")
-    STARTUP = ValueConstant("startup")
-    KILLED = ValueConstant("kill")
-    OOM = ValueConstant("oom")
-
-
-class EndCause(Values):
-    """
-    Why a worker ended with no replacement.  A worker's exit cause (what
-    L{IWorkerObserver} and the app's L{twisted_cluster.WorkerEvent} are
-    told) is a L{RestartCause} or one of these; each one's value names it.
-    """
-
-    REMOVED = ValueConstant("removed")
-    STOPPED = ValueConstant("stopped")
-
-
-CRASH, HANG, RECYCLE, ROLLOUT, STARTUP = (
-    RestartCause.CRASH, RestartCause.HANG, RestartCause.RECYCLE,
-    RestartCause.ROLLOUT, RestartCause.STARTUP,
-)
-
-#: Why a worker drains or exits: a L{RestartCause} or an L{EndCause}.
-ExitCause: TypeAlias = ValueConstant
-
 
 @attr.s(auto_attribs=True, eq=False)
 class _Slot:
@@ -112,127 +90,6 @@ class _Slot:
     waiters: list = attr.ib(factory=list)
     #: How the last replacement that failed to start failed.
     replacementFailure: StartFailure | None = None
-
-
-class IWorkerObserver(Interface):
-    """
-    What the rest of the master learns from the supervisor, the one owner
-    of the worker processes, in the order it happens: started, ready,
-    draining, exited (a process that never was ready goes from started to
-    exited).  An observer that raises is logged and the others are told
-    all the same.
-    """
-
-    def workerStarted(process: IWorkerProcess) -> None:
-        """
-        C{process} was spawned; it is loading the app.
-        """
-
-    def workerReady(process: IWorkerProcess) -> None:
-        """
-        C{process} is ready and holds its slot: it may be given work.
-        """
-
-    def workerDraining(process: IWorkerProcess, cause: ExitCause) -> None:
-        """
-        C{process}, which was ready, was told to stop (C{cause}: why); it
-        takes no new connections.
-        """
-
-    def workerExited(
-        process: IWorkerProcess, cause: ExitCause, reason: Failure
-    ) -> None:
-        """
-        C{process} is gone; C{reason} is its exit (a C{ProcessDone} or
-        C{ProcessTerminated} with C{exitCode} and C{signal}).
-        """
-
-
-@implementer(IWorkerObserver)
-class WorkerObserver:
-    """
-    An L{IWorkerObserver} that ignores everything: subclass it to hear of
-    what you need.
-    """
-
-    def workerStarted(self, process: IWorkerProcess) -> None:
-        pass
-
-    def workerReady(self, process: IWorkerProcess) -> None:
-        pass
-
-    def workerDraining(self, process: IWorkerProcess, cause: ExitCause) -> None:
-        pass
-
-    def workerExited(
-        self, process: IWorkerProcess, cause: ExitCause, reason: Failure
-    ) -> None:
-        pass
-
-
-class IWorkerPool(Interface):
-    """
-    The workers as the supervisor keeps them, read by the control plane
-    (status, metrics) and the operations (roll-out, health).
-    """
-
-    restarts = Attribute("Restarts so far, by cause value (a C{Counter}).")
-
-    def processes() -> list[IWorkerProcess]:
-        """
-        Every live process: those holding a slot, in slot order, then
-        those starting to replace one or retiring.
-        """
-
-    def ready() -> list[IWorkerProcess]:
-        """
-        The processes that are ready, in slot order.
-        """
-
-    def slotPids() -> dict[int, int | None]:
-        """
-        Each slot's worker id and the pid of the process holding it.
-        """
-
-    def slotRestarts(workerId: int) -> int:
-        """
-        How many times slot C{workerId} was restarted.
-        """
-
-
-class IWorkerOperations(Interface):
-    """
-    What an operator may do to the workers (the control site, C{ctl}):
-    each raises L{OperationRefused} with the real reason, logged once.
-    """
-
-    def add() -> int:
-        """
-        Start one worker more; return its id.
-        """
-
-    def remove(workerId: int | None = None) -> int:
-        """
-        Drain worker C{workerId} (by default the highest id) and run one
-        worker less; return its id.
-        """
-
-    def kill(workerId: int) -> list[int]:
-        """
-        SIGKILL worker C{workerId} now (its slot restarts); return the pids
-        killed.
-        """
-
-    def restart(workerId: int) -> Deferred[bool]:
-        """
-        Replace worker C{workerId} gracefully; fires with whether the
-        replacement took over.
-        """
-
-    def scale(count: int) -> int:
-        """
-        Add or remove workers until C{count} are wanted.
-        """
 
 
 @implementer(IWorkerPool, IWorkerOperations)

@@ -396,6 +396,26 @@ class FakeClusterLifeTests(SynchronousTestCase):
             ("stopping", 1), ("exited", 1, "removed"),
         ])
 
+    def test_fakeClusterStopsAsSigtermDoes(self) -> None:
+        heard: list[Any] = []
+
+        class Events(MasterEvents):
+            def __init__(self, master: Any) -> None:
+                self.master = master
+
+            def workerDraining(self, event: WorkerEvent) -> None:
+                heard.append(("draining", event.workerId, event.cause))
+
+            def clusterStopping(self) -> None:
+                heard.append("cluster stopping")
+
+        cluster = FakeCluster(ClusterApp(app=Factory.forProtocol(Protocol), masterEvents=Events))
+        self.successResultOf(cluster.stop())
+        self.assertEqual(heard, [
+            "cluster stopping", ("draining", 1, "stopped"), ("draining", 2, "stopped"),
+        ])
+        self.assertEqual((sorted(cluster.draining), cluster.workers), ([1, 2], {}))
+
     def test_workerHooksThatAreNoProviderFailToLoad(self) -> None:
         app = ClusterApp(app=Factory.forProtocol(Protocol), workerHooks=lambda c: 42)
         self.assertRaises(AppLoadError, FakeCluster, app)

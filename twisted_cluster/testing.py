@@ -25,7 +25,7 @@ import sys
 from typing import Any, cast
 
 import attr
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock, deferLater
 from twisted.protocols import amp
@@ -218,6 +218,19 @@ class FakeCluster(ForwardingMasterContext):
         )
         drained = worker.hooks.draining(self.clock.seconds() + within)
         return drained if drained is not None else succeed(None)
+
+    def stop(self, within: float = 30.0) -> Deferred[None]:
+        """
+        Stop the cluster as SIGTERM does: the app's master events hear
+        C{clusterStopping}, then every ready worker drains (L{drain}, cause
+        C{"stopped"}).
+
+        @return: fires when every app's drain finished; L{kill} the
+            workers then, as their exits.
+        """
+        self._events.clusterStopping()
+        drains = [self.drain(i, within, "stopped") for i in sorted(self.workers)]
+        return gatherResults(drains).addCallback(lambda _: None)
 
     def kill(self, workerId: int) -> None:
         """

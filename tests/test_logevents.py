@@ -34,6 +34,18 @@ class VocabularyTests(SynchronousTestCase):
         values = list(_names().values())
         self.assertEqual(len(values), len(set(values)))
 
+    def test_everyNameIsDocumented(self) -> None:
+        """
+        docs/observability.md ("Log events") lists every name, so that an
+        operator can find the one to filter on.
+        """
+        docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "docs", "observability.md")
+        with open(docs) as f:
+            text = f.read()
+        missing = [v for v in _names().values() if f"`{v}`" not in text]
+        self.assertEqual(missing, [])
+
     def test_everyNameIsLogged(self) -> None:
         source = _source()
         unused = [n for n in _names() if f"cluster_event=logevents.{n}" not in source]

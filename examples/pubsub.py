@@ -9,7 +9,7 @@ worker) and type:
     JOIN lobby            -> OK
     PUB lobby hello       -> OK, and every member of lobby, on any worker,
                              gets: MSG lobby hello
-    STATS                 -> STATS clients=2 workers=2 draining=0 exits=0
+    STATS                 -> STATS clients=2 draining=0 exits=0 workers=2
 
 The server may also send C{RECONNECT}: the worker you are on is leaving (a
 roll-out, a removal, a stop); connect again and you land on another one.

@@ -14,13 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support import acceptedFD, fdIsOpen
 from twisted_cluster._contract.handoff import (
     LISTENING,
-    HandoffReceiver,
-    HandoffSender,
     decodeAck,
     decodeBatch,
     encodeAck,
     socketpair,
 )
+from twisted_cluster._supervision.handoffsender import HandoffSender
+from twisted_cluster._worker.handoffreceiver import HandoffReceiver
 
 
 class ChannelMixin:

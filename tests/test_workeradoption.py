@@ -20,8 +20,9 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.apps import exhausted
-from twisted_cluster._contract.handoff import HandoffSender, socketpair
+from twisted_cluster._contract.handoff import socketpair
 from twisted_cluster._contract.workerconfig import WorkerConfig
+from twisted_cluster._supervision.handoffsender import HandoffSender
 from twisted_cluster._worker.runtime import Worker
 
 

@@ -41,6 +41,7 @@ WORKER_SIDE = {
     "twisted_cluster.lifecycle",
     "twisted_cluster.logevents",
     "twisted_cluster._contract.handoff",
+    "twisted_cluster._worker.handoffreceiver",
     "twisted_cluster._shared.privileges",
     "twisted_cluster._shared.scheduling",
     "twisted_cluster._worker.tracking",

@@ -47,7 +47,7 @@ class WorkerConfig:
         L{twisted_cluster._shared.scheduling}), or C{None} to keep the inherited one.
     @ivar version: the shape this configuration has (L{VERSION}).
     @ivar ackDelay: seconds the worker may wait to acknowledge adoptions
-        (L{twisted_cluster._contract.handoff.HandoffReceiver}): 0 unless the master
+        (L{twisted_cluster._worker.handoffreceiver.HandoffReceiver}): 0 unless the master
         holds the worker's end of the hand-off channel.
     """
 

@@ -39,12 +39,7 @@ from twisted_cluster._contract import (
     commands,
 )
 from twisted_cluster._contract.amp import ChannelFactory, ControlAMP
-from twisted_cluster._contract.handoff import (
-    Connection,
-    HandoffReactor,
-    HandoffSender,
-    socketpair,
-)
+from twisted_cluster._contract.handoff import Connection, HandoffReactor, socketpair
 from twisted_cluster._contract.metricsnapshot import MAX_BYTES as MAX_SNAPSHOT_BYTES
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._shared.endpointstrings import EndpointReactor
@@ -56,6 +51,7 @@ from twisted_cluster._shared.workerlog import (
     escapeControls,
     eventFromWorker,
 )
+from twisted_cluster._supervision.handoffsender import HandoffSender
 
 
 class WorkerState(Values):

@@ -39,7 +39,7 @@ from twisted_cluster._contract import (
     commands,
 )
 from twisted_cluster._contract.amp import ChannelFactory, ControlAMP
-from twisted_cluster._contract.handoff import HandoffReactor, HandoffReceiver
+from twisted_cluster._contract.handoff import HandoffReactor
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._shared.adoptedport import adoptListeningPort
 from twisted_cluster._shared.endpointstrings import EndpointReactor
@@ -55,6 +55,7 @@ from twisted_cluster._worker.adoption import adoptConnection, immediateReader
 from twisted_cluster._worker.apphooks import AppHooks
 from twisted_cluster._worker.appmetrics import AppMetrics
 from twisted_cluster._worker.draining import Drain
+from twisted_cluster._worker.handoffreceiver import HandoffReceiver
 from twisted_cluster._worker.tracking import ConnectionTracker
 from twisted_cluster._worker.wrapping import WrappingError, wrapperFor
 from twisted_cluster.apploading import (

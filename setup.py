@@ -18,7 +18,8 @@ setup(
     extras_require={
         # ssl: listeners (the workers do the TLS handshake).
         "tls": ["twisted[tls]"],
-        "test": ["treq", "twisted[tls]", "cryptography"],
+        # mypy: tests.test_typing checks that user code type-checks with it.
+        "test": ["treq", "twisted[tls]", "cryptography", "mypy"],
         # python -m mypy (settings in mypy.ini).
         "typecheck": ["mypy", "mypy-zope"],
     },

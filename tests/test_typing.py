@@ -64,7 +64,7 @@ app = ClusterApp(app=Worker, masterResponders=Hub)
 class PlainMypyTests(SynchronousTestCase):
     def test_userCodeTypeChecksWithoutThePlugin(self) -> None:
         if importlib.util.find_spec("mypy") is None:
-            raise self.skipTest("mypy is not installed (pip install '.[typecheck]')")
+            raise self.skipTest("mypy is not installed (pip install '.[test]')")
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
         path = os.path.join(folder, "userapp.py")

@@ -117,7 +117,7 @@ class AppKindsTests(TestCase):
                 answers.append(s.recv(100))
         self.assertEqual(answers, [b"", str(pid).encode()])
         await waitUntil(
-            lambda: any("could not take a connection" in t for t in cluster.texts()),
+            lambda: cluster.logged(logevents.APP_CONNECTION_FAILED, worker_pid=pid),
             10, "the failure in the log",
         )
         self.assertEqual(list(cluster.workers.values()), [pid])

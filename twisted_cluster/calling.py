@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from twisted_cluster import logevents
 from twisted_cluster.arguments import MAX_VALUE_LENGTH, BigBytes
 from twisted_cluster.errors import ERROR_CODES, CallTimedOut, ValueTooLong
 
@@ -293,7 +294,8 @@ def _checkAnswer(answer: amp.AmpBox, name: bytes) -> amp.AmpBox:
         f"{MAX_VALUE_LENGTH} bytes per value: declare it "
         "twisted_cluster.BigBytes() or BigUnicode()"
     )
-    log.error("responder {command} failed: {message}", command=command, message=message)
+    log.error("responder {command} failed: {message}",
+              cluster_event=logevents.RESPONDER_FAILED, command=command, message=message)
     raise amp.RemoteAmpError(ERROR_CODES[ValueTooLong], message)
 
 
@@ -311,6 +313,7 @@ def _plainError(failure: Failure, name: bytes) -> Failure:
     log.failure(
         "responder {command} raised an undeclared exception",
         failure,
+        cluster_event=logevents.RESPONDER_RAISED,
         command=name.decode("ascii", "replace"),
     )
     return Failure(

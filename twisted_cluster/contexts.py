@@ -16,6 +16,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from twisted_cluster import logevents
 from twisted_cluster._contract import commands
 from twisted_cluster.calling import (
     DEFAULT_TIMEOUT,
@@ -246,6 +247,7 @@ class WorkerContext:
             except Exception:
                 _log.failure(
                     "worker {worker_id}: the app failed to reopen its logs",
+                    cluster_event=logevents.LOG_REOPEN_APP_FAILED,
                     worker_id=self.workerId,
                 )
 

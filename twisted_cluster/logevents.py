@@ -95,6 +95,20 @@ RELAY_REFUSED: Final = "relay_refused"
 APP_METRICS_STALE: Final = "app_metrics_stale"
 APP_METRICS_REFUSED: Final = "app_metrics_refused"
 
+#: In a worker (its events reach the master's log with worker_id and
+#: worker_pid), or where an app's responder runs.
+CONTROL_CALL_FAILED: Final = "control_call_failed"
+CONTROL_BOX_TOO_LARGE: Final = "control_box_too_large"
+ADOPTION_EXHAUSTED: Final = "adoption_exhausted"
+ADOPTION_RESUMED: Final = "adoption_resumed"
+ADOPTION_RESET: Final = "adoption_reset"
+APP_CONNECTION_FAILED: Final = "app_connection_failed"
+PROXY_HEADER_REFUSED: Final = "proxy_header_refused"
+RESPONDER_FAILED: Final = "responder_failed"
+RESPONDER_RAISED: Final = "responder_raised"
+APP_METRICS_FAILED: Final = "app_metrics_failed"
+LOG_REOPEN_APP_FAILED: Final = "log_reopen_app_failed"
+
 #: The app's part in the life cycle (either process).
 HOOK_FAILED: Final = "hook_failed"
 OBSERVER_FAILED: Final = "observer_failed"

@@ -12,6 +12,8 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from twisted_cluster import logevents
+
 log = Logger()
 
 #: The most bytes one AMP box may take on the control channel (keys, values
@@ -57,6 +59,7 @@ class ControlAMP(amp.AMP):
             self._currentBox = None
             log.error(
                 "closing the control channel: a box over {limit} bytes arrived",
+                cluster_event=logevents.CONTROL_BOX_TOO_LARGE,
                 limit=self.maxBoxSize,
                 **self.logFields(),
             )

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from twisted_cluster import logevents
 from twisted_cluster._contract.commands import FinalMetrics, MetricsUnavailable
 from twisted_cluster._contract.metricsnapshot import Family, Sample, encodeSnapshot
 
@@ -92,6 +93,7 @@ class AppMetrics:
         except Exception as e:
             log.failure(
                 "worker {worker_id}: the app's metrics registry failed",
+                cluster_event=logevents.APP_METRICS_FAILED,
                 worker_id=self._workerId,
             )
             raise MetricsUnavailable(f"{type(e).__name__}: {e}") from e

@@ -27,6 +27,7 @@ from twisted.protocols.haproxy._wrapper import (
     HAProxyWrappingFactory,
 )
 
+from twisted_cluster import logevents
 from twisted_cluster._shared.ratelimit import RateLimiter
 
 log = Logger()
@@ -153,6 +154,7 @@ class StrictProxyFactory(HAProxyWrappingFactory):
         log.warn(
             "closed a connection from {peer} for its PROXY header: {reason} "
             "({refused} refused, {unlogged} not logged since the last line)",
+            cluster_event=logevents.PROXY_HEADER_REFUSED,
             peer=str(peer),
             reason=reason,
             refused=self.refusedCount,

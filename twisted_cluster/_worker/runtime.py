@@ -30,6 +30,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_cluster import logevents
 from twisted_cluster._contract import (
     CONTROL_FD,
     HANDOFF_FD,
@@ -275,7 +276,8 @@ class Worker:
         d.addBoth(lambda _: self._finish())
 
     def _controlFailed(self, failure: Any) -> None:
-        self.log.failure("control channel call failed", failure)
+        self.log.failure("control channel call failed", failure,
+                         cluster_event=logevents.CONTROL_CALL_FAILED)
         self.controlLost()
 
     def _adopt(self, fd: int, index: int) -> None:
@@ -295,6 +297,7 @@ class Worker:
                     self.log.warn(
                         "worker {worker_id} cannot adopt connections ({error}): "
                         "closing them until it can",
+                        cluster_event=logevents.ADOPTION_EXHAUSTED,
                         worker_id=self.workerId, error=e,
                     )
                 self._exhausted += 1
@@ -303,11 +306,12 @@ class Worker:
                 # waited, e.g. handed over again after a worker died): one
                 # connection lost, not the hand-off channel.
                 self.log.info("dropped a connection reset before adoption: {error}",
-                              error=e)
+                              cluster_event=logevents.ADOPTION_RESET, error=e)
         except Exception:
             # The app's factory failed on this one connection: it is closed,
             # the worker serves the others.
-            self.log.failure("the app could not take a connection")
+            self.log.failure("the app could not take a connection",
+                             cluster_event=logevents.APP_CONNECTION_FAILED)
             transport = None
         if transport is None:
             if self._receiver is not None:
@@ -317,6 +321,7 @@ class Worker:
         if self._exhausted:
             self.log.info(
                 "worker {worker_id} adopts connections again ({count} closed unadopted)",
+                cluster_event=logevents.ADOPTION_RESUMED,
                 worker_id=self.workerId, count=self._exhausted,
             )
             self._exhausted = 0

@@ -23,6 +23,7 @@ from zope.interface.verify import verifyObject
 
 from tests.fakes import RecordingHandoffObserver
 from twisted_cluster import logevents
+from twisted_cluster._contract import STACKS_FD
 from twisted_cluster._contract.workerconfig import WorkerConfig
 from twisted_cluster._master.config import ClusterConfig
 from twisted_cluster._supervision import process as processModule
@@ -38,14 +39,30 @@ from twisted_cluster._supervision.rollout import RollingRestart
 from twisted_cluster._supervision.supervisor import Supervisor
 
 
+class _Reader:
+    """
+    One pipe of a process transport: whether the reactor reads it.
+    """
+
+    reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def startReading(self) -> None:
+        self.reading = True
+
+
 class _Transport:
     """
-    The process transport of a spawn that worked: records signals.
+    The process transport of a spawn that worked: records signals, and has
+    the stacks pipe as Twisted's process transport has its pipes.
     """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.signals: list[str] = []
+        self.pipes = {STACKS_FD: _Reader()}
 
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)

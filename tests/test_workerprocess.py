@@ -158,6 +158,18 @@ class AbortTests(_ProcessCase):
         self.assertIn("line 12 in stuck_here", event["stacks"])
         self.assertEqual(len(event["stacks"].splitlines()), 3)
 
+    def test_theStacksPipeIsReadOnlyOnceAskedFor(self) -> None:
+        """
+        The master does not read the stacks pipe until it asks for the
+        stacks: a worker that floods it unasked blocks on its own write
+        instead of costing the master a core.
+        """
+        assert self.process.pid is not None
+        reader = self.reactor.transports[self.process.pid].pipes[STACKS_FD]
+        self.assertFalse(reader.reading)
+        self.process.stop(ABORT, 0.5)
+        self.assertTrue(reader.reading)
+
     def test_noStacksKillsAtTheDeadline(self) -> None:
         """
         A process that cannot write (SIGSTOP) is killed C{within} seconds

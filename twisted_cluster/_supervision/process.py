@@ -213,6 +213,11 @@ class _WorkerOutput(ProcessProtocol):
         event["worker_pid"] = worker.pid
         self._publisher(event)
 
+    def processExited(self, reason: Failure) -> None:
+        # Twisted ends the process once every pipe is closed: read the
+        # stacks pipe again so that its end of file is seen.
+        self._worker._stacksReader("startReading")
+
     def processEnded(self, reason: Failure) -> None:
         self._worker._ended(reason)
 
@@ -494,6 +499,9 @@ class WorkerProcess:
         # twisted_cluster._contract.handoff).
         handoffTheirs.setblocking(False)
         self.pid = self.transport.pid
+        # The stacks pipe is read only once the stacks are asked for: a
+        # worker writing there unasked blocks itself, not the master.
+        self._stacksReader("stopReading")
         control = MasterControl(self, self._appLocator)
         try:
             controlOurs.setblocking(False)
@@ -627,7 +635,18 @@ class WorkerProcess:
         if killer is not None and killer.active():
             killer.cancel()
         self._killer = self._reactor.callLater(within, self._aborted)
+        self._stacksReader("startReading")
         self._signal(STACKS_SIGNAL)
+
+    def _stacksReader(self, action: str) -> None:
+        """
+        Pause (C{"stopReading"}) or resume (C{"startReading"}) the master's
+        reading of the stacks pipe, when the process transport has one.
+        """
+        pipes = getattr(self.transport, "pipes", None)
+        reader = pipes.get(STACKS_FD) if isinstance(pipes, dict) else None
+        if reader is not None:
+            getattr(reader, action)()
 
     def _stacksReceived(self, data: bytes) -> None:
         stacks = self._stacks

@@ -225,7 +225,9 @@ class SiteOperationTests(SynchronousTestCase):
 
     def test_aMissingOrMalformedIdIsABadRequest(self) -> None:
         service = twoWorkers()
-        for path in ("/kill", "/kill?worker=two", "/drain", "/restart?worker="):
+        for path in ("/kill", "/kill?worker=two", "/drain", "/restart?worker=",
+                     "/kill?worker=1_0", "/kill?worker=+1", "/kill?worker=%201%20",
+                     "/kill?worker=" + "9" * 5000):
             code, body = call(service, b"POST", path)
             self.assertEqual(code, 400, path)
             self.assertIn("needs worker=ID", json.loads(body)["error"])

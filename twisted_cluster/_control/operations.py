@@ -49,10 +49,10 @@ def _number(request: Request, name: str, needs: str) -> int | None:
     value = _argument(request, name)
     if value is None:
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise BadArguments(needs) from None
+    # Digits only: int() would also take "+1", " 1 " and "1_0" (ten).
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
+        raise BadArguments(needs)
+    return int(value)
 
 
 def _workerId(request: Request, operation: str) -> int:

@@ -10,8 +10,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 
 from twisted_cluster._control.budget import BudgetedFactory, RequestBudget
+from twisted_cluster._control.site import CONTROL_IDLE_TIMEOUT, controlSite
 
 PEER = IPv4Address("TCP", "127.0.0.1", 5000)
 
@@ -89,3 +91,25 @@ class BudgetedFactoryTests(SynchronousTestCase):
             protocol.dataReceived(data)  # type: ignore[attr-defined]
         protocol.connectionLost(None)  # type: ignore[attr-defined]
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class IdleConnectionTests(SynchronousTestCase):
+    """
+    The control site closes a connection that stays silent: 64 idle
+    holders would otherwise lock operators and probes out for good.
+    """
+
+    def connect(self) -> tuple[Clock, StringTransport]:
+        clock = Clock()
+        site = controlSite(Resource(), clock)
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return clock, transport
+
+    def test_aSilentConnectionIsClosed(self) -> None:
+        clock, transport = self.connect()
+        clock.advance(CONTROL_IDLE_TIMEOUT - 0.1)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)

@@ -518,6 +518,25 @@ def controlResource(
     return root
 
 
+#: Seconds a control connection may stay silent (before its request, or
+#: between keep-alive requests) before it is closed: the site's connection
+#: budget is small, and idle holders would lock operators and probes out.
+CONTROL_IDLE_TIMEOUT = 10.0
+
+
+def controlSite(resource: Any, reactor: IReactorTime) -> Any:
+    """
+    The L{Site} of the control plane: no access log, and connections that
+    stay silent for L{CONTROL_IDLE_TIMEOUT} seconds closed, timed by
+    C{reactor}.
+    """
+    site = quietSite(resource)
+    site.noisy = False
+    site.timeOut = CONTROL_IDLE_TIMEOUT
+    site.reactor = reactor
+    return site
+
+
 def controlPlane(
     reactor: EndpointReactor, description: str | None
 ) -> Callable[[Any, int | None], "ControlServer | None"]:
@@ -628,8 +647,7 @@ class ControlServer:
         resource = controlResource(
             self._service, self.status, self._access, self._reactor, self._gatherer
         )
-        site = quietSite(resource)
-        site.noisy = False
+        site = controlSite(resource, self._reactor)
         endpoint = _parseEndpoint(self._reactor, self._description)
         try:
             # Under a budget: scraping must not starve the hand-off of

@@ -16,12 +16,13 @@ from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTer
 from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from twisted_cluster import logevents
 from twisted_cluster._master import handover as contract
 from twisted_cluster._master import upgrade
 from twisted_cluster._master.handover import (
@@ -613,6 +614,39 @@ class ReloadPolicyTests(SynchronousTestCase):
         self.policy.stop()
         self.clock.advance(1)
         self.assertEqual(self.rolls, [])
+
+    def test_manyChangesLogAFewNamesAndTheCount(self) -> None:
+        """
+        3,000 changed files log one short line: the first few names, then
+        how many more; the count field keeps the whole number.
+        """
+        events = logged(self)
+        for n in range(3000):
+            self.policy.changed(f"/srv/app/m{n:04}.py")
+        self.clock.advance(1)
+        [event] = [e for e in events if e.get("cluster_event") == logevents.RELOAD_CHANGED]
+        self.assertEqual(event["count"], 3000)
+        self.assertEqual(
+            event["files"],
+            "/srv/app/m0000.py, /srv/app/m0001.py, /srv/app/m0002.py, "
+            "/srv/app/m0003.py, /srv/app/m0004.py and 2995 more",
+        )
+        self.assertLess(len(formatEvent(event)), 300)
+        self.assertEqual(len(self.rolls), 1)
+
+    def test_controlCharactersInANameAreEscaped(self) -> None:
+        """
+        A file name with a newline (or a terminal escape) cannot forge a
+        line of the master's log.
+        """
+        events = logged(self)
+        self.policy.changed("/srv/app/x.py\n2026-01-01 [master] forged\x1b[2J.py")
+        self.clock.advance(1)
+        [event] = [e for e in events if e.get("cluster_event") == logevents.RELOAD_CHANGED]
+        line = formatEvent(event)
+        self.assertNotIn("\n", line)
+        self.assertNotIn("\x1b", line)
+        self.assertIn("x.py\\x0a2026-01-01", line)
 
     def test_appDirectoriesAreThoseOfNewlyImportedSourcesOutsideExcluded(self) -> None:
         module = type(os)("m")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import socket
 from typing import Any
 
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
@@ -22,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.support import shortTempDir
 from twisted_cluster import logevents
 from twisted_cluster._master import handover as contract
 from twisted_cluster._master import upgrade
@@ -157,16 +159,83 @@ class HandoverTests(SynchronousTestCase):
         handover = Handover(1, (("tcp:0", 5), ("tcp:0", 6)))
         self.assertEqual(handover.inherited(), {"tcp:0": [5, 6]})
 
-    def test_takenFromTheEnvironmentOnlyByTheNamedParent(self) -> None:
-        environ = {ENVIRONMENT: Handover(41).toJSON()}
-        self.assertIsNone(takeHandover(environ, 42, alive=lambda pid: True))
-        self.assertNotIn(ENVIRONMENT, environ, "a worker must not see it")
-        environ = {ENVIRONMENT: Handover(41).toJSON()}
-        self.assertEqual(takeHandover(environ, 41), Handover(41))
+    def inherited(self) -> tuple[int, int, list[tuple[str, int]]]:
+        """
+        What an old master hands over, as this process's descriptors: the
+        report pipe, the old master's pipe, a TCP listener on 127.0.0.1
+        and a UNIX one (closed at the end of the test).
+        """
+        descriptors: list[int] = []
+        self.addCleanup(lambda: [os.close(fd) for fd in descriptors])
+        status, predecessor = os.pipe()[1], os.pipe()[0]
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(1)
+        path = os.path.join(shortTempDir(self), "s")
+        unix = socket.socket(socket.AF_UNIX)
+        unix.bind(path)
+        unix.listen(1)
+        port = tcp.getsockname()[1]
+        listeners = [(f"tcp:{port}:interface=127.0.0.1", tcp.detach()),
+                     (f"unix:{path}", unix.detach())]
+        descriptors += [status, predecessor, *(fd for _, fd in listeners)]
+        return status, predecessor, listeners
 
-    def test_takenWhenTheNamedParentIsAlreadyGone(self) -> None:
-        environ = {ENVIRONMENT: Handover(41).toJSON()}
-        self.assertEqual(takeHandover(environ, 1, alive=lambda pid: False), Handover(41))
+    def take(self, handover: Handover, parent: int, status: int, predecessor: int) -> Any:
+        environ = {ENVIRONMENT: handover.toJSON()}
+        taken = takeHandover(environ, parent, statusFD=status, predecessorFD=predecessor)
+        self.assertNotIn(ENVIRONMENT, environ, "a worker must not see it")
+        return taken
+
+    def test_takenByTheNamedParentsChild(self) -> None:
+        status, predecessor, listeners = self.inherited()
+        handover = Handover(41, tuple(listeners))
+        self.assertEqual(self.take(handover, 41, status, predecessor), handover)
+
+    def test_takenWhateverThePidWhenTheDescriptorsAreHere(self) -> None:
+        """
+        The old master exited, or is a zombie its parent never reaped
+        (C{kill(pid, 0)} still succeeds on it) or still runs: the parent
+        pid differs, and what it handed over is here, so it is taken.
+        The USR2-then-TERM upgrade under a parent that does not reap once
+        took this for a stray variable and bound afresh, on top of its own
+        inherited socket.
+        """
+        status, predecessor, listeners = self.inherited()
+        handover = Handover(os.getpid(), tuple(listeners))
+        self.assertEqual(self.take(handover, 1, status, predecessor), handover)
+
+    def test_strayVariableWithoutTheDescriptorsIsIgnored(self) -> None:
+        """
+        A process that inherited the variable but not the descriptors (a
+        pid other than its parent) binds its own sockets.
+        """
+        status, predecessor, listeners = self.inherited()
+        tcp = socket.socket()
+        self.addCleanup(tcp.close)
+        for wrong in [
+            Handover(41, ((listeners[0][0], tcp.fileno()),)),  # not listening
+            Handover(41, (("tcp:1", listeners[0][1]),)),  # another port
+            Handover(41, (("tcp:0", listeners[1][1]),)),  # a UNIX socket
+            Handover(41, (("unix:/elsewhere", listeners[1][1]),)),
+            Handover(41, (), control=tcp.fileno()),
+        ]:
+            self.assertIsNone(self.take(wrong, 42, status, predecessor), wrong)
+        self.assertIsNone(self.take(Handover(41), 42, status, tcp.fileno()))
+        self.assertIsNone(self.take(Handover(41), 42, 1000, predecessor))
+
+    def test_missingDescriptorsFromTheParentAreAnError(self) -> None:
+        """
+        This process's own parent describes what it did not hand over: one
+        line that says which, instead of binding on top of it.
+        """
+        status, predecessor, listeners = self.inherited()
+        handover = Handover(41, (("tcp:1", listeners[0][1]),))
+        environ = {ENVIRONMENT: handover.toJSON()}
+        error = self.assertRaises(HandoverError, takeHandover, environ, 41,
+                                  statusFD=status, predecessorFD=predecessor)
+        self.assertIn("port", str(error))
+        self.assertNotIn("\n", str(error))
 
     def test_malformedDescriptionIsAnError(self) -> None:
         for text in ("", "[]", '{"parent": "x", "listeners": [], "control": null}'):

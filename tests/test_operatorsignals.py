@@ -82,6 +82,16 @@ class StopSignalsTests(SynchronousTestCase):
         self.signals.received(signal.SIGQUIT)
         self.assertEqual((len(self.stops), len(self.kills)), (1, 1))
 
+    def test_rearmedStopSignalStopsAgain(self) -> None:
+        """
+        A stop that was not carried out (it waited for an upgrade that
+        failed): the next TERM stops, where a repeat would change nothing.
+        """
+        self.signals.received(signal.SIGTERM)
+        self.signals.rearm()
+        self.signals.received(signal.SIGTERM)
+        self.assertEqual(len(self.stops), 2)
+
     def test_quitDuringAGracefulStopKillsTheWorkersOnce(self) -> None:
         self.signals.received(signal.SIGTERM)
         self.signals.received(signal.SIGQUIT)
@@ -431,18 +441,73 @@ class MasterUpgradeTests(SynchronousTestCase):
         self.upgrade._successor = successor
         self.assertIn("99", self.upgrade.refusal() or "")
 
-    def test_stopDuringAnUpgradeHandsTheSocketsOver(self) -> None:
+    def test_stopDuringAnUpgradeServesUntilTheNewMasterIsReady(self) -> None:
+        """
+        TERM during an upgrade (gunicorn's USR2 then TERM): this master
+        keeps its sockets and serves until the new one is ready, then
+        hands over and stops.
+        """
         self.upgrade.request()
-        self.upgrade.stopping()
-        self.assertEqual(self.service.handedOver, 1)
+        self.assertTrue(self.upgrade.stopping())
+        self.assertEqual((self.service.handedOver, self.handedOver), (0, []))
+        [deferred] = [e for e in self.events
+                      if e.get("cluster_event") == logevents.UPGRADE_STOP_DEFERRED]
+        self.assertEqual(deferred["new_master_pid"], 4321)
         protocol = self.spawned()["protocol"]
         protocol.childDataReceived(contract.STATUS_FD, b"ready\n")
+        self.assertEqual((self.service.handedOver, len(self.handedOver)), (1, 1))
         self.reactor.advance(1000)
-        self.assertEqual((self.service.handedOver, self.spawned()["process"].signals), (1, []))
+        self.assertEqual(self.spawned()["process"].signals, [])
+
+    def test_stopDuringAnUpgradeThatFailsKeepsServingAndRearms(self) -> None:
+        """
+        A new master that gives up after a TERM to this one leaves the
+        sockets with this master, which serves on, says that the stop is
+        not carried out, and arms the stop signals again.
+        """
+        rearmed: list[None] = []
+        self.upgrade.onStopCancelled = lambda: rearmed.append(None)
+        self.upgrade.request()
+        self.upgrade.stopping()
+        self.spawned()["protocol"].childDataReceived(contract.STATUS_FD, b"failed bad app\n")
+        self.assertEqual((self.service.handedOver, self.handedOver), (0, []))
+        self.assertEqual(rearmed, [None])
+        [cancelled] = [e for e in self.events
+                       if e.get("cluster_event") == logevents.UPGRADE_STOP_CANCELLED]
+        self.assertEqual(cancelled["log_level"].name, "warn")
+        # The next stop is not held back by the failed new master.
+        self.assertFalse(self.upgrade.stopping())
+
+    def test_stopDuringAnUpgradeThatTimesOutKeepsServing(self) -> None:
+        rearmed: list[None] = []
+        self.upgrade.onStopCancelled = lambda: rearmed.append(None)
+        self.upgrade.request()
+        self.upgrade.stopping()
+        self.reactor.advance(90)
+        self.assertEqual((self.service.handedOver, self.handedOver, rearmed), (0, [], [None]))
+
+    def test_stopNowDuringAnUpgradeHandsOverAtOnce(self) -> None:
+        """
+        QUIT (the workers killed) during an upgrade: the sockets go to
+        the new master now; a stop that waited happens now too.
+        """
+        self.upgrade.request()
+        self.upgrade.stopNow()
+        self.assertEqual((self.service.handedOver, self.handedOver), (1, []))
+        self.assertFalse(self.upgrade.stopping())
+        self.upgrade.stopNow()
+        self.assertEqual(self.service.handedOver, 1)
+
+    def test_stopNowAfterAWaitingStopStops(self) -> None:
+        self.upgrade.request()
+        self.upgrade.stopping()
+        self.upgrade.stopNow()
+        self.assertEqual((self.service.handedOver, len(self.handedOver)), (1, 1))
 
     def test_stopWithNoUpgradeChangesNothing(self) -> None:
-        self.upgrade.stopping()
-        self.assertEqual(self.service.handedOver, 0)
+        self.assertFalse(self.upgrade.stopping())
+        self.upgrade.stopNow()
+        self.assertEqual((self.service.handedOver, self.handedOver), (0, []))
 
     def test_exitAfterHandOverIsNotAFailure(self) -> None:
         self.upgrade.request()

@@ -166,9 +166,9 @@ class UpgradeTests(TestCase):
     async def test_usr2ThenTermToTheOldMasterFailsNoRequest(self) -> None:
         """
         gunicorn's procedure: USR2, then TERM to the old master before the
-        new one is ready.  The old master hands the sockets over instead of
-        closing them; connections wait in their queue until the new
-        master's workers are ready, and none fails.
+        new one is ready.  The old master serves until the new one is
+        ready, then hands the sockets over instead of closing them, and no
+        request fails.
         """
         cluster = await ClusterProcess.start(self, "--workers", "2", *SLEEPY, waitReady=2)
         killLater(self, lambda: [e["new_master_pid"] for e in
@@ -332,6 +332,39 @@ class UpgradeTests(TestCase):
         code, body = await get(cluster.url)
         self.assertEqual(body.split()[0], b"v2")
 
+
+    async def test_termDuringAnUpgradeThatFailsKeepsTheOldMasterServing(self) -> None:
+        """
+        USR2 then TERM, and the new master cannot load the app: the old
+        master never let go of its sockets, says that the stop is not
+        carried out, and serves on; the next TERM stops it (exit 0).
+        """
+        directory = shortTempDir(self)
+        module = writeApp(directory, "upgraded", "v1")
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--app", "upgraded.resource",
+            env=testEnvironment(extraPath=directory), waitReady=2,
+        )
+        killLater(self, lambda: [e["new_master_pid"] for e in
+                                 withField(cluster, new_master_pid=...)])
+        old = dict(cluster.workers)
+        with open(module, "w") as f:
+            f.write("def broken(:\n")
+        cluster.signal("USR2")
+        cluster.signal("TERM")
+        [cancelled] = await waitUntil(
+            lambda: cluster.logged(logevents.UPGRADE_STOP_CANCELLED), 30,
+            "the stop not carried out",
+        )
+        self.assertEqual(cancelled["master_pid"], cluster.pid)
+        self.assertEqual(len(cluster.logged(logevents.UPGRADE_FAILED)), 1)
+        for _ in range(4):
+            code, body = await get(cluster.url)
+            self.assertEqual((code, int(body.split()[1]) in old.values()), (200, True))
+        self.assertEqual(cluster.workers, old)
+        cluster.signal("TERM")
+        self.assertEqual(await cluster.waitExit(30), 0)
+        self.assertEqual(unhandled(cluster), [])
 
     async def test_usr2HandsTheControlSocketOverAtItsPath(self) -> None:
         """

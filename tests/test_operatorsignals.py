@@ -10,18 +10,21 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import socket
 from typing import Any
 
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.support import shortTempDir
+from twisted_cluster import logevents
 from twisted_cluster._master import handover as contract
 from twisted_cluster._master import upgrade
 from twisted_cluster._master.handover import (
@@ -78,6 +81,16 @@ class StopSignalsTests(SynchronousTestCase):
     def test_quitKillsTheWorkersAndStops(self) -> None:
         self.signals.received(signal.SIGQUIT)
         self.assertEqual((len(self.stops), len(self.kills)), (1, 1))
+
+    def test_rearmedStopSignalStopsAgain(self) -> None:
+        """
+        A stop that was not carried out (it waited for an upgrade that
+        failed): the next TERM stops, where a repeat would change nothing.
+        """
+        self.signals.received(signal.SIGTERM)
+        self.signals.rearm()
+        self.signals.received(signal.SIGTERM)
+        self.assertEqual(len(self.stops), 2)
 
     def test_quitDuringAGracefulStopKillsTheWorkersOnce(self) -> None:
         self.signals.received(signal.SIGTERM)
@@ -156,16 +169,83 @@ class HandoverTests(SynchronousTestCase):
         handover = Handover(1, (("tcp:0", 5), ("tcp:0", 6)))
         self.assertEqual(handover.inherited(), {"tcp:0": [5, 6]})
 
-    def test_takenFromTheEnvironmentOnlyByTheNamedParent(self) -> None:
-        environ = {ENVIRONMENT: Handover(41).toJSON()}
-        self.assertIsNone(takeHandover(environ, 42, alive=lambda pid: True))
-        self.assertNotIn(ENVIRONMENT, environ, "a worker must not see it")
-        environ = {ENVIRONMENT: Handover(41).toJSON()}
-        self.assertEqual(takeHandover(environ, 41), Handover(41))
+    def inherited(self) -> tuple[int, int, list[tuple[str, int]]]:
+        """
+        What an old master hands over, as this process's descriptors: the
+        report pipe, the old master's pipe, a TCP listener on 127.0.0.1
+        and a UNIX one (closed at the end of the test).
+        """
+        descriptors: list[int] = []
+        self.addCleanup(lambda: [os.close(fd) for fd in descriptors])
+        status, predecessor = os.pipe()[1], os.pipe()[0]
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(1)
+        path = os.path.join(shortTempDir(self), "s")
+        unix = socket.socket(socket.AF_UNIX)
+        unix.bind(path)
+        unix.listen(1)
+        port = tcp.getsockname()[1]
+        listeners = [(f"tcp:{port}:interface=127.0.0.1", tcp.detach()),
+                     (f"unix:{path}", unix.detach())]
+        descriptors += [status, predecessor, *(fd for _, fd in listeners)]
+        return status, predecessor, listeners
 
-    def test_takenWhenTheNamedParentIsAlreadyGone(self) -> None:
-        environ = {ENVIRONMENT: Handover(41).toJSON()}
-        self.assertEqual(takeHandover(environ, 1, alive=lambda pid: False), Handover(41))
+    def take(self, handover: Handover, parent: int, status: int, predecessor: int) -> Any:
+        environ = {ENVIRONMENT: handover.toJSON()}
+        taken = takeHandover(environ, parent, statusFD=status, predecessorFD=predecessor)
+        self.assertNotIn(ENVIRONMENT, environ, "a worker must not see it")
+        return taken
+
+    def test_takenByTheNamedParentsChild(self) -> None:
+        status, predecessor, listeners = self.inherited()
+        handover = Handover(41, tuple(listeners))
+        self.assertEqual(self.take(handover, 41, status, predecessor), handover)
+
+    def test_takenWhateverThePidWhenTheDescriptorsAreHere(self) -> None:
+        """
+        The old master exited, or is a zombie its parent never reaped
+        (C{kill(pid, 0)} still succeeds on it) or still runs: the parent
+        pid differs, and what it handed over is here, so it is taken.
+        The USR2-then-TERM upgrade under a parent that does not reap once
+        took this for a stray variable and bound afresh, on top of its own
+        inherited socket.
+        """
+        status, predecessor, listeners = self.inherited()
+        handover = Handover(os.getpid(), tuple(listeners))
+        self.assertEqual(self.take(handover, 1, status, predecessor), handover)
+
+    def test_strayVariableWithoutTheDescriptorsIsIgnored(self) -> None:
+        """
+        A process that inherited the variable but not the descriptors (a
+        pid other than its parent) binds its own sockets.
+        """
+        status, predecessor, listeners = self.inherited()
+        tcp = socket.socket()
+        self.addCleanup(tcp.close)
+        for wrong in [
+            Handover(41, ((listeners[0][0], tcp.fileno()),)),  # not listening
+            Handover(41, (("tcp:1", listeners[0][1]),)),  # another port
+            Handover(41, (("tcp:0", listeners[1][1]),)),  # a UNIX socket
+            Handover(41, (("unix:/elsewhere", listeners[1][1]),)),
+            Handover(41, (), control=tcp.fileno()),
+        ]:
+            self.assertIsNone(self.take(wrong, 42, status, predecessor), wrong)
+        self.assertIsNone(self.take(Handover(41), 42, status, tcp.fileno()))
+        self.assertIsNone(self.take(Handover(41), 42, 1000, predecessor))
+
+    def test_missingDescriptorsFromTheParentAreAnError(self) -> None:
+        """
+        This process's own parent describes what it did not hand over: one
+        line that says which, instead of binding on top of it.
+        """
+        status, predecessor, listeners = self.inherited()
+        handover = Handover(41, (("tcp:1", listeners[0][1]),))
+        environ = {ENVIRONMENT: handover.toJSON()}
+        error = self.assertRaises(HandoverError, takeHandover, environ, 41,
+                                  statusFD=status, predecessorFD=predecessor)
+        self.assertIn("port", str(error))
+        self.assertNotIn("\n", str(error))
 
     def test_malformedDescriptionIsAnError(self) -> None:
         for text in ("", "[]", '{"parent": "x", "listeners": [], "control": null}'):
@@ -361,18 +441,73 @@ class MasterUpgradeTests(SynchronousTestCase):
         self.upgrade._successor = successor
         self.assertIn("99", self.upgrade.refusal() or "")
 
-    def test_stopDuringAnUpgradeHandsTheSocketsOver(self) -> None:
+    def test_stopDuringAnUpgradeServesUntilTheNewMasterIsReady(self) -> None:
+        """
+        TERM during an upgrade (gunicorn's USR2 then TERM): this master
+        keeps its sockets and serves until the new one is ready, then
+        hands over and stops.
+        """
         self.upgrade.request()
-        self.upgrade.stopping()
-        self.assertEqual(self.service.handedOver, 1)
+        self.assertTrue(self.upgrade.stopping())
+        self.assertEqual((self.service.handedOver, self.handedOver), (0, []))
+        [deferred] = [e for e in self.events
+                      if e.get("cluster_event") == logevents.UPGRADE_STOP_DEFERRED]
+        self.assertEqual(deferred["new_master_pid"], 4321)
         protocol = self.spawned()["protocol"]
         protocol.childDataReceived(contract.STATUS_FD, b"ready\n")
+        self.assertEqual((self.service.handedOver, len(self.handedOver)), (1, 1))
         self.reactor.advance(1000)
-        self.assertEqual((self.service.handedOver, self.spawned()["process"].signals), (1, []))
+        self.assertEqual(self.spawned()["process"].signals, [])
+
+    def test_stopDuringAnUpgradeThatFailsKeepsServingAndRearms(self) -> None:
+        """
+        A new master that gives up after a TERM to this one leaves the
+        sockets with this master, which serves on, says that the stop is
+        not carried out, and arms the stop signals again.
+        """
+        rearmed: list[None] = []
+        self.upgrade.onStopCancelled = lambda: rearmed.append(None)
+        self.upgrade.request()
+        self.upgrade.stopping()
+        self.spawned()["protocol"].childDataReceived(contract.STATUS_FD, b"failed bad app\n")
+        self.assertEqual((self.service.handedOver, self.handedOver), (0, []))
+        self.assertEqual(rearmed, [None])
+        [cancelled] = [e for e in self.events
+                       if e.get("cluster_event") == logevents.UPGRADE_STOP_CANCELLED]
+        self.assertEqual(cancelled["log_level"].name, "warn")
+        # The next stop is not held back by the failed new master.
+        self.assertFalse(self.upgrade.stopping())
+
+    def test_stopDuringAnUpgradeThatTimesOutKeepsServing(self) -> None:
+        rearmed: list[None] = []
+        self.upgrade.onStopCancelled = lambda: rearmed.append(None)
+        self.upgrade.request()
+        self.upgrade.stopping()
+        self.reactor.advance(90)
+        self.assertEqual((self.service.handedOver, self.handedOver, rearmed), (0, [], [None]))
+
+    def test_stopNowDuringAnUpgradeHandsOverAtOnce(self) -> None:
+        """
+        QUIT (the workers killed) during an upgrade: the sockets go to
+        the new master now; a stop that waited happens now too.
+        """
+        self.upgrade.request()
+        self.upgrade.stopNow()
+        self.assertEqual((self.service.handedOver, self.handedOver), (1, []))
+        self.assertFalse(self.upgrade.stopping())
+        self.upgrade.stopNow()
+        self.assertEqual(self.service.handedOver, 1)
+
+    def test_stopNowAfterAWaitingStopStops(self) -> None:
+        self.upgrade.request()
+        self.upgrade.stopping()
+        self.upgrade.stopNow()
+        self.assertEqual((self.service.handedOver, len(self.handedOver)), (1, 1))
 
     def test_stopWithNoUpgradeChangesNothing(self) -> None:
-        self.upgrade.stopping()
-        self.assertEqual(self.service.handedOver, 0)
+        self.assertFalse(self.upgrade.stopping())
+        self.upgrade.stopNow()
+        self.assertEqual((self.service.handedOver, self.handedOver), (0, []))
 
     def test_exitAfterHandOverIsNotAFailure(self) -> None:
         self.upgrade.request()
@@ -613,6 +748,39 @@ class ReloadPolicyTests(SynchronousTestCase):
         self.policy.stop()
         self.clock.advance(1)
         self.assertEqual(self.rolls, [])
+
+    def test_manyChangesLogAFewNamesAndTheCount(self) -> None:
+        """
+        3,000 changed files log one short line: the first few names, then
+        how many more; the count field keeps the whole number.
+        """
+        events = logged(self)
+        for n in range(3000):
+            self.policy.changed(f"/srv/app/m{n:04}.py")
+        self.clock.advance(1)
+        [event] = [e for e in events if e.get("cluster_event") == logevents.RELOAD_CHANGED]
+        self.assertEqual(event["count"], 3000)
+        self.assertEqual(
+            event["files"],
+            "/srv/app/m0000.py, /srv/app/m0001.py, /srv/app/m0002.py, "
+            "/srv/app/m0003.py, /srv/app/m0004.py and 2995 more",
+        )
+        self.assertLess(len(formatEvent(event)), 300)
+        self.assertEqual(len(self.rolls), 1)
+
+    def test_controlCharactersInANameAreEscaped(self) -> None:
+        """
+        A file name with a newline (or a terminal escape) cannot forge a
+        line of the master's log.
+        """
+        events = logged(self)
+        self.policy.changed("/srv/app/x.py\n2026-01-01 [master] forged\x1b[2J.py")
+        self.clock.advance(1)
+        [event] = [e for e in events if e.get("cluster_event") == logevents.RELOAD_CHANGED]
+        line = formatEvent(event)
+        self.assertNotIn("\n", line)
+        self.assertNotIn("\x1b", line)
+        self.assertIn("x.py\\x0a2026-01-01", line)
 
     def test_appDirectoriesAreThoseOfNewlyImportedSourcesOutsideExcluded(self) -> None:
         module = type(os)("m")

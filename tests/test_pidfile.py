@@ -5,11 +5,12 @@ Tests for L{twisted_cluster._master.pidfile}: the master's C{--pidfile}.
 from __future__ import annotations
 
 import os
+import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import ClusterProcess
-from twisted_cluster._master.pidfile import PIDFile, PIDFileError
+from twisted_cluster._master.pidfile import PIDFile, PIDFileError, pidAlive
 
 
 def _deadPid() -> int:
@@ -59,6 +60,25 @@ class PIDFileTests(SynchronousTestCase):
             self.assertEqual(pidfile.read(), os.getpid())
             pidfile.release()
             self.assertFalse(os.path.exists(self.path))
+
+    def test_zombieHolderIsStale(self) -> None:
+        """
+        A file naming a zombie (a master that exited and whose parent never
+        reaped it: C{kill(pid, 0)} still succeeds) is stale, replaced.
+        """
+        zombie = subprocess.Popen(["true"])
+        self.addCleanup(zombie.wait)
+        # Wait for it to exit, and leave it unreaped.
+        os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)
+        os.kill(zombie.pid, 0)
+        self.assertFalse(pidAlive(zombie.pid))
+        self.assertTrue(pidAlive(os.getpid()))
+        with open(self.path, "w") as f:
+            f.write(f"{zombie.pid}\n")
+        pidfile = PIDFile(self.path)
+        pidfile.acquire()
+        self.assertEqual(pidfile.read(), os.getpid())
+        pidfile.release()
 
     def test_fileThatIsNotAPidFileIsLeftAlone(self) -> None:
         """

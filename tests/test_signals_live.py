@@ -33,6 +33,14 @@ from twisted_cluster import logevents
 
 SLEEPY = ("--app", "tests.apps.sleepy.resource")
 
+#: A parent that starts the master's command line (its arguments) and then
+#: sleeps without ever calling wait(): the master it started, once it
+#: exits, stays a zombie.
+NOT_REAPING = (
+    "import subprocess, sys, time; child = subprocess.Popen(sys.argv[1:]); "
+    "time.sleep(300)"
+)
+
 
 def withField(cluster: ClusterProcess, **fields: Any) -> list[dict[str, Any]]:
     """
@@ -158,9 +166,9 @@ class UpgradeTests(TestCase):
     async def test_usr2ThenTermToTheOldMasterFailsNoRequest(self) -> None:
         """
         gunicorn's procedure: USR2, then TERM to the old master before the
-        new one is ready.  The old master hands the sockets over instead of
-        closing them; connections wait in their queue until the new
-        master's workers are ready, and none fails.
+        new one is ready.  The old master serves until the new one is
+        ready, then hands the sockets over instead of closing them, and no
+        request fails.
         """
         cluster = await ClusterProcess.start(self, "--workers", "2", *SLEEPY, waitReady=2)
         killLater(self, lambda: [e["new_master_pid"] for e in
@@ -189,6 +197,95 @@ class UpgradeTests(TestCase):
         ports = {e["address"] for e in withField(cluster, address=...)
                  if e["address"].startswith("127.0.0.1:")}
         self.assertEqual(ports, {f"127.0.0.1:{cluster.port}"}, "the same socket")
+        self.assertEqual(unhandled(cluster), [])
+
+    async def notReaped(self, *args: str) -> tuple[ClusterProcess, str, int]:
+        """
+        A cluster whose master's parent never reaps it (L{NOT_REAPING}),
+        as under C{sh -c 'nohup twist cluster ... &'}: the cluster, its
+        PID file and the master's pid.  The master that exits stays a
+        zombie, whose pid C{kill(pid, 0)} still finds.
+        """
+        pidPath = os.path.join(shortTempDir(self), "cluster.pid")
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--pidfile", pidPath, *args, waitReady=2,
+            prefix=[sys.executable, "-c", NOT_REAPING],
+        )
+        with open(pidPath) as f:
+            master = int(f.read())
+        self.assertNotEqual(master, cluster.pid)
+        killLater(self, lambda: [master] + [e["new_master_pid"] for e in
+                                            withField(cluster, new_master_pid=...)])
+        return cluster, pidPath, master
+
+    async def test_usr2ThenTermUnderAParentThatDoesNotReapFailsNoRequest(self) -> None:
+        """
+        The security review's repro: USR2 then TERM at once to a master
+        whose parent never reaps it, under a stream of requests.  The old
+        master serves until the new one is ready, then drains and exits
+        (a zombie); the new master serves on the same socket, names itself
+        in the PID file, and not one request fails.  (The new master used
+        to take the zombie for a live stranger, drop its hand-over and
+        bind afresh: "Address already in use", no master left.)
+        """
+        cluster, pidPath, master = await self.notReaped(*SLEEPY)
+        oldWorkers = set(cluster.workers.values())
+        load = LoadLoop(cluster.url, clients=4)
+        try:
+            await sleep(0.3)
+            os.kill(master, signal.SIGUSR2)
+            os.kill(master, signal.SIGTERM)
+            [done] = await waitUntil(
+                lambda: cluster.logged(logevents.UPGRADE_DONE, old_master_pid=master),
+                60, "the new master to say the old one is gone",
+            )
+            await waitUntil(lambda: not pidAlive(master), 30, "the old master to exit")
+            answered = len(load.pids)
+            await sleep(0.5)
+        finally:
+            await load.stop()
+        self.assertEqual(load.failed, [])
+        self.assertGreater(len(load.pids), answered)
+        newMaster = done["master_pid"]
+        self.assertTrue(pidAlive(newMaster))
+        newWorkers = set(cluster.workers.values())
+        self.assertFalse(newWorkers & oldWorkers)
+        self.assertEqual(set(load.pids[answered:]) - newWorkers, set())
+        [deferred] = cluster.logged(logevents.UPGRADE_STOP_DEFERRED)
+        self.assertEqual(deferred["master_pid"], master)
+        with open(pidPath) as f:
+            self.assertEqual(int(f.read()), newMaster)
+        self.assertEqual(unhandled(cluster), [])
+
+    async def test_oldMasterKilledAndNotReapedStillHandsOver(self) -> None:
+        """
+        An old master SIGKILLed just after USR2, and left a zombie: what it
+        handed over is still the new master's, which takes it (the old
+        master's pid alone no longer decides) and serves the same socket.
+        """
+        cluster, pidPath, master = await self.notReaped(*SLEEPY)
+        os.kill(master, signal.SIGUSR2)
+        [started] = await waitUntil(
+            lambda: cluster.logged(logevents.UPGRADE_STARTED), 10, "the new master started"
+        )
+        os.kill(master, signal.SIGKILL)
+        newMaster = started["new_master_pid"]
+        await waitUntil(
+            lambda: cluster.logged(logevents.UPGRADE_DONE, old_master_pid=master), 60,
+            "the new master to take over",
+        )
+        await waitUntil(
+            lambda: len(cluster.logged(logevents.WORKER_READY)) >= 4, 30,
+            "the new master's workers",
+        )
+        code, body = await get(cluster.url)
+        self.assertEqual(code, 200)
+        self.assertTrue(pidAlive(newMaster))
+        self.assertEqual(
+            [e["address"] for e in cluster.logged(logevents.LISTENING)
+             if e["address"].startswith("127.0.0.1:")],
+            [f"127.0.0.1:{cluster.port}"] * 2, "the same socket, adopted",
+        )
         self.assertEqual(unhandled(cluster), [])
 
     async def test_usr2WhoseNewMasterFailsKeepsTheOldOneServing(self) -> None:
@@ -235,6 +332,39 @@ class UpgradeTests(TestCase):
         code, body = await get(cluster.url)
         self.assertEqual(body.split()[0], b"v2")
 
+
+    async def test_termDuringAnUpgradeThatFailsKeepsTheOldMasterServing(self) -> None:
+        """
+        USR2 then TERM, and the new master cannot load the app: the old
+        master never let go of its sockets, says that the stop is not
+        carried out, and serves on; the next TERM stops it (exit 0).
+        """
+        directory = shortTempDir(self)
+        module = writeApp(directory, "upgraded", "v1")
+        cluster = await ClusterProcess.start(
+            self, "--workers", "2", "--app", "upgraded.resource",
+            env=testEnvironment(extraPath=directory), waitReady=2,
+        )
+        killLater(self, lambda: [e["new_master_pid"] for e in
+                                 withField(cluster, new_master_pid=...)])
+        old = dict(cluster.workers)
+        with open(module, "w") as f:
+            f.write("def broken(:\n")
+        cluster.signal("USR2")
+        cluster.signal("TERM")
+        [cancelled] = await waitUntil(
+            lambda: cluster.logged(logevents.UPGRADE_STOP_CANCELLED), 30,
+            "the stop not carried out",
+        )
+        self.assertEqual(cancelled["master_pid"], cluster.pid)
+        self.assertEqual(len(cluster.logged(logevents.UPGRADE_FAILED)), 1)
+        for _ in range(4):
+            code, body = await get(cluster.url)
+            self.assertEqual((code, int(body.split()[1]) in old.values()), (200, True))
+        self.assertEqual(cluster.workers, old)
+        cluster.signal("TERM")
+        self.assertEqual(await cluster.waitExit(30), 0)
+        self.assertEqual(unhandled(cluster), [])
 
     async def test_usr2HandsTheControlSocketOverAtItsPath(self) -> None:
         """

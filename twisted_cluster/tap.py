@@ -463,15 +463,18 @@ def _running(
         service.reopenLogs()
 
     def killWorkers() -> Any:
+        upgrade.stopNow()
         return service.supervisor.stopNow() if service.supervisor is not None else None
 
     def stop() -> None:
-        upgrade.stopping()
-        reactor.stop()
+        if not upgrade.stopping():
+            reactor.stop()
 
+    stopSignals = StopSignals(reactor, stop, killWorkers)
+    upgrade.onStopCancelled = stopSignals.rearm
     installSignals(
         reactor,
-        StopSignals(reactor, stop, killWorkers),
+        stopSignals,
         {
             signal.SIGHUP: service.rollingRestart,
             signal.SIGTTIN: service.addWorker,

@@ -16,11 +16,11 @@ The environment variable L{ENVIRONMENT} describes them (L{Handover}).
 from __future__ import annotations
 
 import json
-from typing import Callable, MutableMapping
+from typing import MutableMapping
 
 import attr
 
-from twisted_cluster._master.pidfile import pidAlive
+from twisted_cluster._master.inheritance import inheritanceMismatch
 
 #: The environment variable that describes what a new master inherits.
 ENVIRONMENT = "TWISTED_CLUSTER_UPGRADE"
@@ -111,27 +111,43 @@ class Handover:
 def takeHandover(
     environ: MutableMapping[str, str],
     parent: int,
-    alive: Callable[[int], bool] = pidAlive,
+    statusFD: int = STATUS_FD,
+    predecessorFD: int = PREDECESSOR_FD,
 ) -> Handover | None:
     """
     The upgrade this process was started for, removed from C{environ} so
-    that no process it starts inherits it; C{None} when there is none, or
-    when it names a live process other than this one's parent (a process
-    that happened to inherit the variable).  A parent that is gone counts:
-    an old master stopped at once (C{USR2} then C{TERM}) may exit before
-    the new one reads this, which is then a child of init.
+    that no process it starts inherits it; C{None} when there is none.
+
+    What this process really holds decides, not the old master's pid: the
+    hand-over is taken when its two pipes and its listening sockets are
+    here, on the described endpoints (L{inheritanceMismatch}), whether the
+    old master still runs, has exited (C{USR2} then C{TERM}, this one is
+    then a child of init) or is a zombie nobody reaps.  When they are not
+    here, a variable that names another process than this one's parent is
+    one this process happened to inherit: ignored.
 
     @param parent: this process's parent pid.
-    @param alive: whether a pid is a live process.
-    @raise HandoverError: when the description is malformed.
+    @param statusFD: the descriptor of the report pipe (L{STATUS_FD}).
+    @param predecessorFD: the descriptor of the old master's pipe
+        (L{PREDECESSOR_FD}).
+    @raise HandoverError: when the description is malformed, or names this
+        process's parent but its descriptors are not what it describes.
     """
     text = environ.pop(ENVIRONMENT, None)
     if text is None:
         return None
     handover = Handover.fromJSON(text)
-    if handover.parent != parent and alive(handover.parent):
+    mismatch = inheritanceMismatch(
+        (statusFD, predecessorFD), handover.listeners, handover.control
+    )
+    if mismatch is None:
+        return handover
+    if handover.parent != parent:
         return None
-    return handover
+    raise HandoverError(
+        f"the upgrade from pid {handover.parent} did not hand over what it "
+        f"describes: {mismatch}"
+    )
 
 
 def parseReport(line: bytes) -> tuple[bool, str]:

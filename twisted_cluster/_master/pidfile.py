@@ -59,15 +59,33 @@ class PIDFileError(Exception):
 def pidAlive(pid: int) -> bool:
     """
     Whether process C{pid} exists (one of another user counts), so that a
-    file a killed process left behind is taken over rather than obeyed.
+    file a killed process left behind is taken over rather than obeyed.  A
+    zombie (state C{Z} in C{/proc/PID/stat}: exited, not yet reaped by a
+    parent that may never call C{wait}) counts as gone: C{kill(pid, 0)}
+    succeeds on it, but it runs nothing and holds nothing.
     """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """
+    Whether C{/proc} says process C{pid} is a zombie (C{False} where it
+    cannot tell).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # The command name in parentheses may hold anything: the state
+            # is the first field after its last parenthesis.
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return bool(fields) and fields[0] == b"Z"
 
 
 #: Which file a path named when it was read: (device, inode).

@@ -32,12 +32,16 @@ from twisted.python.filepath import FilePath
 import twisted_cluster
 from twisted_cluster import logevents
 from twisted_cluster._master.service import MasterReactor
+from twisted_cluster._shared.workerlog import escapeControls
 
 log = Logger()
 
 #: Seconds after the last change before the workers roll: editors save
 #: several files, and some write a file twice.
 SETTLE = 0.3
+
+#: How many changed files the log line names; the rest are counted.
+NAMED_FILES = 5
 
 
 def _excludedRoots() -> list[str]:
@@ -115,7 +119,7 @@ class ReloadPolicy:
         log.info(
             "--reload: {count} changed files ({files}): rolling the workers",
             cluster_event=logevents.RELOAD_CHANGED,
-            count=len(changed), files=", ".join(changed),
+            count=len(changed), files=describeFiles(changed),
         )
         self._roll()
 
@@ -126,6 +130,19 @@ class ReloadPolicy:
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
+
+
+def describeFiles(paths: list[str], named: int = NAMED_FILES) -> str:
+    """
+    The first C{named} of C{paths}, then how many more, for one log line:
+    a checkout that changes thousands of files gives a short line, and a
+    file name is written with its control characters escaped
+    (L{escapeControls}), so that a name with a newline cannot forge a line
+    of the master's log.
+    """
+    shown = ", ".join(escapeControls(path) for path in paths[:named])
+    rest = len(paths) - named
+    return f"{shown} and {rest} more" if rest > 0 else shown
 
 
 def watchDirectories(

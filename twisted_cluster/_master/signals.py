@@ -82,6 +82,14 @@ class StopSignals:
             self._stoppedAt = now
             self._stop()
 
+    def rearm(self) -> None:
+        """
+        A stop that was asked is not carried out (it waited for a master
+        upgrade that failed, L{twisted_cluster._master.upgrade}): the next
+        stop signal stops, as the first one would have.
+        """
+        self._stoppedAt = None
+
     def _kill(self) -> None:
         if not self._killed:
             self._killed = True

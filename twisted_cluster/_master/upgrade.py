@@ -16,12 +16,16 @@ roll-back they leave to the operator made automatic.
  3. The old master stops accepting, closes its descriptors of the sockets
     without shutting them down, drains its workers as on SIGTERM and exits
     0.  Its control site serves until it exits; the new master serves the
-    control socket from then on.
+    control socket from then on.  A TERM or INT to the old master meanwhile
+    (gunicorn's procedure: C{USR2} then C{TERM}) waits for this step: the
+    old master serves until the new one is ready, so that the sockets are
+    never left unserved; QUIT hands them over at once.
  4. A new master that exits before it is ready, reports a failure, or is
     not ready within L{MasterUpgrade}'s time limit (it is then stopped
     with SIGQUIT, SIGKILL 5 s later) changes nothing: the old master logs
     why and serves on, and moves its PID file back once the new one has
-    exited (and removed its own).
+    exited (and removed its own).  A stop that waited for the upgrade is
+    then not carried out (logged): the next stop signal stops.
 
 L{MasterUpgrade} is the old master's half; the new one's is
 L{twisted_cluster._master.succession.Successor}, and what passes between
@@ -154,6 +158,12 @@ class MasterUpgrade:
         self._outcome: bool | None = None
         self._pidPath: str | None = None
         self.newPid: int | None = None
+        #: Whether a stop (TERM, INT) waits for the new master's report.
+        self._stopWaiting = False
+        #: Called when a stop that waited is not carried out because the
+        #: new master failed: the stop signals are armed again
+        #: (L{twisted_cluster._master.signals.StopSignals.rearm}).
+        self.onStopCancelled: Callable[[], None] = lambda: None
 
     def refusal(self) -> str | None:
         """
@@ -231,26 +241,56 @@ class MasterUpgrade:
         )
         self._timer = self._reactor.callLater(self._timeout, self._timedOut)
 
-    def stopping(self) -> None:
+    def stopping(self) -> bool:
         """
-        This master is told to stop (TERM, INT, QUIT): during an upgrade,
-        hand the sockets over now instead of closing them, so that the new
-        master serves them as soon as its workers are ready (connections
-        wait in the sockets' queues meanwhile).  That is gunicorn's upgrade
-        procedure, C{USR2} then C{TERM} to the old master, which must not
-        take the sockets away from the new one.
+        This master is told to stop gracefully (TERM, INT).  During an
+        upgrade the stop waits for the new master's report: this master
+        keeps accepting and serving meanwhile, so that the sockets are
+        served at every moment whatever the new master does.  Once the new
+        one is ready, this one hands over and stops (C{onHandedOver}); if
+        the new one gives up, this one serves on, says so, and the next
+        stop signal stops it (L{onStopCancelled}).  That is gunicorn's
+        upgrade procedure, C{USR2} then C{TERM} to the old master, which
+        must neither take the sockets away from the new master nor leave
+        them unserved while the new one starts or fails.
+
+        @return: whether the stop waits for the upgrade (the caller stops
+            nothing now).
         """
-        if self._transport is None or self._outcome is not None:
+        if not self._underWay():
+            return False
+        self._stopWaiting = True
+        log.info(
+            "stop during an upgrade: this master pid {master_pid} serves until "
+            "the new master pid {new_master_pid} is ready, then drains and exits",
+            cluster_event=logevents.UPGRADE_STOP_DEFERRED,
+            new_master_pid=self.newPid, master_pid=os.getpid(),
+        )
+        return True
+
+    def stopNow(self) -> None:
+        """
+        This master's workers are killed (QUIT, a second INT): during an
+        upgrade the sockets go to the new master now (their queues keep
+        the connections until its workers are ready), and a stop that
+        waited for the upgrade happens now (C{onHandedOver}).
+        """
+        if not self._underWay():
             return
         self._cancelTimer()
         self._outcome = True
         log.info(
-            "stopping during an upgrade: the sockets go to the new master pid "
-            "{new_master_pid} now; this master pid {master_pid} drains and exits",
+            "stopping now during an upgrade: the sockets go to the new master pid "
+            "{new_master_pid} now; this master pid {master_pid} exits",
             cluster_event=logevents.UPGRADE_HANDED_OVER,
             new_master_pid=self.newPid, master_pid=os.getpid(),
         )
         self._service.handOver()
+        if self._stopWaiting:
+            self._onHandedOver()
+
+    def _underWay(self) -> bool:
+        return self._transport is not None and self._outcome is None
 
     def _movePIDFile(self, aside: bool) -> None:
         pidfile = self._pidfile
@@ -293,6 +333,15 @@ class MasterUpgrade:
             new_master_pid=self.newPid, reason=reason, cause=cause,
             master_pid=os.getpid(),
         )
+        if self._stopWaiting:
+            self._stopWaiting = False
+            log.warn(
+                "the stop asked during the failed upgrade is not carried out: "
+                "this master pid {master_pid} keeps serving; stop it again to stop it",
+                cluster_event=logevents.UPGRADE_STOP_CANCELLED,
+                new_master_pid=self.newPid, master_pid=os.getpid(),
+            )
+            self.onStopCancelled()
         if self._transport is not None:
             # Twisted names only TERM, KILL and INT: others go by number.
             self._signal(signal.SIGQUIT)

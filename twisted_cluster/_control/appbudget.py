@@ -22,7 +22,7 @@ import attr
 from twisted_cluster._control.appseries import Key
 
 #: The most samples of the workers' snapshots one render takes, together.
-MAX_CLUSTER_SAMPLES = 20_000
+MAX_CLUSTER_SAMPLES = 10_000
 
 #: The most bytes of the workers' snapshots one render takes, together.
 MAX_CLUSTER_BYTES = 2 * 1024 * 1024

@@ -38,6 +38,7 @@ from twisted_cluster._control.appbudget import (
     Size,
     overBudget,
 )
+from twisted_cluster._control import gathering
 from twisted_cluster._control.appseries import AppSeries
 from twisted_cluster._control.auth import Access, AccessPolicy
 from twisted_cluster._control.gathering import LOG_INTERVAL, MAX_DETAIL, MetricsGatherer
@@ -141,6 +142,19 @@ class GatheringBudgetTests(SynchronousTestCase):
         [_, again] = self.stale(worker_id=2, cause="budget")
         self.assertEqual(again["held"], 2)
         self.assertEqual(self.stale(worker_id=1), [])
+
+    def test_aSnapshotLargerThanTheWholeBudgetIsNotDecoded(self) -> None:
+        """
+        A snapshot of more bytes than the cluster's whole budget is left
+        out before it costs the master a decoding.
+        """
+        large = FakeProcess(1, 101, families=[gauges(50)])
+        gatherer = MetricsGatherer(self.clock, lambda: [large], budget=Budget(bytes=1000))
+        decoded: list[bytes] = []
+        self.patch(gathering, "decodeSnapshot", decoded.append)
+        self.successResultOf(gatherer.gather())
+        self.assertEqual(decoded, [])
+        self.assertEqual(gatherer.errors[(1, "budget")], 1)
 
     def test_aWorkerOverTheBudgetKeepsItsLastCountsInTheClusterTotal(self) -> None:
         """

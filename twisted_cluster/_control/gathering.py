@@ -223,6 +223,11 @@ class MetricsGatherer:
         return d
 
     def _read(self, key: Key, snapshot: bytes) -> None:
+        if len(snapshot) > self._budget.bytes:
+            # It cannot fit, whatever the others send: not even decoded.
+            self._unread(key, BUDGET, f"{len(snapshot)} bytes, over the cluster's "
+                                      f"{self._budget.bytes} bytes")
+            return
         try:
             decoded = decodeSnapshot(snapshot)
         except SnapshotError as e:

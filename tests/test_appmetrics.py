@@ -575,7 +575,8 @@ class WorkerSideTests(SynchronousTestCase):
         Gauge("temp", "Temperature.", registry=registry).set(21.5)
         Histogram("size", "Sizes.", buckets=(1,), registry=registry).observe(0.5)
         Summary("lat", "Latency.", registry=registry).observe(0.1)
-        families = {f.name: f for f in decodeSnapshot(AppMetrics(1, registry, clock=Clock()).snapshot()).families}
+        snapshot = AppMetrics(1, registry, clock=Clock()).snapshot()
+        families = {f.name: f for f in decodeSnapshot(snapshot).families}
         self.assertEqual(families["hits"].samples, (Sample("hits_total", (("path", "/"),), 2.0),))
         self.assertEqual(families["temp"].samples, (Sample("temp", (), 21.5),))
         self.assertEqual({s.name for s in families["size"].samples},

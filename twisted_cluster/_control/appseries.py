@@ -34,8 +34,8 @@ metrics"):
     C{dup_total}), is already held by a family of another name or type (a
     gauge C{dup_total}, a gauge C{dup}), in any worker process or in what
     gone ones left, is dropped (L{AppSeries.update} says which): the first
-    one held keeps it.  Two families for one name would make Prometheus
-    refuse the whole scrape.
+    one held keeps it (L{FamilyClaims}).  Two families for one name would
+    make Prometheus refuse the whole scrape.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from typing import Callable, Iterable, Iterator
 import attr
 from prometheus_client.core import Metric
 
-from twisted_cluster._contract.metricsnapshot import MAX_SAMPLES, SUFFIXES, Family
+from twisted_cluster._contract.metricsnapshot import MAX_SAMPLES, Family
+from twisted_cluster._control.familyclaims import FamilyClaims
 
 #: A worker process: its slot (worker id) and its pid.
 Key = tuple[int, int]
@@ -122,51 +123,6 @@ def _latest(last: list[Family], final: list[Family]) -> list[Family]:
     return merged + [family for family in last if family.name not in names]
 
 
-#: A family as the exposition tells it apart: its name and its type.
-_Identity = tuple[str, str]
-
-
-def _names(family: Family) -> set[str]:
-    """
-    Every name C{family} may take in the exposition: its own and those its
-    samples may take (L{SUFFIXES}).
-    """
-    return {family.name + suffix for suffix in SUFFIXES[family.type]} | {family.name}
-
-
-class _Claims:
-    """
-    Which family owns each name of the exposition, and how many holders
-    (live processes, slots of gone ones) have it.
-    """
-
-    def __init__(self) -> None:
-        self._owners: dict[str, tuple[_Identity, int]] = {}
-
-    def admits(self, family: Family) -> bool:
-        """
-        Whether no name C{family} may take belongs to another family.
-        """
-        identity = (family.name, family.type)
-        return all(
-            self._owners.get(name, (identity, 0))[0] == identity for name in _names(family)
-        )
-
-    def hold(self, family: Family) -> None:
-        identity = (family.name, family.type)
-        for name in _names(family):
-            count = self._owners.get(name, (identity, 0))[1]
-            self._owners[name] = (identity, count + 1)
-
-    def release(self, family: Family) -> None:
-        for name in _names(family):
-            identity, count = self._owners[name]
-            if count > 1:
-                self._owners[name] = (identity, count - 1)
-            else:
-                del self._owners[name]
-
-
 class _Totals:
     """
     What the gone processes of one slot had counted, by family.
@@ -180,7 +136,7 @@ class _Totals:
         self.values: dict[str, dict[_SampleKey, float]] = {}
         self.size = 0
 
-    def add(self, families: Iterable[Family], limit: int, claims: _Claims) -> None:
+    def add(self, families: Iterable[Family], limit: int, claims: FamilyClaims) -> None:
         """
         Add what C{families} counted, at most C{limit} samples in all;
         a family new to the slot holds its names in C{claims} for good.
@@ -227,7 +183,7 @@ class AppSeries:
         self._status: dict[Key, tuple[str, ...]] = {}
         self._fresh: set[Key] = set()
         self._gone: dict[int, _Totals] = {}
-        self._claims = _Claims()
+        self._claims = FamilyClaims()
 
     def known(self) -> set[Key]:
         """
@@ -275,7 +231,7 @@ class AppSeries:
         """
         kept: list[Family] = []
         dropped: list[str] = []
-        taken = _Claims()
+        taken = FamilyClaims()
         for family in families:
             if self._reserved(family.name):
                 continue

@@ -575,7 +575,8 @@ class WorkerSideTests(SynchronousTestCase):
         Gauge("temp", "Temperature.", registry=registry).set(21.5)
         Histogram("size", "Sizes.", buckets=(1,), registry=registry).observe(0.5)
         Summary("lat", "Latency.", registry=registry).observe(0.1)
-        families = {f.name: f for f in decodeSnapshot(AppMetrics(1, registry).snapshot()).families}
+        snapshot = AppMetrics(1, registry, clock=Clock()).snapshot()
+        families = {f.name: f for f in decodeSnapshot(snapshot).families}
         self.assertEqual(families["hits"].samples, (Sample("hits_total", (("path", "/"),), 2.0),))
         self.assertEqual(families["temp"].samples, (Sample("temp", (), 21.5),))
         self.assertEqual({s.name for s in families["size"].samples},
@@ -592,7 +593,7 @@ class WorkerSideTests(SynchronousTestCase):
                 raise RuntimeError("no")
 
         with self.assertRaises(commands.MetricsUnavailable) as caught:
-            AppMetrics(1, Broken()).snapshot()
+            AppMetrics(1, Broken(), clock=Clock()).snapshot()
         self.assertIn("RuntimeError: no", str(caught.exception))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
@@ -612,7 +613,7 @@ class WorkerSideTests(SynchronousTestCase):
                 sent.append((command, decodeSnapshot(arguments["snapshot"]).families))
                 return Deferred()
 
-        done = AppMetrics(1, registry).sendFinal(Control(), clock)
+        done = AppMetrics(1, registry, clock=clock).sendFinal(Control(), clock)
         [(command, families)] = sent
         self.assertIs(command, commands.FinalMetrics)
         self.assertEqual(families[0].samples[0].value, 4.0)
@@ -625,7 +626,7 @@ class WorkerSideTests(SynchronousTestCase):
         A worker whose master is gone exits at once.
         """
         registry = CollectorRegistry()
-        self.successResultOf(AppMetrics(1, registry).sendFinal(None, Clock()))
+        self.successResultOf(AppMetrics(1, registry, clock=Clock()).sendFinal(None, Clock()))
 
     def test_aNamedRegistryMustCollect(self) -> None:
         """

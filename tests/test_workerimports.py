@@ -47,6 +47,7 @@ WORKER_SIDE = {
     "twisted_cluster._worker.tracking",
     "twisted_cluster._worker.runtime",
     "twisted_cluster._shared.workerlog",
+    "twisted_cluster._shared.ratelimit",
     "twisted_cluster._worker.wrapping",
 }
 

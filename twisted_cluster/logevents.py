@@ -96,6 +96,7 @@ CONTROL_REFUSED: Final = "control_refused"
 RELAY_REFUSED: Final = "relay_refused"
 APP_METRICS_STALE: Final = "app_metrics_stale"
 APP_METRICS_REFUSED: Final = "app_metrics_refused"
+APP_METRICS_CONFLICT: Final = "app_metrics_conflict"
 
 #: In a worker (its events reach the master's log with worker_id and
 #: worker_pid), or where an app's responder runs.

@@ -29,6 +29,13 @@ metrics"):
     C{exported_worker} / C{exported_pid}, as Prometheus does with clashing
     target labels.  Families whose name the master exposes itself are
     left out (L{reserved}).
+  - Every name in the exposition has one family: a family whose name, or
+    one of the names its samples may take (a counter C{dup} shows
+    C{dup_total}), is already held by a family of another name or type (a
+    gauge C{dup_total}, a gauge C{dup}), in any worker process or in what
+    gone ones left, is dropped (L{AppSeries.update} says which): the first
+    one held keeps it (L{FamilyClaims}).  Two families for one name would
+    make Prometheus refuse the whole scrape.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import attr
 from prometheus_client.core import Metric
 
 from twisted_cluster._contract.metricsnapshot import MAX_SAMPLES, Family
+from twisted_cluster._control.familyclaims import FamilyClaims
 
 #: A worker process: its slot (worker id) and its pid.
 Key = tuple[int, int]
@@ -128,10 +136,16 @@ class _Totals:
         self.values: dict[str, dict[_SampleKey, float]] = {}
         self.size = 0
 
-    def add(self, families: Iterable[Family], limit: int) -> None:
+    def add(self, families: Iterable[Family], limit: int, claims: FamilyClaims) -> None:
+        """
+        Add what C{families} counted, at most C{limit} samples in all;
+        a family new to the slot holds its names in C{claims} for good.
+        """
         for family in families:
-            kind = self.kinds.setdefault(family.name, (family.type, family.help))
-            if kind[0] != family.type:
+            if family.name not in self.kinds:
+                self.kinds[family.name] = (family.type, family.help)
+                claims.hold(family)
+            elif self.kinds[family.name][0] != family.type:
                 continue
             values = self.values.setdefault(family.name, {})
             for sample in family.samples:
@@ -169,6 +183,7 @@ class AppSeries:
         self._status: dict[Key, tuple[str, ...]] = {}
         self._fresh: set[Key] = set()
         self._gone: dict[int, _Totals] = {}
+        self._claims = FamilyClaims()
 
     def known(self) -> set[Key]:
         """
@@ -188,14 +203,44 @@ class AppSeries:
         """
         self._fresh = set()
 
-    def update(self, key: Key, families: list[Family], status: tuple[str, ...] = ()) -> None:
+    def update(
+        self, key: Key, families: list[Family], status: tuple[str, ...] = ()
+    ) -> list[str]:
         """
         Process C{key} answered this scrape with C{families}, naming
         C{status} for the status page.
+
+        @return: the names of the families left out because a name they
+            may take belongs to another family (see the module docstring).
         """
-        self._live[key] = [f for f in families if not self._reserved(f.name)]
+        for family in self._live.pop(key, ()):
+            self._claims.release(family)
+        kept, dropped = self._admit(families)
+        for family in kept:
+            self._claims.hold(family)
+        self._live[key] = kept
         self._status[key] = status
         self._fresh.add(key)
+        return dropped
+
+    def _admit(self, families: list[Family]) -> tuple[list[Family], list[str]]:
+        """
+        C{families} split into those whose names are free (or theirs) and
+        the names of the others; a family claims its names before the next
+        one of the same snapshot is looked at.
+        """
+        kept: list[Family] = []
+        dropped: list[str] = []
+        taken = FamilyClaims()
+        for family in families:
+            if self._reserved(family.name):
+                continue
+            if self._claims.admits(family) and taken.admits(family):
+                taken.hold(family)
+                kept.append(family)
+            else:
+                dropped.append(family.name)
+        return kept, dropped
 
     def wantsStatus(self) -> bool:
         """
@@ -231,12 +276,14 @@ class AppSeries:
             last one is kept).
         """
         last = self._live.pop(key, None) or []
+        for family in last:
+            self._claims.release(family)
         self._status.pop(key, None)
         self._fresh.discard(key)
         if final is not None:
-            last = _latest(last, [f for f in final if not self._reserved(f.name)])
+            last = _latest(last, self._admit(final)[0])
         if last:
-            self._gone.setdefault(key[0], _Totals()).add(last, self._limit)
+            self._gone.setdefault(key[0], _Totals()).add(last, self._limit, self._claims)
 
     def collect(self) -> Iterator[Metric]:
         """

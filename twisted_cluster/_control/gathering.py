@@ -14,7 +14,12 @@ L{MetricsGatherer} asks every ready or draining worker at once, waits for
 each at most C{timeout} seconds (a hung worker is I{stale} for that
 scrape, and counted in C{twisted_cluster_scrape_errors_total}), never
 sends a worker a second request while its first is unanswered, and
-shares one gathering among the scrapes that arrive while it runs.
+shares one gathering among the scrapes that arrive while it runs.  Once
+every worker answered (or timed out), the answers are kept within the
+cluster-wide L{Budget} (the largest snapshots are left out: stale, reason
+C{budget}), and a family whose names belong to another family is dropped
+(reason C{conflict}, see L{AppSeries.update}).  What a worker sends is
+untrusted: its error text reaches the master's log escaped and cut.
 """
 
 from __future__ import annotations
@@ -35,8 +40,11 @@ from twisted_cluster._contract.metricsnapshot import (
     SnapshotError,
     decodeSnapshot,
 )
+from twisted_cluster._contract.metricsnapshot import Snapshot
+from twisted_cluster._control.appbudget import Budget, Size, overBudget
 from twisted_cluster._control.appseries import AppSeries, Key
 from twisted_cluster._shared.ratelimit import RateLimiter
+from twisted_cluster._shared.workerlog import escapeControls
 from twisted_cluster._supervision.process import DRAINING, READY
 
 log = Logger()
@@ -51,8 +59,22 @@ REFRESH_AFTER = 1.0
 #: Seconds between two log events about one worker's unread metrics.
 LOG_INTERVAL = 60.0
 
-#: Why a worker's metrics were not read, as C{reason} labels.
-TIMED_OUT, REFUSED, FAILED = "timeout", "refused", "failed"
+#: Why a worker's metrics were not read, or only in part, as C{reason}
+#: labels.
+TIMED_OUT, REFUSED, FAILED, BUDGET, CONFLICT = (
+    "timeout", "refused", "failed", "budget", "conflict")
+
+#: The most characters of a worker's error text the master logs.
+MAX_DETAIL = 200
+
+
+def _clean(detail: str) -> str:
+    """
+    C{detail}, from a worker, fit for one line of the master's log: its
+    control characters escaped, cut to L{MAX_DETAIL}.
+    """
+    text = escapeControls(detail)
+    return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL] + "..."
 
 
 def _key(process: Any) -> Key:
@@ -96,22 +118,26 @@ class MetricsGatherer:
         processes: Callable[[], list[Any]],
         series: AppSeries | None = None,
         timeout: float = TIMEOUT,
+        budget: Budget = Budget(),
     ) -> None:
         """
         @param processes: returns the live worker processes
             (L{WorkerProcess}-like: C{workerId}, C{pid}, C{state},
             C{control}, C{callRemote}, C{finalMetrics}).
+        @param budget: what the answers of one gathering may weigh together.
         """
         self._clock = clock
         self._processes = processes
         self.series = series if series is not None else AppSeries()
         self._timeout = timeout
+        self._budget = budget
+        self._answers: dict[Key, tuple[Snapshot, Size]] = {}
         self._known: dict[Key, Any] = {}
         self._asking: set[Key] = set()
         self._running: Deferred[Any] | None = None
         self._lastStart: float | None = None
         self._waiting: list[Deferred[None]] = []
-        self._limiters: dict[int, RateLimiter] = {}
+        self._limiters: dict[tuple[int, str], RateLimiter] = {}
         self.errors: Counter[tuple[int, str]] = Counter()
         self.lastDuration = 0.0
 
@@ -165,6 +191,17 @@ class MetricsGatherer:
         self._running.addBoth(lambda _: self._finished(started))
 
     def _finished(self, started: float) -> None:
+        answers, self._answers = self._answers, {}
+        left = overBudget({key: size for key, (_, size) in answers.items()}, self._budget)
+        for key, (snapshot, size) in sorted(answers.items()):
+            if key in left:
+                self._unread(key, BUDGET, (
+                    f"{size.samples} samples, {size.bytes} bytes: over what is left of "
+                    f"the cluster's {self._budget.samples} samples, {self._budget.bytes} bytes"))
+                continue
+            dropped = self.series.update(key, snapshot.families, snapshot.status)
+            if dropped:
+                self._conflict(key, dropped)
         self.lastDuration = self._clock.seconds() - started
         self._running = None
         waiting, self._waiting = self._waiting, []
@@ -186,12 +223,18 @@ class MetricsGatherer:
         return d
 
     def _read(self, key: Key, snapshot: bytes) -> None:
+        if len(snapshot) > self._budget.bytes:
+            # It cannot fit, whatever the others send: not even decoded.
+            self._unread(key, BUDGET, f"{len(snapshot)} bytes, over the cluster's "
+                                      f"{self._budget.bytes} bytes")
+            return
         try:
             decoded = decodeSnapshot(snapshot)
         except SnapshotError as e:
             self._unread(key, REFUSED, str(e))
             return
-        self.series.update(key, decoded.families, decoded.status)
+        samples = sum(len(family.samples) for family in decoded.families)
+        self._answers[key] = (decoded, Size(samples, len(snapshot)))
 
     def _failed(self, key: Key, failure: Failure) -> None:
         if failure.check(TimeoutError):
@@ -201,18 +244,41 @@ class MetricsGatherer:
         else:
             self._unread(key, FAILED, failure.getErrorMessage())
 
+    def _allow(self, workerId: int, event: str) -> int | None:
+        """
+        Whether to log C{event} about worker C{workerId} now (once a
+        minute at most; see L{RateLimiter.allow}).
+        """
+        limiter = self._limiters.setdefault(
+            (workerId, event), RateLimiter(self._clock, LOG_INTERVAL))
+        return limiter.allow()
+
     def _unread(self, key: Key, reason: str, detail: str) -> None:
         workerId, pid = key
         self.series.stale(key)
         self.errors[(workerId, reason)] += 1
-        limiter = self._limiters.setdefault(workerId, RateLimiter(self._clock, LOG_INTERVAL))
-        held = limiter.allow()
+        held = self._allow(workerId, logevents.APP_METRICS_STALE)
         if held is not None:
             log.warn(
                 "app metrics of worker {worker_id} pid {worker_pid} not read ({cause}): "
                 "{detail}; its series are stale ({held} more such scrapes held back)",
                 cluster_event=logevents.APP_METRICS_STALE,
-                worker_id=workerId, worker_pid=pid, cause=reason, detail=detail, held=held,
+                worker_id=workerId, worker_pid=pid, cause=reason, detail=_clean(detail),
+                held=held,
+            )
+
+    def _conflict(self, key: Key, dropped: list[str]) -> None:
+        workerId, pid = key
+        self.errors[(workerId, CONFLICT)] += 1
+        held = self._allow(workerId, logevents.APP_METRICS_CONFLICT)
+        if held is not None:
+            log.warn(
+                "app metrics of worker {worker_id} pid {worker_pid}: {count} families "
+                "left out, their names belong to other families: {families} "
+                "({held} more such scrapes held back)",
+                cluster_event=logevents.APP_METRICS_CONFLICT,
+                worker_id=workerId, worker_pid=pid, cause=CONFLICT, count=len(dropped),
+                families=_clean(", ".join(dropped)), held=held,
             )
 
     def _retire(self, key: Key, process: Any) -> None:
@@ -227,7 +293,7 @@ class MetricsGatherer:
                     "final app metrics of worker {worker_id} pid {worker_pid} refused: "
                     "{detail}; its last scraped values are kept",
                     cluster_event=logevents.APP_METRICS_REFUSED,
-                    worker_id=key[0], worker_pid=key[1], cause=REFUSED, detail=str(e),
+                    worker_id=key[0], worker_pid=key[1], cause=REFUSED, detail=_clean(str(e)),
                 )
         self.series.retire(key, final)
 
@@ -240,9 +306,11 @@ class MetricsGatherer:
         errors = CounterMetricFamily(
             "twisted_cluster_scrape_errors",
             "Gatherings (for a /metrics scrape or the status page) that could not "
-            "read a worker's app metrics, by worker and reason (timeout, refused: "
-            "a snapshot over the bounds, failed: the app's collector raised or the "
-            "worker went away).",
+            "read a worker's app metrics, or only in part, by worker and reason "
+            "(timeout; refused: a snapshot over the bounds; failed: the app's "
+            "collector raised or the worker went away; budget: left out to keep the "
+            "cluster's app series within their budget; conflict: families left out "
+            "whose names belong to other families).",
             labels=["worker", "reason"],
         )
         for (workerId, reason), count in sorted(self.errors.items()):

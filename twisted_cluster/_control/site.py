@@ -289,13 +289,20 @@ class _Status(_Protected):
 #: a walk over every worker's figures.
 METRICS_CACHE_SECONDS = 1.0
 
+#: A render that took C{t} seconds is served again for C{t} times this
+#: (if that is longer than L{METRICS_CACHE_SECONDS}): a scraper can take
+#: the master's reactor from handing off connections for at most a tenth
+#: of its time, however heavy the workers' series.
+SLOW_RENDER_FACTOR = 10.0
+
 
 class _Metrics(_Protected):
     """
     The Prometheus exposition, rendered in the reactor thread (the
     collector reads live state that only the reactor thread may touch;
     prometheus_client's own Twisted resource would read it from a thread
-    pool), at most once per L{METRICS_CACHE_SECONDS}, after the app's
+    pool), at most once per L{METRICS_CACHE_SECONDS} (a slow render is
+    served for longer: L{SLOW_RENDER_FACTOR}), after the app's
     metrics were gathered from the workers (L{MetricsGatherer}: bounded
     in time, so a hung worker never holds a scrape up).
     """
@@ -314,6 +321,7 @@ class _Metrics(_Protected):
         self._clock = clock
         self._cacheSeconds = cacheSeconds
         self._cached: tuple[float, bytes] | None = None
+        self._lifetime = cacheSeconds
 
     def render_GET(self, request: Request) -> bytes | int:
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -321,7 +329,7 @@ class _Metrics(_Protected):
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         now = self._clock.seconds()
-        if self._cached is not None and now - self._cached[0] < self._cacheSeconds:
+        if self._cached is not None and now - self._cached[0] < self._lifetime:
             return self._cached[1]
         rendered: list[bytes] = []
         gathered = self._gatherer.gather()
@@ -347,8 +355,11 @@ class _Metrics(_Protected):
         from prometheus_client.exposition import generate_latest
 
         now = self._clock.seconds()
-        if self._cached is None or now - self._cached[0] >= self._cacheSeconds:
-            self._cached = (now, generate_latest(self._registry))
+        if self._cached is None or now - self._cached[0] >= self._lifetime:
+            body = generate_latest(self._registry)
+            took = self._clock.seconds() - now
+            self._lifetime = max(self._cacheSeconds, took * SLOW_RENDER_FACTOR)
+            self._cached = (now, body)
         return self._cached[1]
 
 

@@ -21,12 +21,21 @@ from twisted.logger import Logger
 from twisted_cluster import logevents
 from twisted_cluster._contract.commands import FinalMetrics, MetricsUnavailable
 from twisted_cluster._contract.metricsnapshot import Family, Sample, encodeSnapshot
+from twisted_cluster._shared.ratelimit import RateLimiter
 
 log = Logger()
 
 #: Seconds an exiting worker waits for the master to take its last
 #: snapshot.
 FINAL_TIMEOUT = 1.0
+
+#: Seconds between two logged failures of the app's registry: the master
+#: asks at every scrape, and a collector that raises would otherwise log
+#: a traceback each time.
+LOG_INTERVAL = 60.0
+
+#: The most characters of a failure's text sent to the master.
+MAX_REASON = 200
 
 #: The family types whose C{NAME_created} samples (the time a series was
 #: created, per process) are left out: the master carries a slot's counts
@@ -54,9 +63,15 @@ class AppMetrics:
     """
 
     def __init__(
-        self, workerId: int, registry: Any = None, statusSeries: tuple[str, ...] = ()
+        self,
+        workerId: int,
+        registry: Any = None,
+        statusSeries: tuple[str, ...] = (),
+        *,
+        clock: IReactorTime,
     ) -> None:
         """
+        @param clock: what paces the logging of the registry's failures.
         @param registry: what the app named (anything with C{collect()}
             yielding C{prometheus_client} metric families), or C{None}
             for C{prometheus_client}'s default registry once the app
@@ -67,6 +82,7 @@ class AppMetrics:
         self._workerId = workerId
         self._registry = registry
         self._status = statusSeries
+        self._failures = RateLimiter(clock, LOG_INTERVAL)
 
     def registry(self) -> Any:
         """
@@ -82,7 +98,9 @@ class AppMetrics:
         """
         The app's families now (L{twisted_cluster._contract.metricsnapshot}).
 
-        @raise MetricsUnavailable: when a collector of the app raised.
+        @raise MetricsUnavailable: when a collector of the app raised (its
+            text at most L{MAX_REASON} characters); the traceback is logged
+            once per L{LOG_INTERVAL}, with how many failures were held back.
         """
         registry = self.registry()
         if registry is None:
@@ -91,12 +109,15 @@ class AppMetrics:
             families = [_family(metric) for metric in registry.collect()]
             return encodeSnapshot(families, self._status)
         except Exception as e:
-            log.failure(
-                "worker {worker_id}: the app's metrics registry failed",
-                cluster_event=logevents.APP_METRICS_FAILED,
-                worker_id=self._workerId,
-            )
-            raise MetricsUnavailable(f"{type(e).__name__}: {e}") from e
+            held = self._failures.allow()
+            if held is not None:
+                log.failure(
+                    "worker {worker_id}: the app's metrics registry failed "
+                    "({held} more such failures held back)",
+                    cluster_event=logevents.APP_METRICS_FAILED,
+                    worker_id=self._workerId, held=held,
+                )
+            raise MetricsUnavailable(f"{type(e).__name__}: {e}"[:MAX_REASON]) from e
 
     def sendFinal(self, control: Any, clock: IReactorTime) -> Deferred[None]:
         """

@@ -264,7 +264,7 @@ class Worker:
         self.context = WorkerContext(self.workerId, self.control, self._reactor)
         obj = resolveName(name)
         factory, locator = buildWorkerApp(obj, name, self.context)
-        self.metrics = AppMetrics(self.workerId, *metricsOptions(obj, name))
+        self.metrics = AppMetrics(self.workerId, *metricsOptions(obj, name), clock=self._reactor)
         self.control.appLocator = AppResponders(locator)
         self._hooks = AppHooks(self.workerId, buildWorkerHooks(obj, name, self.context))
         return factory

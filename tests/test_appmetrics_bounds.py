@@ -31,6 +31,7 @@ from tests.test_appmetrics import FakeProcess, counter, exposed, gauge, onlyApp
 from twisted_cluster import logevents
 from twisted_cluster._contract import commands
 from twisted_cluster._contract.metricsnapshot import Family, Sample
+from twisted_cluster._control import gathering
 from twisted_cluster._control.appbudget import (
     MAX_CLUSTER_BYTES,
     MAX_CLUSTER_SAMPLES,
@@ -38,7 +39,6 @@ from twisted_cluster._control.appbudget import (
     Size,
     overBudget,
 )
-from twisted_cluster._control import gathering
 from twisted_cluster._control.appseries import AppSeries
 from twisted_cluster._control.auth import Access, AccessPolicy
 from twisted_cluster._control.gathering import LOG_INTERVAL, MAX_DETAIL, MetricsGatherer

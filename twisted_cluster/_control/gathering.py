@@ -37,10 +37,10 @@ from twisted_cluster import logevents
 from twisted_cluster._contract.commands import CollectMetrics, MetricsUnavailable
 from twisted_cluster._contract.metricsnapshot import (
     Family,
+    Snapshot,
     SnapshotError,
     decodeSnapshot,
 )
-from twisted_cluster._contract.metricsnapshot import Snapshot
 from twisted_cluster._control.appbudget import Budget, Size, overBudget
 from twisted_cluster._control.appseries import AppSeries, Key
 from twisted_cluster._shared.ratelimit import RateLimiter

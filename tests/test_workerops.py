@@ -264,7 +264,8 @@ class CtlCommandTests(SynchronousTestCase):
         As documented for every error of C{ctl}: one line on stderr, exit
         status 1 (argparse would print its usage and exit 2).
         """
-        for argv in (["drain"], ["kill", "two"], ["frobnicate"], []):
+        for argv in (["drain"], ["kill", "two"], ["kill", "1_0"], ["scale", "+3"],
+                     ["frobnicate"], []):
             stderr = io.StringIO()
             self.patch(sys, "stderr", stderr)
             code = self.successResultOf(

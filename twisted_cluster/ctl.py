@@ -299,6 +299,16 @@ def formatStatus(status: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _wholeNumber(text: str) -> int:
+    """
+    A worker id or count as given on the command line: digits only (C{int}
+    would also read C{"+1"}, C{" 1"} and C{"1_0"}, which is ten).
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     """
     The command line of C{python -m twisted_cluster.ctl}.
@@ -324,17 +334,17 @@ def parser() -> argparse.ArgumentParser:
     restart = commands.add_parser(
         "restart", help="rolling restart of every worker, or replace worker ID"
     )
-    restart.add_argument("worker", type=int, nargs="?", metavar="ID")
+    restart.add_argument("worker", type=_wholeNumber, nargs="?", metavar="ID")
     commands.add_parser("add", help="run one worker more")
     commands.add_parser("remove", help="run one worker less (the highest id drains)")
     scale = commands.add_parser("scale", help="run N workers")
-    scale.add_argument("workers", type=int, metavar="N")
+    scale.add_argument("workers", type=_wholeNumber, metavar="N")
     drain = commands.add_parser(
         "drain", help="worker ID finishes its requests and exits; one worker less"
     )
-    drain.add_argument("worker", type=int, metavar="ID")
+    drain.add_argument("worker", type=_wholeNumber, metavar="ID")
     kill = commands.add_parser("kill", help="SIGKILL worker ID now; its slot restarts")
-    kill.add_argument("worker", type=int, metavar="ID")
+    kill.add_argument("worker", type=_wholeNumber, metavar="ID")
     shutdown = commands.add_parser(
         "shutdown", help="stop the master gracefully (--now: kill the workers first)"
     )

@@ -552,10 +552,12 @@ class ClusterService(ForwardingMasterContext, WorkerObserver, Service):
         """
         Start one more worker.
 
-        @return: its worker id, or C{None} while the cluster is stopping
-            (or not started yet): the refusal is logged with its reason.
+        @return: its worker id, or C{None} when refused (the cluster is
+            stopping or not started yet, C{--max-workers} is reached): the
+            refusal is logged with its reason, by the supervisor once it
+            runs.
         """
-        if self.supervisor is None or self.stopping:
+        if self.supervisor is None:
             self._refuseResize("add", logevents.ADD_REFUSED)
             return None
         return self.supervisor.addWorker()
@@ -565,18 +567,19 @@ class ClusterService(ForwardingMasterContext, WorkerObserver, Service):
         Take one worker (the highest id) out: it drains, then exits.
 
         @return: its worker id, or C{None} when refused (the last worker
-            stays; the cluster is stopping): the refusal is logged with its
-            reason.
+            stays; the cluster is stopping or not started yet): the refusal
+            is logged with its reason, by the supervisor once it runs.
         """
-        if self.supervisor is None or self.stopping:
+        if self.supervisor is None:
             self._refuseResize("remove", logevents.REMOVE_REFUSED)
             return None
         return self.supervisor.removeWorker()
 
     def _refuseResize(self, operation: str, key: str) -> None:
         """
-        Log, once, that C{operation} (SIGTTIN, SIGTTOU) is refused because
-        the cluster is stopping or has not started its workers.
+        Log, once, that C{operation} (SIGTTIN, SIGTTOU) is refused before
+        the supervisor runs: the workers are not started yet, or the
+        service was stopped before they were.
         """
         if self.stopping:
             refuse(operation, RefusalReason.STOPPING, "the cluster is stopping",

@@ -277,17 +277,26 @@ class MasterUpgrade:
         """
         if not self._underWay():
             return
+        self._handOver(
+            "stopping now during an upgrade: the sockets go to the new master pid "
+            "{new_master_pid} now; this master pid {master_pid} exits"
+        )
+        if self._stopWaiting:
+            self._onHandedOver()
+
+    def _handOver(self, message: str) -> None:
+        """
+        The upgrade succeeded, or must end now: the sockets go to the new
+        master, and C{message} says why in the log.
+        """
         self._cancelTimer()
         self._outcome = True
         log.info(
-            "stopping now during an upgrade: the sockets go to the new master pid "
-            "{new_master_pid} now; this master pid {master_pid} exits",
+            message,
             cluster_event=logevents.UPGRADE_HANDED_OVER,
             new_master_pid=self.newPid, master_pid=os.getpid(),
         )
         self._service.handOver()
-        if self._stopWaiting:
-            self._onHandedOver()
 
     def _underWay(self) -> bool:
         return self._transport is not None and self._outcome is None
@@ -306,15 +315,10 @@ class MasterUpgrade:
         if self._outcome is not None:
             return
         if ready:
-            self._cancelTimer()
-            self._outcome = True
-            log.info(
+            self._handOver(
                 "master upgrade: the new master pid {new_master_pid} is ready with "
-                "its workers; this master pid {master_pid} hands over, drains and exits",
-                cluster_event=logevents.UPGRADE_HANDED_OVER,
-                new_master_pid=self.newPid, master_pid=os.getpid(),
+                "its workers; this master pid {master_pid} hands over, drains and exits"
             )
-            self._service.handOver()
             self._onHandedOver()
         else:
             self._failed(f"gave up: {reason}", "failed")
